@@ -1,0 +1,62 @@
+"""Every knob of the protocol, with the lesson's values as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# The Carpentries "Deep Learning Introduction" lesson, episode "Transfer learning".
+LESSON_IMAGE_SIZE = 160
+DEFAULT_DATA_DIR = Path("data") / "dataset_dollarstreet"
+DEFAULT_OUT_DIR = Path("results")
+
+PREPROCESS_CHOICES = ("native", "lesson")
+POOLING_CHOICES = ("max", "avg")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The protocol one backbone is run under; defaults reproduce the lesson exactly."""
+
+    image_size: int | str = LESSON_IMAGE_SIZE  # lesson: resize_with_pad(x, 160, 160); "native" = registry
+    pooling: str = "max"  # lesson: DenseNet121(include_top=False, pooling='max')
+    batch_size: int = 32  # lesson: fit(batch_size=32)
+    epochs: int = 30  # lesson: fit(epochs=30)
+    patience: int = 5  # lesson: EarlyStopping(monitor='val_accuracy', patience=5); 0 = off
+    seed: int = 2  # lesson: keras.utils.set_random_seed(2)
+    # native: each model's own preprocess_input on 0-255 pixels (what its weights expect);
+    # lesson: pixels / 255 for every model, as the episode code does (wrong for EfficientNet,
+    # ConvNeXt and MobileNetV3, whose weights expect 0-255 input).
+    preprocess: str = "native"
+    end_to_end: bool = False  # the episode's model.fit on the full model instead of cached features
+    weights: str = "imagenet"  # "imagenet", "random", or a path to a weights file
+    weights_dir: str | None = None  # searched first for Keras' own weights file name
+    extract_batch_size: int = 64  # inference batch for the frozen backbone; results do not depend on it
+    verbose: int = 1  # Keras progress bars: 0 silent, 1 bars
+    extra: dict = field(default_factory=dict, compare=False)  # free-form notes kept in each row
+
+    def __post_init__(self) -> None:
+        if self.image_size != "native":
+            if not isinstance(self.image_size, int) or self.image_size < 1:
+                raise ValueError(
+                    f"image_size must be a positive integer or 'native'; received {self.image_size!r}"
+                )
+        if self.pooling not in POOLING_CHOICES:
+            raise ValueError(f"pooling must be one of {POOLING_CHOICES}; received {self.pooling!r}")
+        if self.preprocess not in PREPROCESS_CHOICES:
+            raise ValueError(
+                f"preprocess must be one of {PREPROCESS_CHOICES}; received {self.preprocess!r}"
+            )
+        for name in ("batch_size", "epochs", "extract_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; received {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0 turns early stopping off); "
+                             f"received {self.patience}")
+
+    def size_for(self, native_size: int) -> int:
+        """The square side images are resized to for a backbone whose native size is given."""
+        return native_size if self.image_size == "native" else int(self.image_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
