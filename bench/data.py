@@ -1,0 +1,457 @@
+"""Load, check and normalise an image-classification dataset in the lesson's four-.npy layout.
+
+The folder holds ``train_images.npy``, ``train_labels.npy``, ``test_images.npy`` and
+``test_labels.npy``; as in the lesson, the test split is used for validation. Every problem a
+user can cause is a :class:`DataError` whose message is one line saying what was expected and
+what was received. No TensorFlow here: Keras is imported only to download the default data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
+DEFAULT_DIR = Path("data/dataset_dollarstreet")
+
+# Dollar Street 10 - 64x64x3, https://zenodo.org/records/10970014 (the lesson's data).
+ZENODO_RECORD = "https://zenodo.org/records/10970014"
+# name -> (url, md5). The md5 values are None because the record's checksums could not be
+# confirmed from any source available when this was written; inventing them would make every
+# download fail. Fill them in from the record's file list to have get_file verify each file.
+DOLLARSTREET_FILES: dict[str, tuple[str, str | None]] = {
+    name: (f"{ZENODO_RECORD}/files/{name}?download=1", None) for name in FILES
+}
+# Label order as given by the lesson ("Advanced layer types", table "Category | label").
+DOLLARSTREET_CLASSES = (
+    "day bed",
+    "dishrag",
+    "plate",
+    "running shoe",
+    "soap dispenser",
+    "street sign",
+    "table lamp",
+    "tile roof",
+    "toilet seat",
+    "washing machine",
+)
+
+_IMAGES_SHAPE = "images N×H×W×3 (or N×H×W / N×H×W×1 grayscale)"
+_ARRAY_NAMES = ("train_images", "train_labels", "val_images", "val_labels")
+_Note = Callable[[str, str], None]  # note(text, array name): record a change for Dataset.notes
+
+
+class DataError(ValueError):
+    """A user-facing data problem; str(err) is ONE line naming what was expected and received."""
+
+    def __init__(self, message: str) -> None:
+        # One line, whatever a wrapped exception brought along: the CLI prints it as is.
+        super().__init__(" ".join(str(message).split()))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """Validated train/validation arrays: images N×H×W×3 on the 0–255 scale, labels int64."""
+
+    train_images: np.ndarray  # uint8 when the source was integer-typed, else float32
+    train_labels: np.ndarray  # int64, shape (N,)
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: str  # the folder, as given
+    notes: tuple[str, ...] = ()  # what the loader changed and the user should know
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        height, width, channels = self.train_images.shape[1:]
+        return (int(height), int(width), int(channels))
+
+    def checksum(self) -> str:
+        """sha256 over the four arrays' shape, dtype and bytes: an identity of the data."""
+        digest = hashlib.sha256()
+        for name, arr in zip(_ARRAY_NAMES, self._arrays(), strict=True):
+            digest.update(f"{name}:{arr.shape}:{arr.dtype.str};".encode())
+            digest.update(np.ascontiguousarray(arr).data)
+        return digest.hexdigest()
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.train_images, self.train_labels, self.val_images, self.val_labels)
+
+    def __repr__(self) -> str:  # the dataclass default would print every pixel
+        return (
+            f"Dataset(source={self.source!r}, n_train={self.n_train}, n_val={self.n_val}, "
+            f"image_shape={self.image_shape}, dtype={self.train_images.dtype}, "
+            f"n_classes={self.n_classes}, notes={self.notes!r})"
+        )
+
+
+def load_dataset(path: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """Load the four .npy files from ``path`` (default ``data/dataset_dollarstreet``).
+
+    Only the default folder is downloaded when missing, and only with ``download=True``.
+    """
+    folder = DEFAULT_DIR if path is None else Path(path)
+    source = str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{source}: expected a data folder holding {', '.join(FILES)}; "
+                        "received a file")
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        is_default = folder.resolve() == DEFAULT_DIR.resolve()
+        if is_default and download:
+            download_dollarstreet(folder)
+        elif not folder.is_dir():
+            hint = " (downloading is off)" if is_default else ""
+            raise DataError(
+                f"Data folder {source} not found{hint}: expected a folder holding "
+                f"{', '.join(FILES)} (test = validation); put the four files there, "
+                "or pass --data DIR."
+            )
+        else:
+            raise DataError(
+                f"{source}: expected the four files {', '.join(FILES)}; "
+                f"missing {', '.join(missing)}"
+            )
+    arrays = [_load_npy(folder / name) for name in FILES]
+    class_names = _read_class_names(folder)
+    return _build(
+        *arrays,
+        names=FILES,
+        class_names=class_names,
+        default_names=DOLLARSTREET_CLASSES if folder.name == DEFAULT_DIR.name else None,
+        source=source,
+    )
+
+
+def from_arrays(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    source: str = "<arrays>",
+) -> Dataset:
+    """Build a :class:`Dataset` from in-memory arrays, checked and normalised as files are."""
+    if class_names is not None:
+        class_names = tuple(str(c) for c in class_names)
+    return _build(
+        train_images,
+        train_labels,
+        val_images,
+        val_labels,
+        names=_ARRAY_NAMES,
+        class_names=(class_names, "class_names") if class_names is not None else None,
+        default_names=None,
+        source=source,
+    )
+
+
+def download_dollarstreet(dest: Path) -> None:
+    """Download the four Dollar Street 10 files from Zenodo into ``dest`` (present ones kept).
+
+    Each file is fetched under a ``.part`` name and renamed only when complete (and, where an
+    md5 is known, verified), so an interrupted download never leaves a file that looks whole.
+    """
+    import keras  # deferred: importing Keras starts TensorFlow, which plain loading never needs
+
+    dest = Path(dest)
+    created = not dest.exists()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _download_error(dest, f"cannot create the folder: {err.strerror or err}") from err
+    for name, (url, md5) in DOLLARSTREET_FILES.items():
+        target = dest / name
+        if target.is_file():
+            continue
+        part = dest / f"{name}.part"
+        try:
+            got = keras.utils.get_file(
+                fname=part.name,
+                origin=url,
+                file_hash=md5,
+                hash_algorithm="md5",
+                cache_dir=str(dest.parent),
+                # An absolute subdir is used as is; a relative one lands under /tmp/.keras
+                # when get_file finds cache_dir unwritable.
+                cache_subdir=str(dest.resolve()),
+                force_download=True,  # never take a stale .part from an earlier attempt
+            )
+            if Path(got).resolve() != part.resolve():
+                raise OSError(f"get_file wrote {got} instead of {part}")
+            os.replace(part, target)
+        except Exception as err:
+            raise _download_error(dest, f"{name}: {_short_reason(err, url)}") from err
+        finally:
+            part.unlink(missing_ok=True)
+            if created and not any(dest.iterdir()):
+                dest.rmdir()  # leave no empty folder behind a first, failed attempt
+
+
+def _download_error(dest: Path, reason: str) -> DataError:
+    return DataError(
+        f"Could not download the Dollar Street 10 dataset into {dest} ({reason}). "
+        f"Download the four files of {ZENODO_RECORD} into that folder, or pass --data DIR."
+    )
+
+
+def _short_reason(err: BaseException, url: str) -> str:
+    """The gist of a download failure, without the URL get_file repeats."""
+    text = str(err).replace(f"URL fetch failure on {url}: ", "").strip() or type(err).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """np.load without pickle; every way a file can be unreadable becomes a DataError."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        msg = str(err)
+        if "Object arrays" in msg:
+            raise DataError(f"{path}: expected a numeric array; received an object array "
+                            "(object arrays are refused (allow_pickle=False))") from err
+        if "pickled" in msg:
+            raise DataError(f"{path}: expected a NumPy .npy array; received {_not_npy(path)} "
+                            "(pickled data is refused (allow_pickle=False))") from err
+        raise DataError(f"{path}: expected a readable .npy array; received a corrupt or "
+                        f"truncated file ({msg})") from err
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: expected a readable .npy array; received a corrupt, empty "
+                        f"or unreadable file ({err})") from err
+    if not isinstance(arr, np.ndarray):  # an .npz archive saved under a .npy name
+        arr.close()
+        raise DataError(f"{path}: expected a single .npy array; received an .npz archive")
+    return arr
+
+
+def _not_npy(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    # Pickle protocols 2+ open with 0x80; anything else is simply not a .npy file.
+    return "a pickled Python object" if head[:1] == b"\x80" else "a file that is not .npy"
+
+
+def _read_class_names(folder: Path) -> tuple[tuple[str, ...], str] | None:
+    """Class names from classes.txt (one per line) or meta.json's "classes", with their file."""
+    txt = folder / "classes.txt"
+    if txt.is_file():
+        try:
+            lines = txt.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{txt}: expected UTF-8 text, one class name a line; "
+                            f"received an unreadable file ({err})") from err
+        return tuple(line.strip() for line in lines if line.strip()), txt.name
+    meta = folder / "meta.json"
+    if meta.is_file():
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{meta}: expected JSON; received an unreadable file ({err})") from err
+        if not isinstance(info, dict) or "classes" not in info:
+            return None  # meta.json may describe other things; class names are optional
+        classes = info["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise DataError(f"{meta}: expected \"classes\" to be a list of strings; "
+                            f"received {type(classes).__name__}")
+        return tuple(classes), meta.name
+    return None
+
+
+def _build(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    *,
+    names: Sequence[str],
+    class_names: tuple[tuple[str, ...], str] | None,
+    default_names: tuple[str, ...] | None,
+    source: str,
+) -> Dataset:
+    """Check and normalise the four arrays; ``names`` label them in messages."""
+    ti_name, tl_name, vi_name, vl_name = names
+    notes: dict[str, list[str]] = {}
+
+    def note(text: str, name: str) -> None:
+        notes.setdefault(text, []).append(name)
+
+    timg, t_unit = _check_images(ti_name, train_images, note)
+    vimg, v_unit = _check_images(vi_name, val_images, note)
+    if t_unit and not v_unit:
+        raise DataError(f"{vi_name}: expected pixels in 0-1 like {ti_name}; received values "
+                        "above 1 (0-255 scale)")
+    if v_unit and not t_unit:
+        raise DataError(f"{vi_name}: expected pixels in 0-255 like {ti_name}; received floats "
+                        "all within 0-1")
+    if t_unit:
+        # The lesson's models take 0-255 input; every backbone's preprocessing expects it.
+        timg, vimg = timg * np.float32(255), vimg * np.float32(255)
+        note("float pixels in 0-1 detected; scaled to 0-255", f"{ti_name}, {vi_name}")
+    if timg.dtype != vimg.dtype:  # one split integer, the other float: same dtype for both
+        timg, vimg = timg.astype(np.float32), vimg.astype(np.float32)
+    if timg.shape[1:] != vimg.shape[1:]:
+        raise DataError(f"{vi_name}: expected images of the same size as {ti_name} "
+                        f"({_hw(timg)}); received {_hw(vimg)}")
+
+    tlab = _check_labels(tl_name, train_labels, len(timg), ti_name, note)
+    vlab = _check_labels(vl_name, val_labels, len(vimg), vi_name, note)
+
+    n_classes = int(tlab.max()) + 1
+    counts = np.bincount(tlab, minlength=n_classes)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        listed = ", ".join(str(c) for c in empty[:5]) + (", ..." if empty.size > 5 else "")
+        verb = "has" if empty.size == 1 else "have"
+        raise DataError(f"{tl_name}: expected every class 0..{n_classes - 1} to have training "
+                        f"images; class {listed} {verb} no training images")
+    for name, lab in ((tl_name, tlab), (vl_name, vlab)):
+        present = np.unique(lab)
+        if present.size < 2:
+            raise DataError(f"{name}: expected at least 2 classes; received only class "
+                            f"{present[0]} ({lab.size} labels)")
+    outside = np.unique(vlab[vlab >= n_classes])
+    if outside.size:
+        listed = ", ".join(str(c) for c in outside[:5]) + (", ..." if outside.size > 5 else "")
+        raise DataError(f"{vl_name}: expected labels within the training classes "
+                        f"0..{n_classes - 1}; received {listed}")
+
+    if class_names is not None:
+        names_, origin = class_names
+        if len(names_) != n_classes:
+            raise DataError(f"{origin}: expected {n_classes} class names (labels 0.."
+                            f"{n_classes - 1}); received {len(names_)}")
+        final_names = names_
+    elif default_names is not None and len(default_names) == n_classes:
+        final_names = default_names
+    else:
+        final_names = tuple(f"class_{i}" for i in range(n_classes))
+
+    return Dataset(
+        train_images=_frozen(timg),
+        train_labels=_frozen(tlab),
+        val_images=_frozen(vimg),
+        val_labels=_frozen(vlab),
+        class_names=final_names,
+        source=source,
+        notes=tuple(f"{text} ({', '.join(where)})" for text, where in notes.items()),
+    )
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    """A read-only view: the checksum is the data's identity, so the Dataset must not change.
+
+    A view, so that an array the caller passed to from_arrays stays writable for them.
+    """
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _hw(images: np.ndarray) -> str:
+    return f"{images.shape[1]}×{images.shape[2]}"
+
+
+def _as_array(name: str, value: object) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:  # ragged nested lists
+        raise DataError(f"{name}: expected a rectangular numeric array; received a ragged "
+                        "nested sequence") from err
+    if arr.dtype == object:
+        raise DataError(f"{name}: expected a numeric array; received an object array "
+                        "(object arrays are refused (allow_pickle=False))")
+    return arr
+
+
+def _check_images(name: str, value: object, note: _Note) -> tuple[np.ndarray, bool]:
+    """Shape, dtype and range checks; returns the images N×H×W×3 and whether they are 0-1."""
+    arr = _as_array(name, value)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{name}: expected integer or float pixels; received dtype {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[..., np.newaxis]
+    elif arr.ndim != 4:
+        raise DataError(f"{name}: expected {_IMAGES_SHAPE}; received shape {arr.shape}")
+    if arr.shape[-1] not in (1, 3):
+        hint = " (channels-first? expected channels last)" if arr.shape[1] in (1, 3) else ""
+        raise DataError(f"{name}: expected 1 or 3 channels (last axis); received "
+                        f"{arr.shape[-1]} in shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{name}: expected at least one image; received an empty split "
+                        f"(shape {arr.shape})")
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise DataError(f"{name}: expected {_IMAGES_SHAPE} with H, W >= 1; received shape "
+                        f"{arr.shape}")
+
+    unit = False
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise DataError(f"{name}: expected finite pixel values; received {bad} NaN or inf "
+                            "values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{name}: expected pixels in 0-255 (or 0-1 floats); received "
+                            f"range {lo:g} to {hi:g}")
+        unit = hi <= 1.0
+    else:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{name}: expected integer pixels in 0-255; received range "
+                            f"{lo} to {hi}")
+        arr = arr.astype(np.uint8, copy=False)
+
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+        note("grayscale images repeated to 3 channels", name)
+    return arr, unit
+
+
+def _check_labels(
+    name: str, value: object, n_images: int, images_name: str, note: _Note
+) -> np.ndarray:
+    """Integer class indices of shape (N,); float labels only when exactly integral."""
+    arr = _as_array(name, value)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim != 1:
+        hint = " (one-hot? expected class indices)" if arr.ndim == 2 else ""
+        raise DataError(f"{name}: expected labels of shape (N,) or (N, 1); received shape "
+                        f"{arr.shape}{hint}")
+    if arr.size == 0:
+        raise DataError(f"{name}: expected at least one label; received an empty split")
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all() or not np.array_equal(arr, np.round(arr)):
+            raise DataError(f"{name}: expected integer class labels; received non-integral "
+                            f"floats (dtype {arr.dtype})")
+        note("float labels with integral values converted to int64", name)
+    elif arr.dtype.kind not in "iu":
+        raise DataError(f"{name}: expected integer class labels; received dtype {arr.dtype}")
+    if len(arr) != n_images:
+        raise DataError(f"{name}: expected one label per image ({n_images}, as in "
+                        f"{images_name}); received {len(arr)}")
+    if arr.min() < 0:
+        raise DataError(f"{name}: expected labels 0..K-1; received negative label "
+                        f"{arr.min():g}")
+    return arr.astype(np.int64)
