@@ -18,7 +18,8 @@ POOLING_CHOICES = ("max", "avg")
 class RunConfig:
     """The protocol one backbone is run under; defaults reproduce the lesson exactly."""
 
-    image_size: int | str = LESSON_IMAGE_SIZE  # lesson: resize_with_pad(x, 160, 160); "native" = registry
+    # lesson: resize_with_pad(x, 160, 160); "native" = the registry's size for each backbone
+    image_size: int | str = LESSON_IMAGE_SIZE
     pooling: str = "max"  # lesson: DenseNet121(include_top=False, pooling='max')
     batch_size: int = 32  # lesson: fit(batch_size=32)
     epochs: int = 30  # lesson: fit(epochs=30)
@@ -31,15 +32,18 @@ class RunConfig:
     end_to_end: bool = False  # the episode's model.fit on the full model instead of cached features
     weights: str = "imagenet"  # "imagenet", "random", or a path to a weights file
     weights_dir: str | None = None  # searched first for Keras' own weights file name
-    extract_batch_size: int = 64  # inference batch for the frozen backbone; results do not depend on it
-    verbose: int = 1  # Keras progress bars: 0 silent, 1 bars
+    extract_batch_size: int = 64  # inference batch of the frozen backbone; speed only
+    verbose: int = 1  # Keras progress bars: 0 silent, 1 bars, 2 one line per extraction
+    cache: bool = True  # frozen-backbone features on disk, reused across seeds, epochs, patience
+    cache_dir: str | None = None  # None: $BENCH_CACHE_DIR or ~/.cache/bench/features
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes kept in each row
 
     def __post_init__(self) -> None:
         if self.image_size != "native":
             if not isinstance(self.image_size, int) or self.image_size < 1:
                 raise ValueError(
-                    f"image_size must be a positive integer or 'native'; received {self.image_size!r}"
+                    "image_size must be a positive integer or 'native'; "
+                    f"received {self.image_size!r}"
                 )
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"pooling must be one of {POOLING_CHOICES}; received {self.pooling!r}")
@@ -60,3 +64,12 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def protocol(self) -> dict:
+        """The knobs that change a result (not how fast or how verbosely it is computed)."""
+        return {k: getattr(self, k) for k in PROTOCOL_FIELDS}
+
+
+# What a config hash covers; extract_batch_size, verbose and the cache only change speed.
+PROTOCOL_FIELDS = ("image_size", "pooling", "batch_size", "epochs", "patience", "seed",
+                   "preprocess", "end_to_end")

@@ -37,6 +37,10 @@ class RunResult:
     path: str | None = None  # "cached" | "end-to-end"
     weights: str | None = None  # what was loaded: "imagenet", "random" or the file's path
     weights_file: str | None = None  # Keras' file name for these weights, when pretrained
+    weights_id: str | None = None  # "random:seed=N", "keras:<file>" or "sha256:<file digest>"
+    data_checksum: str | None = None  # sha256 of the four arrays
+    config_hash: str | None = None  # backbone + weights + data + protocol + seed: the resume key
+    features_cached: bool = False  # features came from the on-disk cache (extract_s is theirs)
     seed: int | None = None
     epochs: int | None = None
     patience: int | None = None
@@ -49,6 +53,30 @@ class RunResult:
     tf_version: str | None = None
     started_at: str | None = None  # ISO 8601, UTC
     notes: list[str] = field(default_factory=list)
+
+    # Trustworthy comparisons
+    kind: str = "backbone"  # "backbone" (frozen keras.applications model) | "baseline"
+    protocol: str = "lesson"  # "lesson": early stopping watches the test file | "holdout"
+    # holdout only: accuracy on the test file, evaluated once after training (best epoch's weights)
+    test_accuracy: float | None = None
+    # The split the per-class numbers and predictions below refer to: the test file in both
+    # protocols (under "lesson" it is also the validation set, as in the episode).
+    eval_split: str | None = None
+    predictions: list[int] = field(default_factory=list)  # predicted class per eval image
+    labels: list[int] = field(default_factory=list)  # true class per eval image
+    class_names: list[str] = field(default_factory=list)
+    per_class_accuracy: list[float] = field(default_factory=list)  # recall of each class
+    balanced_accuracy: float | None = None  # mean per-class recall
+    macro_f1: float | None = None
+    imagenet_top1: float | None = None  # the registry's published ImageNet top-1 (%)
+    group: str | None = None  # config hash without the seed: rows of one multi-seed run share it
+
+    # Provenance
+    python_version: str | None = None
+    numpy_version: str | None = None
+    device: str | None = None  # CPU model or GPU name
+    weights_sha256: str | None = None  # of the weights file loaded, when there is one
+    git_commit: str | None = None  # of bench, when run from a checkout
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,123 @@
+"""The sweep as a library: select backbones, run them, stream rows to disk, rebuild the report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import RunConfig
+from bench.data import Dataset, load_dataset
+from bench.result import RunResult
+
+Log = Callable[[str], None]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def describe_start(i: int, n: int, spec, config: RunConfig) -> str:
+    size = config.size_for(spec.input_size)
+    return (f"[{i}/{n}] {spec.name}: starting ({size}px, preprocess {config.preprocess}, "
+            f"weights {config.weights}, {'end-to-end' if config.end_to_end else 'cached'})")
+
+
+def describe_result(i: int, n: int, r: RunResult) -> str:
+    if not r.ok:
+        return f"[{i}/{n}] {r.backbone}: error: {r.error}"
+    source = "cached features" if r.features_cached else "extraction"
+    return (f"[{i}/{n}] {r.backbone}: ok, val_accuracy {r.val_accuracy:.3f} (best "
+            f"{r.best_val_accuracy:.3f} at epoch {r.best_epoch}), {r.epochs_run} epochs, "
+            f"{source} {_fmt(r.extract_s, '.1f')} s, {_fmt(r.epoch_s, '.3f')} s/epoch, "
+            f"total {r.total_s:.1f} s")
+
+
+@dataclass
+class SweepOutcome:
+    results: list[RunResult] = field(default_factory=list)  # rows produced by this sweep
+    skipped: list[str] = field(default_factory=list)  # backbones with an ok row already
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.results if not r.ok]
+
+
+def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.PathLike | None,
+              log: Log | None = None, executor=None, rerun: bool = False) -> SweepOutcome:
+    """Runs each spec; each row is appended to `out`/runs.jsonl as soon as it exists.
+
+    Backbones that already have an ok row with the same config hash in runs.jsonl are skipped
+    unless `rerun`. The report is rebuilt from runs.jsonl at the end, and also when the sweep is
+    interrupted, so finished rows are never lost.
+    """
+    from bench import report, runner
+    from bench.executor import InProcessExecutor
+
+    executor = executor or InProcessExecutor()
+    checksum = data.checksum()
+    outcome = SweepOutcome()
+    done: set[str] = set()
+    if out is not None and not rerun:
+        done = {r["config_hash"] for r in report.read_records(Path(out))
+                if r.get("status") == "ok" and r.get("config_hash")}
+    order = {spec.name: i for i, spec in enumerate(specs, 1)}
+    n = len(specs)
+    todo = []
+    for spec in specs:
+        try:
+            key = runner.identify(spec, config, data, checksum).config_hash
+        except Exception:  # the run itself will report it as an error row
+            key = None
+        if key in done:
+            outcome.skipped.append(spec.name)
+            if log:
+                log(f"[{order[spec.name]}/{n}] {spec.name}: skipped, runs.jsonl already has an "
+                    f"ok row for this exact run ({key}); --rerun runs it again")
+        else:
+            todo.append(spec)
+
+    def started(spec):
+        if log:
+            log(describe_start(order[spec.name], n, spec, config))
+
+    try:
+        for rows in executor.map(todo, config, data, checksum, on_start=started):
+            for result in rows:
+                outcome.results.append(result)
+                if out is not None:
+                    report.append_record(Path(out), result.to_dict())
+                if log:
+                    log(describe_result(order.get(result.backbone, 0), n, result))
+    finally:
+        if out is not None and (outcome.results or outcome.skipped):
+            report.write_report(Path(out))
+    return outcome
+
+
+def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None = None,
+        out: str | os.PathLike | None = None, verbose: int = 0, isolate: bool = False,
+        **config) -> pd.DataFrame:
+    """Runs backbones (names or globs) under the lesson protocol; one DataFrame row per backbone.
+
+    `config` takes any RunConfig field (image_size=224, preprocess="lesson", epochs=10, ...).
+    With `out`, rows also go to out/runs.jsonl (finished runs there are skipped) and the
+    leaderboard is written there. `isolate=True` runs each backbone in its own process.
+
+        import bench
+        df = bench.run(["DenseNet121", "EfficientNet*"], data="data/dataset_dollarstreet")
+    """
+    from backbones import select
+    from bench.executor import make_executor
+
+    names = [backbones] if isinstance(backbones, str) else list(backbones)
+    specs = select(names)
+    cfg = RunConfig(verbose=verbose, **config)
+    if not isinstance(data, Dataset):
+        data = load_dataset(data)
+    outcome = run_sweep(specs, cfg, data, out, log=print if verbose else None,
+                        executor=make_executor(isolate))
+    return pd.DataFrame([r.to_dict() for r in outcome.results])

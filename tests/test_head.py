@@ -1,0 +1,84 @@
+import keras
+import numpy as np
+import pytest
+
+from bench import head
+from bench.config import RunConfig
+
+
+def test_head_is_the_lessons():
+    model = head.build_head(10)
+    model.build((None, 1024))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Flatten", "BatchNormalization", "Dense", "Dropout", "Dense"]
+    assert model.layers[2].units == 50 and model.layers[2].activation.__name__ == "relu"
+    assert model.layers[3].rate == 0.5
+    assert model.layers[4].units == 10
+    # lesson: 53,808 trainable parameters on DenseNet121's 1024 features
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 53_808
+    assert model.count_params() == 53_808 + 2 * 1024  # BN moving mean and variance
+
+
+def test_epoch_orders_are_seeded_permutations():
+    a = head.epoch_orders(10, 3, seed=2)
+    assert a.shape == (3, 10)
+    assert all(sorted(row) == list(range(10)) for row in a)
+    assert not np.array_equal(a[0], a[1])
+    np.testing.assert_array_equal(a, head.epoch_orders(10, 3, seed=2))
+    assert not np.array_equal(a, head.epoch_orders(10, 3, seed=3))
+
+
+def test_batches_follow_the_orders_and_never_cross_epochs():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.arange(10)
+    orders = head.epoch_orders(10, 2, seed=0)
+    got = [(bx.numpy()[:, 0].astype(int).tolist(), by.numpy().tolist())
+           for bx, by in head.batches(x, y, orders, batch_size=4)]
+    assert [len(b[0]) for b in got] == [4, 4, 2, 4, 4, 2]
+    flat = [i for b in got for i in b[0]]
+    assert flat == orders.reshape(-1).tolist()
+    assert all(bx == by for bx, by in got)
+
+
+def _separable(n, width=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, width)).astype(np.float32)
+    x[np.arange(n), y] += 4.0
+    return x, y
+
+
+def test_training_learns_and_is_reproducible():
+    x, y = _separable(320)
+    xv, yv = _separable(60, seed=1)
+    config = RunConfig(epochs=12, patience=0, verbose=0)
+    runs = []
+    for _ in range(2):
+        keras.utils.set_random_seed(config.seed)
+        model = head.build_head(3)
+        model.build((None, 16))
+        runs.append(head.train(model, x, y, xv, yv, config))
+    assert runs[0].history["val_accuracy"][-1] > 0.9
+    assert runs[0].history == runs[1].history
+    assert len(runs[0].epoch_times) == 12
+    assert set(runs[0].history) == {"accuracy", "val_accuracy", "loss", "val_loss"}
+
+
+@pytest.mark.parametrize("patience", [1, 0])
+def test_early_stopping_follows_patience(patience):
+    # labels independent of features: val_accuracy plateaus, so patience decides the length
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    config = RunConfig(epochs=30, patience=patience, verbose=0)
+    keras.utils.set_random_seed(config.seed)
+    model = head.build_head(2)
+    model.build((None, 8))
+    out = head.train(model, x, y, x[:16], y[:16], config)
+    n = len(out.history["val_accuracy"])
+    if patience == 0:
+        assert n == 30
+    else:
+        assert n < 30
+        best = int(np.argmax(out.history["val_accuracy"]))
+        assert n <= max(best + 1 + patience, 1 + patience)

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+
+from backbones import get
+from bench.config import RunConfig
+from bench.runner import run_one
+
+QUIET = dict(verbose=0)
+
+
+def test_cached_and_end_to_end_paths_agree(tiny_data):
+    """Same seed, same head, same batches: the val-accuracy history matches epoch by epoch."""
+    spec = get("MobileNet_0.25")
+    config = RunConfig(image_size=32, epochs=6, patience=0, weights="random", **QUIET)
+    cached = run_one(spec, config, tiny_data)
+    e2e = run_one(spec, RunConfig(**{**config.to_dict(), "end_to_end": True}), tiny_data)
+    assert cached.ok and e2e.ok, (cached.error, e2e.error)
+    assert (cached.path, e2e.path) == ("cached", "end-to-end")
+    one_sample = 1 / tiny_data.n_val
+    np.testing.assert_allclose(cached.history["val_accuracy"], e2e.history["val_accuracy"],
+                               atol=one_sample + 1e-6)
+    np.testing.assert_allclose(cached.history["loss"], e2e.history["loss"], rtol=1e-3)
+    assert (cached.params_total, cached.params_trainable) == (e2e.params_total,
+                                                              e2e.params_trainable)
+    assert cached.extract_s > 0 and e2e.extract_s == 0
+
+
+def test_densenet121_parameter_counts_match_the_lesson(tiny_data):
+    # lesson: model.summary() reports 7,093,360 parameters, 53,808 trainable
+    from bench.data import from_arrays
+
+    ten = from_arrays(
+        np.repeat(tiny_data.train_images[:10], 2, axis=0), np.arange(20) % 10,
+        tiny_data.val_images[:10], np.arange(10) % 10,
+    )
+    result = run_one(get("DenseNet121"), RunConfig(epochs=1, weights="random", **QUIET), ten)
+    assert result.ok, result.error
+    assert result.params_total == 7_093_360
+    assert result.params_trainable == 53_808
+    assert result.feature_width == 1024 and result.image_size == 160
+
+
+def test_row_describes_the_run(tiny_data):
+    r = run_one(get("MobileNet_0.25"),
+                RunConfig(image_size=32, epochs=3, patience=0, weights="random", seed=7, **QUIET),
+                tiny_data)
+    assert r.ok
+    assert r.weights == "random" and r.weights_file is None
+    assert (r.seed, r.image_size, r.epochs_run, r.n_train, r.n_val, r.n_classes) == (
+        7, 32, 3, tiny_data.n_train, tiny_data.n_val, 3)
+    assert set(r.history) == {"accuracy", "val_accuracy", "loss", "val_loss"}
+    assert r.val_accuracy == r.history["val_accuracy"][-1]
+    assert r.best_val_accuracy == max(r.history["val_accuracy"])
+    assert r.epoch_s == pytest.approx(float(np.median(r.epoch_times[1:])))
+    assert r.keras_version and r.tf_version and r.started_at
+
+
+def test_image_size_below_minimum_is_an_error_row_naming_it(tiny_data):
+    r = run_one(get("Xception"), RunConfig(image_size=32, weights="random", **QUIET), tiny_data)
+    assert r.status == "error"
+    assert "71" in r.error and "Xception" in r.error
+
+
+def test_missing_imagenet_weights_fail_the_row_never_fall_back(tiny_data, monkeypatch, tmp_path):
+    import keras.src.utils.file_utils as file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example.invalid: None -- no network")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    for module in ("densenet", "mobilenet"):
+        monkeypatch.setattr(f"keras.src.applications.{module}.file_utils.get_file", offline)
+    r = run_one(get("DenseNet121"), RunConfig(epochs=1, weights_dir=str(tmp_path), **QUIET),
+                tiny_data)
+    assert r.status == "error"
+    assert "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in r.error
+    assert "--weights-dir" in r.error
+    assert r.val_accuracy is None
+
+
+def test_corrupt_weights_file_is_an_error_row_naming_it(tiny_data, tmp_path):
+    bad = tmp_path / "mobilenet_2_5_224_tf_no_top.h5"
+    bad.write_bytes(b"not an hdf5 file" * 64)
+    r = run_one(get("MobileNet_0.25"),
+                RunConfig(image_size=32, epochs=1, weights_dir=str(tmp_path), **QUIET), tiny_data)
+    assert r.status == "error"
+    assert str(bad) in r.error
+
+
+def test_weights_dir_uses_the_nearest_resolution_and_says_so(tiny_data, real_weights_dir):
+    r = run_one(get("MobileNet_0.25"), RunConfig(epochs=1, weights_dir=str(real_weights_dir),
+                                                 **QUIET), tiny_data)
+    assert r.ok, r.error
+    assert r.weights_file == "mobilenet_2_5_224_tf_no_top.h5"
+    assert r.weights.endswith("mobilenet_2_5_224_tf_no_top.h5")
+    assert any("mobilenet_2_5_160_tf_no_top.h5" in note for note in r.notes)
+
+
+def test_lesson_preprocessing_is_flagged_for_models_expecting_0_255(tiny_data):
+    r = run_one(get("MobileNetV3Small"),
+                RunConfig(image_size=32, epochs=1, weights="random", preprocess="lesson", **QUIET),
+                tiny_data)
+    assert r.ok, r.error
+    assert any("0-255" in note for note in r.notes)
+
+
+def test_imagenet_weights_beat_random_on_real_photos(real_weights_dir, real_data_dir):
+    """The lesson protocol on the CIFAR stand-in: real features learn, random ones do not."""
+    from bench.data import load_dataset
+
+    data = load_dataset(real_data_dir)
+    spec = get("MobileNet_0.25")
+    pretrained = run_one(spec, RunConfig(weights_dir=str(real_weights_dir), **QUIET), data)
+    random = run_one(spec, RunConfig(weights="random", **QUIET), data)
+    assert pretrained.ok and random.ok
+    assert pretrained.val_accuracy >= 0.5, pretrained.history["val_accuracy"]
+    assert random.val_accuracy <= 0.2, random.history["val_accuracy"]
