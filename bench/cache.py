@@ -1,0 +1,116 @@
+"""Frozen-backbone features on disk, keyed by everything that determines them.
+
+A frozen backbone maps the same images to the same features whatever the head's seed, epochs or
+patience, so a re-run with another seed only trains the head. Files are written atomically and
+verified on every read: a corrupt or truncated file is reported, removed and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "BENCH_CACHE_DIR"
+FORMAT_VERSION = 1  # bump when the file layout or what the features mean changes
+
+
+def default_cache_dir() -> Path:
+    """$BENCH_CACHE_DIR, else the user cache ($XDG_CACHE_HOME or ~/.cache) / bench / features.
+
+    Not beside the data: data folders are often read-only or shared between users, while
+    features depend on the Keras version and weights that each user has.
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bench" / "features"
+
+
+def feature_key(**parts) -> str:
+    """sha256 of the parts (JSON, sorted keys): data checksum, backbone, weights, size, ..."""
+    text = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    train: np.ndarray
+    val: np.ndarray
+    extract_s: float  # what computing them cost when they were made
+    params_backbone: int
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """One .npz per key under `root`; `warn` receives one line per recomputed corrupt file."""
+
+    def __init__(self, root: str | os.PathLike, warn=None):
+        self.root = Path(root)
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def path(self, key: str, label: str = "") -> Path:
+        from bench.report import safe_name
+
+        prefix = f"{safe_name(label)}-" if label else ""
+        return self.root / f"{prefix}{key[:32]}.npz"
+
+    def load(self, key: str, label: str, n_train: int, n_val: int) -> CachedFeatures | None:
+        path = self.path(key, label)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                train, val = f["train"], f["val"]
+                meta = json.loads(bytes(f["meta"]).decode())
+            problem = None
+            if meta.get("key") != key:
+                problem = "written for another key"
+            elif train.shape[0] != n_train or val.shape[0] != n_val:
+                problem = (f"holds {train.shape[0]}/{val.shape[0]} rows, expected "
+                           f"{n_train}/{n_val}")
+            elif meta.get("digest") != _digest(train, val):
+                problem = "checksum mismatch"
+        except Exception as err:  # zip, npy or json damage all mean the same: recompute
+            problem = f"unreadable ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
+        if problem:
+            self.warn(f"Feature cache file {path} is corrupt ({problem}); recomputing it")
+            path.unlink(missing_ok=True)
+            return None
+        return CachedFeatures(train, val, float(meta["extract_s"]), int(meta["params_backbone"]))
+
+    def save(self, key: str, label: str, features: CachedFeatures) -> Path:
+        """Writes to a temporary file in the same folder, then renames: readers never see half."""
+        path = self.path(key, label)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "key": key,
+            "digest": _digest(features.train, features.val),
+            "extract_s": features.extract_s,
+            "params_backbone": features.params_backbone,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, train=features.train, val=features.val,
+                         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
