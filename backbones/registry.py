@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
@@ -118,6 +120,9 @@ class BackboneSpec:
     weight_sizes: tuple[int, ...] | None = None  # sides with their own no-top file
     static_shape: bool = False  # NASNet needs a static input shape
     constraints: str = ""
+    # A custom constructor taking keras.applications' arguments, for rows added through
+    # $BENCH_EXTRA_BACKBONES; None means keras.applications.<constructor_name>.
+    factory: Callable[..., keras.Model] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Accept a plain dict from callers but never keep a mutable one.
@@ -126,7 +131,9 @@ class BackboneSpec:
 
     @property
     def constructor(self) -> Callable[..., keras.Model]:
-        """The keras.applications constructor."""
+        """The keras.applications constructor (or the row's own factory)."""
+        if self.factory is not None:
+            return self.factory
         return getattr(keras.applications, self.constructor_name)
 
     @property
@@ -311,6 +318,24 @@ REGISTRY: tuple[BackboneSpec, ...] = (
 )
 # fmt: on
 
+EXTRA_ENV = "BENCH_EXTRA_BACKBONES"
+
+
+def _extra_rows() -> tuple[BackboneSpec, ...]:
+    """Rows from the modules named in $BENCH_EXTRA_BACKBONES (comma-separated), each exposing
+    BACKBONES: a sequence of BackboneSpec with a `factory`. They are never part of --all.
+
+    An environment variable rather than a call, so child processes of an isolated sweep see
+    the same registry as their parent.
+    """
+    extra: list[BackboneSpec] = []
+    for module_name in filter(None, (m.strip() for m in os.environ.get(EXTRA_ENV, "").split(","))):
+        module = importlib.import_module(module_name)
+        extra.extend(replace(spec, canonical=False) for spec in module.BACKBONES)
+    return tuple(extra)
+
+
+REGISTRY = REGISTRY + _extra_rows()
 _BY_LOWER: dict[str, BackboneSpec] = {spec.name.lower(): spec for spec in REGISTRY}
 assert len(_BY_LOWER) == len(REGISTRY), "registry names must be unique, case-insensitively"
 

@@ -1,0 +1,54 @@
+"""Child-process entry of an isolated sweep: python -m bench.worker REQUEST.json RESULT.json.
+
+The request names the backbone, the config and the data folder; the result file receives the
+rows as JSON. Only JSON and .npy (allow_pickle=False) cross the process boundary: no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A child whose driver was killed (SIGKILL leaves no chance to clean up) stops too."""
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    request_path, result_path = map(Path, argv)
+    request = json.loads(request_path.read_text())
+    _exit_with_parent(int(request["parent_pid"]))
+
+    from bench.quiet import import_tensorflow
+
+    import_tensorflow()
+    from backbones import get
+    from bench.config import RunConfig
+    from bench.data import load_dataset
+    from bench.runner import run_one
+
+    data = load_dataset(request["data"], download=False)
+    if data.checksum() != request["data_checksum"]:
+        raise RuntimeError(f"the data in {request['data']} changed during the sweep")
+    result = run_one(get(request["backbone"]), RunConfig(**request["config"]), data,
+                     data_checksum=request["data_checksum"])
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([result.to_dict()]))
+    os.replace(tmp, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,41 @@
+"""Test-only registry rows that misbehave in a child process (see BENCH_EXTRA_BACKBONES).
+
+Each builds like a tiny MobileNet unless its failure fires first; the failures are the ones a
+real sweep meets: a native crash, the out-of-memory killer, a hang.
+"""
+
+import os
+import signal
+import time
+
+import keras
+
+from backbones.registry import BackboneSpec  # the row type; the registry is still loading
+
+
+def _segfault(**kwargs):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _oom_killed(**kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hang(**kwargs):
+    time.sleep(3600)
+
+
+def _row(name, factory):
+    return BackboneSpec(
+        name=name, constructor_name="MobileNet", family="mobilenet", input_size=224,
+        min_size=32, preprocess_mode="tf", feature_width=256, params=218_544, top1=None,
+        canonical=False, factory=factory,
+    )
+
+
+BACKBONES = [
+    _row("Test_segfault", _segfault),
+    _row("Test_oom", _oom_killed),
+    _row("Test_hang", _hang),
+    _row("Test_tiny", lambda **kw: keras.applications.MobileNet(alpha=0.25, **kw)),
+]
