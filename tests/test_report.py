@@ -7,15 +7,18 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report
+from bench import report, stats
 from bench.report import (
     CSV_COLUMNS,
     LEADERBOARD_COLUMNS,
+    MARKDOWN_COLUMNS,
     RUNS_FILE,
     ReportError,
     append_record,
@@ -242,6 +245,7 @@ def test_latest_records_distinguishes_every_protocol_knob() -> None:
             ("patience", 0),
             ("batch_size", 16),
             ("data", "other"),
+            ("protocol", "holdout"),
         ]
     ]
     assert len(latest_records([base, *variants, base])) == 1 + len(variants)
@@ -327,6 +331,8 @@ def test_write_report_returns_what_it_wrote(tmp_path: Path, mixed_records: list[
         "history_EfficientNetB0.png",
     ]
     assert all(p.exists() for p in [paths["markdown"], paths["csv"], *paths["plots"]])
+    # no stored predictions, no ImageNet top-1: neither confusion matrices nor transfer plot
+    assert paths["confusion"] == [] and paths["transfer"] is None
 
 
 def test_markdown_report(mixed_report: Path) -> None:
@@ -339,7 +345,8 @@ def test_markdown_report(mixed_report: Path) -> None:
         assert knob in text
     # the table: header, then rows best first, readable numbers
     header = next(line for line in lines if line.startswith("|") and "backbone" in line)
-    assert cells(header) == list(LEADERBOARD_COLUMNS)
+    assert cells(header) == list(MARKDOWN_COLUMNS["lesson"])
+    assert "## Protocol: lesson" in text
     rows = [line for line in lines if line.startswith("|") and cells(line)[0].isdigit()]
     assert [cells(r)[1] for r in rows] == ["MobileNetV2", "DenseNet121", "EfficientNetB0"]
     assert [cells(r)[0] for r in rows] == ["1", "2", "3"]
@@ -489,6 +496,469 @@ def test_hostile_backbone_name_stays_in_plots(tmp_path: Path) -> None:
     plots_dir = (tmp_path / "out" / "plots").resolve()
     assert plots and all(p.resolve().parent == plots_dir for p in plots)
     assert list(tmp_path.iterdir()) == [tmp_path / "out"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Trustworthy comparisons: seeds, intervals, ties, protocols, per-class, transfer, provenance
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+N_EVAL = 300
+EVAL_LABELS = [i % len(CLASSES) for i in range(N_EVAL)]
+
+
+def correct_first(k: int) -> list[bool]:
+    """Right on the first k evaluation images, wrong on the rest."""
+    return [i < k for i in range(N_EVAL)]
+
+
+def predictions_for(correct: Sequence[bool], labels: Sequence[int] = EVAL_LABELS) -> list[int]:
+    """Predictions right where correct says so, otherwise the next class."""
+    return [y if ok else (y + 1) % len(CLASSES) for y, ok in zip(labels, correct, strict=True)]
+
+
+def seeded_runs(
+    backbone: str,
+    accuracies: Sequence[float],
+    correct: Sequence[bool] | Sequence[Sequence[bool]],
+    first_seed: int = 2,
+    **overrides,
+) -> list[dict]:
+    """One row per seed, as the runner writes them for `--seeds K`: predictions and scores filled.
+
+    correct is one mask for every seed, or one mask per seed.
+    """
+    masks = correct if isinstance(correct[0], Sequence) else [correct] * len(accuracies)
+    protocol = overrides.get("protocol", "lesson")
+    rows = []
+    for i, (accuracy, mask) in enumerate(zip(accuracies, masks, strict=True)):
+        predictions = predictions_for(mask)
+        n = len(CLASSES)
+        fields = dict(
+            seed=first_seed + i,
+            n_val=N_EVAL,
+            n_classes=n,
+            eval_split="test",
+            labels=EVAL_LABELS,
+            predictions=predictions,
+            class_names=CLASSES,
+            per_class_accuracy=stats.per_class_accuracy(EVAL_LABELS, predictions, n).tolist(),
+            balanced_accuracy=stats.balanced_accuracy(EVAL_LABELS, predictions, n),
+            macro_f1=stats.macro_f1(EVAL_LABELS, predictions, n),
+            group=f"{backbone}/{protocol}",
+        )
+        fields.update(overrides)
+        rows.append(ok_record(backbone, accuracy, **fields))
+    return rows
+
+
+TOP_ACC = [0.80, 0.81, 0.79, 0.80, 0.82]
+TIED_ACC = [0.79, 0.78, 0.80, 0.77, 0.79]
+WORSE_ACC = [0.60, 0.61, 0.59, 0.62, 0.60]
+# vs the top (right on images 0-239): 5 images only the top gets right (235-239), 2 only the
+# tied one (240, 241): exact McNemar p = 2 * (C(7,0) + C(7,1) + C(7,2)) / 2^7 = 58/128.
+TIED_MASK = [i < 235 or 240 <= i < 242 for i in range(N_EVAL)]
+TIED_P = 58 / 128
+
+
+@pytest.fixture(scope="module")
+def seeded_records() -> list[dict]:
+    """3 entries x 5 seeds: a top backbone, one tied with it, a baseline clearly worse."""
+    return [
+        *seeded_runs("dense", WORSE_ACC, correct_first(180), kind="baseline", family=None),
+        *seeded_runs("MobileNet_0.25", TOP_ACC, correct_first(240), imagenet_top1=50.6),
+        *seeded_runs("MobileNetV2", TIED_ACC, TIED_MASK, imagenet_top1=71.3),
+    ]
+
+
+@pytest.fixture(scope="module")
+def seeded_paths(
+    tmp_path_factory: pytest.TempPathFactory, seeded_records: list[dict]
+) -> report.ReportPaths:
+    """One report over seeded_records, written through runs.jsonl, shared (plots are slow)."""
+    out = tmp_path_factory.mktemp("seeded")
+    for record in seeded_records:
+        append_record(out, record)
+    return write_report(out)
+
+
+@pytest.fixture(scope="module")
+def seeded_report(seeded_paths: report.ReportPaths) -> Path:
+    return seeded_paths["markdown"].parent
+
+
+def table_rows(text: str, header_starts: str = "|   rank") -> list[dict[str, str]]:
+    """The leaderboard tables of a markdown report, as dicts keyed by column."""
+    lines = text.splitlines()
+    tables = []
+    for i, line in enumerate(lines):
+        if line.startswith(header_starts):
+            header = cells(line)
+            body = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                body.append(dict(zip(header, cells(row), strict=True)))
+            tables.append(body)
+    return [row for table in tables for row in table]
+
+
+def test_seeds_are_one_entry_with_mean_and_sd(seeded_records: list[dict]) -> None:
+    assert len(latest_records(seeded_records)) == 15  # every seed is its own run
+    table = leaderboard(seeded_records)
+    assert list(table["backbone"]) == ["MobileNet_0.25", "MobileNetV2", "dense"]
+    assert list(table["k"]) == [5, 5, 5]
+    assert list(table["kind"]) == ["backbone", "backbone", "baseline"]
+    for (_, row), accuracies in zip(table.iterrows(), [TOP_ACC, TIED_ACC, WORSE_ACC], strict=True):
+        assert row["val_acc"] == pytest.approx(np.mean(accuracies))
+        assert row["val_acc_sd"] == pytest.approx(np.std(accuracies, ddof=1))
+        low, high = stats.wilson_interval(round(np.mean(accuracies) * N_EVAL), N_EVAL)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+        assert row["n_eval"] == N_EVAL
+
+
+def test_tie_marks_compare_with_the_top_by_exact_mcnemar(seeded_records: list[dict]) -> None:
+    table = leaderboard(seeded_records).set_index("backbone")
+    assert table.loc["MobileNet_0.25", "vs_top"] == "top"
+    assert pd.isna(table.loc["MobileNet_0.25", "p_value"])
+    assert table.loc["MobileNetV2", "vs_top"] == "tied"
+    assert table.loc["MobileNetV2", "p_value"] == pytest.approx(TIED_P)
+    assert table.loc["dense", "vs_top"] == "worse"
+    assert table.loc["dense", "p_value"] == pytest.approx(2 / 2**60)  # b = 60, c = 0
+
+
+def test_seeded_markdown(seeded_report: Path) -> None:
+    text = (seeded_report / "leaderboard.md").read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("|   rank"))
+    assert cells(header) == list(MARKDOWN_COLUMNS["lesson"])
+    rows = table_rows(text)
+    assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "MobileNetV2", "dense"]
+    top, tied, worse = rows
+    assert top["val_acc"] == f"{np.mean(TOP_ACC):.3f} ± {np.std(TOP_ACC, ddof=1):.3f}"
+    assert top["val_acc"] == "0.804 ± 0.011"
+    assert [r["K"] for r in rows] == ["5", "5", "5"]
+    low, high = stats.wilson_interval(round(np.mean(TOP_ACC) * N_EVAL), N_EVAL)
+    assert top["95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    assert (top["vs top"], tied["vs top"], worse["vs top"]) == (
+        "top",
+        "tied (p=0.453)",
+        "worse (p<0.001)",
+    )
+    assert (top["kind"], worse["kind"]) == ("backbone", "baseline")
+    # balanced accuracy and macro-F1 of the stored predictions (every seed alike here)
+    predictions = predictions_for(correct_first(240))
+    balanced = stats.balanced_accuracy(EVAL_LABELS, predictions, len(CLASSES))
+    assert top["balanced_acc"] == f"{balanced:.3f}"
+    f1 = stats.macro_f1(EVAL_LABELS, predictions, len(CLASSES))
+    assert top["macro_f1"] == f"{f1:.3f}"
+    assert top["epochs"] == "5.0"  # a mean over seeds: one decimal
+    assert "seeds 2–6" in text
+    # the method, stated under the table
+    method = next(line for line in text.splitlines() if line.startswith("How to read it"))
+    assert text.index(method) > text.index(header)
+    for phrase in ("Wilson 95 %", "exact McNemar", "same seed", "α = 0.05", "not significantly"):
+        assert phrase in method
+    assert "n = 300 images" in method and "±4.5 points" in method
+    # per-class recall, with class names
+    assert "### Per-class accuracy" in text
+    per_class = next(line for line in text.splitlines() if line.startswith("| backbone"))
+    assert cells(per_class) == ["backbone", *CLASSES]
+
+
+def test_seeded_csv_has_one_line_per_run(seeded_report: Path) -> None:
+    table = pd.read_csv(seeded_report / "leaderboard.csv")
+    assert list(table.columns) == list(CSV_COLUMNS)
+    assert "predictions" not in table.columns and "labels" not in table.columns
+    assert len(table) == 15
+    assert table["backbone"].tolist() == (
+        ["MobileNet_0.25"] * 5 + ["MobileNetV2"] * 5 + ["dense"] * 5
+    )
+    assert table["rank"].tolist() == [1] * 5 + [2] * 5 + [3] * 5
+    assert table["seed"].tolist() == [2, 3, 4, 5, 6] * 3
+    assert table["val_acc"].tolist() == [*TOP_ACC, *TIED_ACC, *WORSE_ACC]
+    assert table["kind"].tolist()[-1] == "baseline" and table["protocol"].eq("lesson").all()
+    low, high = stats.wilson_interval(round(0.81 * N_EVAL), N_EVAL)  # per run, seed 3
+    assert (table["ci_low"][1], table["ci_high"][1]) == pytest.approx((low, high))
+    assert table["n_eval"].eq(N_EVAL).all()
+
+
+def test_seeded_plots(seeded_report: Path) -> None:
+    plots = seeded_report / "plots"
+    confusion = sorted(p.name for p in plots.glob("confusion_*.png"))
+    assert confusion == [
+        "confusion_MobileNetV2.png",
+        "confusion_MobileNet_0.25.png",
+        "confusion_dense.png",
+    ]
+    history = sorted(p.name for p in plots.glob("history_*.png"))
+    assert history == [  # one per entry, its 5 seeds drawn together
+        "history_MobileNetV2.png",
+        "history_MobileNet_0.25.png",
+        "history_dense.png",
+    ]
+    for name in [*confusion, *history, "summary.png"]:
+        data = (plots / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert len(data) > 5_000, name
+    text = (seeded_report / "leaderboard.md").read_text(encoding="utf-8")
+    assert "(plots/confusion_MobileNet_0.25.png)" in text
+
+
+def test_write_report_returns_the_new_plots(seeded_paths: report.ReportPaths) -> None:
+    plots = seeded_paths["markdown"].parent / "plots"
+    assert seeded_paths["confusion"] == [
+        plots / "confusion_MobileNet_0.25.png",  # leaderboard order
+        plots / "confusion_MobileNetV2.png",
+        plots / "confusion_dense.png",
+    ]
+    assert seeded_paths["transfer"] is None  # 2 backbones with an ImageNet top-1: no correlation
+    assert "at least 3 backbones" in seeded_paths["markdown"].read_text(encoding="utf-8")
+    assert seeded_paths["plots"][-1] == plots / "summary.png"
+    assert seeded_paths["plots"][3:-1] == seeded_paths["confusion"]  # after the 3 histories
+    assert all(p.exists() for p in seeded_paths["plots"])
+
+
+def test_tie_uses_the_lowest_seed_both_entries_have() -> None:
+    # top: seeds 2, 3, 4; other: seeds 3, 4, 5. Seed 3 is compared; the top's seed 2
+    # (much worse predictions) must not be used, nor the other's 4 or 5.
+    top = seeded_runs("Top", [0.9, 0.9, 0.9], [correct_first(100), *[correct_first(240)] * 2])
+    other = seeded_runs(
+        "Other", [0.5, 0.5, 0.5], [correct_first(240), *[correct_first(10)] * 2], first_seed=3
+    )
+    table = leaderboard([*top, *other]).set_index("backbone")
+    assert table.loc["Other", "vs_top"] == "tied"
+    assert table.loc["Other", "p_value"] == 1.0  # identical predictions on seed 3
+
+
+def test_tie_falls_back_to_each_entry_lowest_seed() -> None:
+    top = seeded_runs("Top", [0.9, 0.9], [correct_first(100), correct_first(240)])
+    other = seeded_runs("Other", [0.5], correct_first(240), first_seed=10)
+    table = leaderboard([*top, *other]).set_index("backbone")
+    # top seed 2 (100 right) against other seed 10 (240 right): significant, and not the top's way
+    assert table.loc["Other", "vs_top"] == "better"
+    assert table.loc["Other", "p_value"] < 0.001
+
+
+def test_tie_needs_the_same_images_and_stored_predictions() -> None:
+    top = seeded_runs("Top", [0.9], correct_first(240))
+    shuffled = list(reversed(EVAL_LABELS))
+    other = seeded_runs("Other", [0.8], correct_first(200), labels=shuffled)
+    bare = seeded_runs("Bare", [0.7], correct_first(200), labels=[], predictions=[])
+    table = leaderboard([*top, *other, *bare]).set_index("backbone")
+    assert table.loc["Other", "vs_top"] == "n/a: different images"
+    assert table.loc["Bare", "vs_top"] == "n/a"
+    assert pd.isna(table.loc["Bare", "p_value"])
+
+
+def test_metrics_are_computed_from_predictions_when_missing() -> None:
+    rows = seeded_runs("A", [0.8], correct_first(240), balanced_accuracy=None, macro_f1=None)
+    predictions = predictions_for(correct_first(240))
+    row = leaderboard(rows).iloc[0]
+    assert row["balanced_acc"] == pytest.approx(
+        stats.balanced_accuracy(EVAL_LABELS, predictions, len(CLASSES))
+    )
+    assert row["macro_f1"] == pytest.approx(stats.macro_f1(EVAL_LABELS, predictions, len(CLASSES)))
+
+
+def test_grouping_follows_the_group_field_then_the_knobs() -> None:
+    # no group field: the knobs without the seed decide
+    plain = [ok_record("A", 0.5, seed=s) for s in (2, 3)] + [ok_record("A", 0.6, image_size=224)]
+    table = leaderboard(plain)
+    assert sorted(table["k"]) == [1, 2]
+    # the runner's group field: same knobs, two groups (e.g. the data changed in between)
+    grouped = [
+        ok_record("A", 0.5, seed=2, group="aaaaaaaa11"),
+        ok_record("A", 0.7, seed=3, group="aaaaaaaa11"),
+        ok_record("A", 0.4, seed=2, group="bbbbbbbb22", data="data/other"),
+    ]
+    table = leaderboard(grouped[:2] + [ok_record("A", 0.4, seed=4, group="bbbbbbbb22")])
+    assert sorted(table["k"]) == [1, 2]
+    assert table.iloc[0]["val_acc"] == pytest.approx(0.6)
+    assert len(leaderboard(grouped)) == 2
+
+
+def test_latest_records_keeps_every_seed_and_the_last_rerun() -> None:
+    first = ok_record("A", 0.5, seed=2)
+    second = ok_record("A", 0.6, seed=3)
+    rerun = ok_record("A", 0.7, seed=2)
+    assert latest_records([first, second, rerun]) == [second, rerun]
+
+
+def test_latest_records_tells_runs_apart_by_group() -> None:
+    old = ok_record("A", 0.5)  # written before the group field existed
+    new = ok_record("A", 0.6, group="g-frac-0.2")  # the same run, rerun: replaces it
+    other = ok_record("A", 0.7, group="g-frac-0.3")  # e.g. another --val-fraction: kept
+    rerun = ok_record("A", 0.8, group="g-frac-0.2")  # replaces new
+    assert latest_records([old, new]) == [new]
+    assert latest_records([new, old]) == [old]
+    assert latest_records([old, new, other]) == [new, other]
+    assert latest_records([old, new, other, rerun]) == [other, rerun]
+    assert len(leaderboard([new, other])) == 2
+
+
+def test_holdout_ranks_by_test_accuracy_and_shows_both(tmp_path: Path) -> None:
+    # A looks better on its holdout split, B is better on the test file: B ranks first
+    a = seeded_runs("A", [0.90, 0.92], correct_first(210), protocol="holdout", test_accuracy=0.70)
+    b = seeded_runs("B", [0.80, 0.82], correct_first(225), protocol="holdout", test_accuracy=0.75)
+    table = leaderboard([*a, *b])
+    assert list(table["backbone"]) == ["B", "A"]
+    assert list(table["test_acc"]) == pytest.approx([0.75, 0.70])
+    assert list(table["val_acc"]) == pytest.approx([0.81, 0.91])
+    assert (table["ci_low"][0], table["ci_high"][0]) == pytest.approx(
+        stats.wilson_interval(225, N_EVAL)  # the interval is on the test accuracy
+    )
+    text = write_report(tmp_path, [*a, *b])["markdown"].read_text(encoding="utf-8")
+    assert "## Protocol: holdout" in text and "## Protocol: lesson" not in text
+    header = next(line for line in text.splitlines() if line.startswith("|   rank"))
+    assert cells(header) == list(MARKDOWN_COLUMNS["holdout"])
+    assert cells(header).index("test_acc") < cells(header).index("val_acc")
+    rows = table_rows(text)
+    assert [r["backbone"] for r in rows] == ["B", "A"]
+    assert (rows[0]["test_acc"], rows[0]["val_acc"]) == ("0.750 ± 0.000", "0.810 ± 0.014")
+    assert rows[0]["protocol"] == "holdout"
+    assert "`test_acc` is the mean ± sd" in text
+
+
+def test_mixed_protocols_get_one_table_each(tmp_path: Path) -> None:
+    lesson = [
+        *seeded_runs("A", [0.8], correct_first(240)),
+        *seeded_runs("B", [0.7], correct_first(210)),
+    ]
+    holdout = seeded_runs("A", [0.9], correct_first(200), protocol="holdout", test_accuracy=0.6)
+    paths = write_report(tmp_path, [*holdout, *lesson])
+    text = paths["markdown"].read_text(encoding="utf-8")
+    assert text.index("## Protocol: lesson") < text.index("## Protocol: holdout")
+    headers = [cells(line) for line in text.splitlines() if line.startswith("|   rank")]
+    assert headers == [list(MARKDOWN_COLUMNS["lesson"]), list(MARKDOWN_COLUMNS["holdout"])]
+    rows = table_rows(text)
+    assert [(r["backbone"], r["rank"], r["vs top"]) for r in rows] == [
+        ("A", "1", "top"),
+        ("B", "2", "worse (p<0.001)"),
+        ("A", "1", "top"),  # ranks restart per protocol; nothing is compared across them
+    ]
+    # the same backbone under two protocols: two confusion matrices, told apart by protocol
+    assert sorted(p.name for p in paths["confusion"]) == [
+        "confusion_A__protocol_holdout_.png",
+        "confusion_A__protocol_lesson_.png",
+        "confusion_B.png",
+    ]
+
+
+TOP1 = {"MobileNet_0.25": 50.6, "MobileNetV2": 71.3, "DenseNet121": 75.0, "ResNet50": 74.9}
+
+
+def transfer_records() -> list[dict]:
+    accuracies = {
+        "MobileNet_0.25": 0.60,
+        "MobileNetV2": 0.70,
+        "DenseNet121": 0.78,
+        "ResNet50": 0.74,
+    }
+    rows = []
+    for name, accuracy in accuracies.items():
+        correct = correct_first(round(accuracy * N_EVAL))
+        rows += seeded_runs(name, [accuracy], correct, imagenet_top1=TOP1[name])
+    # a baseline has no ImageNet score and is left out of the correlation
+    rows += seeded_runs("scratch-cnn", [0.4], correct_first(120), kind="baseline")
+    return rows
+
+
+def test_transfer_analysis(tmp_path: Path) -> None:
+    paths = write_report(tmp_path, transfer_records())
+    text = paths["markdown"].read_text(encoding="utf-8")
+    assert "### Transfer analysis" in text
+    result = stats.spearman(list(TOP1.values()), [0.60, 0.70, 0.78, 0.74])
+    assert result.rho == pytest.approx(1.0)  # accuracies rank exactly as ImageNet top-1 does
+    assert f"rho = {result.rho:.2f}, p = {result.p_value:.3g}, n = 4" in text
+    assert "rho = 1.00" in text and "n = 4" in text
+    assert paths["transfer"] == tmp_path / "plots" / "transfer.png"
+    data = paths["transfer"].read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000
+    assert "(plots/transfer.png)" in text
+    assert paths["transfer"] in paths["plots"]
+
+
+def test_transfer_analysis_needs_three_backbones(tmp_path: Path) -> None:
+    records = [r for r in transfer_records() if r["backbone"] in ("MobileNetV2", "scratch-cnn")]
+    records += seeded_runs("ResNet50", [0.5], correct_first(150))  # no ImageNet top-1 recorded
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "transfer.png").write_bytes(b"from an earlier report")
+    paths = write_report(tmp_path, records)
+    text = paths["markdown"].read_text(encoding="utf-8")
+    assert "at least 3 backbones" in text and "this table has 1" in text
+    assert paths["transfer"] is None
+    assert not (tmp_path / "plots" / "transfer.png").exists()  # the stale one is removed
+
+
+def test_provenance_line() -> None:
+    same = dict(
+        python_version="3.11.9",
+        numpy_version="2.4.6",
+        device="NVIDIA H200",
+        git_commit="abc1234",
+        data_checksum="f" * 64,
+    )
+    records = [ok_record("A", 0.5, **same), ok_record("B", 0.6, **same)]
+    line = report._provenance_line(records)
+    assert line == (
+        "Provenance: Python 3.11.9, Keras 3.15.1, TensorFlow 2.21.0, numpy 2.4.6, "
+        "device NVIDIA H200, git commit abc1234, data sha256 ffffffffffff…."
+    )
+    records.append(ok_record("C", 0.7, **{**same, "git_commit": "def5678", "device": "CPU"}))
+    line = report._provenance_line(records)
+    assert "git commit mixed" in line and "device mixed" in line and "Python 3.11.9" in line
+
+
+def test_provenance_in_the_report_and_csv(tmp_path: Path) -> None:
+    record = ok_record("A", 0.5, python_version="3.11.9", git_commit="abc1234")
+    paths = write_report(tmp_path, [record])
+    assert "Provenance: Python 3.11.9, Keras 3.15.1" in paths["markdown"].read_text()
+    table = pd.read_csv(paths["csv"])
+    assert table["git_commit"][0] == "abc1234" and table["keras_version"][0] == "3.15.1"
+
+
+OLD_FIELDS = (
+    "backbone", "status", "error", "family", "val_accuracy", "best_val_accuracy", "best_epoch",
+    "epochs_run", "history", "params_total", "params_trainable", "feature_width", "extract_s",
+    "epoch_s", "epoch_times", "total_s", "image_size", "preprocess", "pooling", "path", "weights",
+    "seed", "epochs", "patience", "batch_size", "data", "n_train", "n_val", "n_classes",
+    "keras_version", "tf_version", "started_at", "notes",
+)  # fmt: skip
+
+
+def test_old_rows_without_the_new_fields_still_report(tmp_path: Path) -> None:
+    old = [
+        {k: v for k, v in ok_record(name, acc).items() if k in OLD_FIELDS}
+        for name, acc in (("A", 0.5), ("B", 0.7))
+    ]
+    assert "protocol" not in old[0] and "kind" not in old[0] and "predictions" not in old[0]
+    for record in old:
+        append_record(tmp_path, record)
+    append_record(tmp_path, ok_record("A", 0.6))  # a new row of the same run replaces the old
+    paths = write_report(tmp_path)
+    text = paths["markdown"].read_text(encoding="utf-8")
+    assert "## Protocol: lesson" in text
+    rows = table_rows(text)
+    assert [(r["backbone"], r["val_acc"], r["kind"], r["vs top"]) for r in rows] == [
+        ("B", "0.700", "backbone", "top"),
+        ("A", "0.600", "backbone", "n/a"),
+    ]
+    assert rows[0]["95% CI"] == "[{:.3f}, {:.3f}]".format(*stats.wilson_interval(69, 98))
+    assert rows[0]["balanced_acc"] == "—" and rows[0]["macro_f1"] == "—"
+    assert paths["confusion"] == []
+    table = pd.read_csv(paths["csv"])
+    assert table["protocol"].tolist() == ["lesson", "lesson"]
+
+
+def test_failed_seed_is_named(tmp_path: Path) -> None:
+    records = [ok_record("A", 0.5, seed=2), error_record("A", "boom", seed=3)]
+    text = write_report(tmp_path, records)["markdown"].read_text(encoding="utf-8")
+    assert "- **A** (seed 3): boom" in text
+
+
+def test_notes_repeated_by_seeds_are_listed_once(tmp_path: Path) -> None:
+    records = [ok_record("A", 0.5, seed=s, notes=["same warning"]) for s in (2, 3, 4)]
+    text = write_report(tmp_path, records)["markdown"].read_text(encoding="utf-8")
+    assert text.count("same warning") == 1
 
 
 # ---------------------------------------------------------------------------------------------
