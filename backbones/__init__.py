@@ -1,9 +1,12 @@
-"""The backbone registry: every keras.applications constructor plus MobileNet width variants."""
+"""The backbone registry: every keras.applications constructor plus MobileNet width variants,
+and the from-scratch baselines of the previous episode."""
 
+from backbones.baselines import BASELINES, BaselineSpec
 from backbones.registry import (
     REGISTRY,
     BackboneSpec,
     UnknownBackboneError,
+    baselines,
     canonical,
     get,
     rows,
@@ -11,6 +14,9 @@ from backbones.registry import (
 )
 
 __all__ = [
+    "BASELINES",
+    "BaselineSpec",
+    "baselines",
     "REGISTRY",
     "BackboneSpec",
     "UnknownBackboneError",

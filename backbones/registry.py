@@ -27,6 +27,8 @@ from typing import Any
 
 import keras
 
+from backbones.baselines import BASELINES, BaselineSpec
+
 _GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 # Where each family's files live; resnet_v2 shares resnet's folder, and EfficientNet (v1)
@@ -336,8 +338,9 @@ def _extra_rows() -> tuple[BackboneSpec, ...]:
 
 
 REGISTRY = REGISTRY + _extra_rows()
-_BY_LOWER: dict[str, BackboneSpec] = {spec.name.lower(): spec for spec in REGISTRY}
-assert len(_BY_LOWER) == len(REGISTRY), "registry names must be unique, case-insensitively"
+_SELECTABLE: tuple[BackboneSpec | BaselineSpec, ...] = REGISTRY + BASELINES
+_BY_LOWER: dict[str, BackboneSpec | BaselineSpec] = {s.name.lower(): s for s in _SELECTABLE}
+assert len(_BY_LOWER) == len(_SELECTABLE), "registry names must be unique, case-insensitively"
 
 _LIST_HINT = "See: python -m bench --list"
 
@@ -345,6 +348,11 @@ _LIST_HINT = "See: python -m bench --list"
 def canonical() -> list[BackboneSpec]:
     """The keras.applications constructors themselves, in registry order (what --all runs)."""
     return [spec for spec in REGISTRY if spec.canonical]
+
+
+def baselines() -> list[BaselineSpec]:
+    """The from-scratch models of the previous episode (--all runs them after the backbones)."""
+    return list(BASELINES)
 
 
 def _did_you_mean(text: str) -> str:
@@ -360,7 +368,7 @@ def _unknown(text: str, what: str = "Unknown backbone") -> UnknownBackboneError:
     return UnknownBackboneError(f"{what} '{text}'.{_did_you_mean(text)} {_LIST_HINT}")
 
 
-def get(name: str) -> BackboneSpec:
+def get(name: str) -> BackboneSpec | BaselineSpec:
     """The row named ``name`` (case-insensitive); raises UnknownBackboneError."""
     spec = _BY_LOWER.get(name.strip().lower())
     if spec is None:
@@ -372,18 +380,19 @@ def _is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
-def select(patterns: Sequence[str]) -> list[BackboneSpec]:
+def select(patterns: Sequence[str]) -> list[BackboneSpec | BaselineSpec]:
     """Rows for names and globs (case-insensitive), de-duplicated, in first-matched order.
 
     Globs match every row, canonical or variant, and expand in registry order.
     """
     if isinstance(patterns, str):  # a lone string would otherwise iterate per character
         patterns = [patterns]
-    chosen: dict[str, BackboneSpec] = {}
+    chosen: dict[str, BackboneSpec | BaselineSpec] = {}
     for raw in patterns:
         pattern = raw.strip()
         if _is_glob(pattern):
-            matched = [s for s in REGISTRY if fnmatch.fnmatchcase(s.name.lower(), pattern.lower())]
+            matched = [s for s in _SELECTABLE
+                       if fnmatch.fnmatchcase(s.name.lower(), pattern.lower())]
             if not matched:
                 raise _unknown(pattern, "No backbone matches")
         else:
@@ -410,4 +419,9 @@ def rows() -> list[dict]:
             "constraints": spec.constraints,
         }
         for spec in REGISTRY
+    ] + [
+        {"name": b.name, "family": b.family, "canonical": b.canonical, "input_size": None,
+         "min_size": None, "preprocess": "pixels/255", "feature_width": None, "params": None,
+         "top1": None, "weights_file": None, "constraints": b.description}
+        for b in BASELINES
     ]

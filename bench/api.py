@@ -20,18 +20,25 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def describe_start(i: int, n: int, spec, config: RunConfig) -> str:
+def describe_start(i: int, n: int, spec, config: RunConfig, seeds: int = 1) -> str:
+    seeds_text = f", {seeds} seeds" if seeds > 1 else ""
+    if getattr(spec, "kind", "backbone") == "baseline":
+        return (f"[{i}/{n}] {spec.name}: starting (from scratch on raw images, "
+                f"protocol {config.protocol}{seeds_text})")
     size = config.size_for(spec.input_size)
     return (f"[{i}/{n}] {spec.name}: starting ({size}px, preprocess {config.preprocess}, "
-            f"weights {config.weights}, {'end-to-end' if config.end_to_end else 'cached'})")
+            f"weights {config.weights}, {'end-to-end' if config.end_to_end else 'cached'}, "
+            f"protocol {config.protocol}{seeds_text})")
 
 
 def describe_result(i: int, n: int, r: RunResult) -> str:
+    name = f"[{i}/{n}] {r.backbone} (seed {r.seed})"
     if not r.ok:
-        return f"[{i}/{n}] {r.backbone}: error: {r.error}"
+        return f"{name}: error: {r.error}"
     source = "cached features" if r.features_cached else "extraction"
-    return (f"[{i}/{n}] {r.backbone}: ok, val_accuracy {r.val_accuracy:.3f} (best "
-            f"{r.best_val_accuracy:.3f} at epoch {r.best_epoch}), {r.epochs_run} epochs, "
+    test = f", test_accuracy {r.test_accuracy:.3f}" if r.test_accuracy is not None else ""
+    return (f"{name}: ok, val_accuracy {r.val_accuracy:.3f} (best {r.best_val_accuracy:.3f} "
+            f"at epoch {r.best_epoch}){test}, {r.epochs_run} epochs, "
             f"{source} {_fmt(r.extract_s, '.1f')} s, {_fmt(r.epoch_s, '.3f')} s/epoch, "
             f"total {r.total_s:.1f} s")
 
@@ -39,7 +46,7 @@ def describe_result(i: int, n: int, r: RunResult) -> str:
 @dataclass
 class SweepOutcome:
     results: list[RunResult] = field(default_factory=list)  # rows produced by this sweep
-    skipped: list[str] = field(default_factory=list)  # backbones with an ok row already
+    skipped: list[str] = field(default_factory=list)  # "name (seed N)" with an ok row already
 
     @property
     def failed(self) -> list[RunResult]:
@@ -48,11 +55,11 @@ class SweepOutcome:
 
 def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.PathLike | None,
               log: Log | None = None, executor=None, rerun: bool = False) -> SweepOutcome:
-    """Runs each spec; each row is appended to `out`/runs.jsonl as soon as it exists.
+    """Runs each spec for each of config.seeds seeds; rows go to `out`/runs.jsonl as they come.
 
-    Backbones that already have an ok row with the same config hash in runs.jsonl are skipped
-    unless `rerun`. The report is rebuilt from runs.jsonl at the end, and also when the sweep is
-    interrupted, so finished rows are never lost.
+    A (backbone, seed) that already has an ok row with the same config hash in runs.jsonl is
+    skipped unless `rerun`. The report is rebuilt from runs.jsonl at the end, and also when the
+    sweep is interrupted, so finished rows are never lost.
     """
     from bench import report, runner
     from bench.executor import InProcessExecutor
@@ -66,26 +73,32 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
                 if r.get("status") == "ok" and r.get("config_hash")}
     order = {spec.name: i for i, spec in enumerate(specs, 1)}
     n = len(specs)
-    todo = []
+    tasks = []
     for spec in specs:
-        try:
-            key = runner.identify(spec, config, data, checksum).config_hash
-        except Exception:  # the run itself will report it as an error row
-            key = None
-        if key in done:
-            outcome.skipped.append(spec.name)
-            if log:
-                log(f"[{order[spec.name]}/{n}] {spec.name}: skipped, runs.jsonl already has an "
-                    f"ok row for this exact run ({key}); --rerun runs it again")
-        else:
-            todo.append(spec)
+        configs = []
+        for seed_config in config.per_seed():
+            try:
+                key = runner.identify(spec, seed_config, data, checksum).config_hash
+            except Exception:  # the run itself will report it as an error row
+                key = None
+            if key in done:
+                outcome.skipped.append(f"{spec.name} (seed {seed_config.seed})")
+                if log:
+                    log(f"[{order[spec.name]}/{n}] {spec.name} (seed {seed_config.seed}): "
+                        f"skipped, runs.jsonl already has an ok row for this exact run "
+                        f"({key}); --rerun runs it again")
+            else:
+                configs.append(seed_config)
+        if configs:
+            tasks.append((spec, configs))
+    seeds_of = {spec.name: len(configs) for spec, configs in tasks}
 
     def started(spec):
         if log:
-            log(describe_start(order[spec.name], n, spec, config))
+            log(describe_start(order[spec.name], n, spec, config, seeds_of[spec.name]))
 
     try:
-        for rows in executor.map(todo, config, data, checksum, on_start=started):
+        for rows in executor.map(tasks, data, checksum, on_start=started):
             for result in rows:
                 outcome.results.append(result)
                 if out is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # The Carpentries "Deep Learning Introduction" lesson, episode "Transfer learning".
@@ -11,6 +11,7 @@ DEFAULT_DATA_DIR = Path("data") / "dataset_dollarstreet"
 DEFAULT_OUT_DIR = Path("results")
 
 PREPROCESS_CHOICES = ("native", "lesson")
+PROTOCOL_CHOICES = ("lesson", "holdout")
 POOLING_CHOICES = ("max", "avg")
 
 
@@ -25,6 +26,14 @@ class RunConfig:
     epochs: int = 30  # lesson: fit(epochs=30)
     patience: int = 5  # lesson: EarlyStopping(monitor='val_accuracy', patience=5); 0 = off
     seed: int = 2  # lesson: keras.utils.set_random_seed(2)
+    seeds: int = 1  # train the head this many times (seed, seed+1, ...) on one extraction
+    # the seed a random backbone is drawn with; None = seed. A K-seed run keeps it at the
+    # first seed so all K heads share one backbone (and one feature extraction).
+    backbone_seed: int | None = None
+    # lesson: early stopping watches the test file, as the episode (which flatters the score);
+    # holdout: a stratified split of train drives early stopping, the test file is read once
+    protocol: str = "lesson"
+    val_fraction: float = 0.2  # holdout: share of each training class held out
     # native: each model's own preprocess_input on 0-255 pixels (what its weights expect);
     # lesson: pixels / 255 for every model, as the episode code does (wrong for EfficientNet,
     # ConvNeXt and MobileNetV3, whose weights expect 0-255 input).
@@ -51,7 +60,12 @@ class RunConfig:
             raise ValueError(
                 f"preprocess must be one of {PREPROCESS_CHOICES}; received {self.preprocess!r}"
             )
-        for name in ("batch_size", "epochs", "extract_batch_size"):
+        if self.protocol not in PROTOCOL_CHOICES:
+            raise ValueError(f"protocol must be one of {PROTOCOL_CHOICES}; "
+                             f"received {self.protocol!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1; received {self.val_fraction}")
+        for name in ("batch_size", "epochs", "extract_batch_size", "seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; received {getattr(self, name)}")
         if self.patience < 0:
@@ -65,11 +79,21 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def protocol(self) -> dict:
+    @property
+    def effective_backbone_seed(self) -> int:
+        return self.seed if self.backbone_seed is None else self.backbone_seed
+
+    def knobs(self) -> dict:
         """The knobs that change a result (not how fast or how verbosely it is computed)."""
         return {k: getattr(self, k) for k in PROTOCOL_FIELDS}
+
+    def per_seed(self) -> list[RunConfig]:
+        """One single-seed config per head seed; all share the first seed's backbone."""
+        return [replace(self, seed=self.seed + i, seeds=1,
+                        backbone_seed=self.effective_backbone_seed)
+                for i in range(self.seeds)]
 
 
 # What a config hash covers; extract_batch_size, verbose and the cache only change speed.
 PROTOCOL_FIELDS = ("image_size", "pooling", "batch_size", "epochs", "patience", "seed",
-                   "preprocess", "end_to_end")
+                   "preprocess", "end_to_end", "protocol", "val_fraction")

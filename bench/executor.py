@@ -25,48 +25,52 @@ from bench.result import STATUS_ERROR, RunResult
 OnStart = Callable[[object], None]  # called with each spec as its run begins
 
 
+Task = tuple[object, list[RunConfig]]  # a spec and its single-seed configs, run in order
+
+
 class InProcessExecutor:
     """run_one in this process; memory is released between backbones by clearing the session."""
 
     name = "in-process"
 
-    def map(self, specs: Sequence, config: RunConfig, data: Dataset, data_checksum: str,
+    def map(self, tasks: Sequence[Task], data: Dataset, data_checksum: str,
             on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
         from bench.runner import run_one
 
-        for spec in specs:
+        for spec, configs in tasks:
             if on_start:
                 on_start(spec)
-            yield [run_one(spec, config, data, data_checksum=data_checksum)]
+            for config in configs:
+                yield [run_one(spec, config, data, data_checksum=data_checksum)]
 
 
 class IsolatedExecutor:
-    """One child process per backbone, with an optional wall-clock limit each."""
+    """One child process per backbone (all its seeds), with an optional wall-clock limit."""
 
     name = "isolated"
 
     def __init__(self, timeout_min: float | None = None):
         self.timeout_s = timeout_min * 60 if timeout_min else None
 
-    def map(self, specs: Sequence, config: RunConfig, data: Dataset, data_checksum: str,
+    def map(self, tasks: Sequence[Task], data: Dataset, data_checksum: str,
             on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             folder = _data_folder(data, Path(tmp))
-            for i, spec in enumerate(specs):
+            for i, (spec, configs) in enumerate(tasks):
                 request = {
                     "backbone": spec.name,
-                    "config": config.to_dict(),
+                    "configs": [c.to_dict() for c in configs],
                     "data": str(folder),
                     "data_checksum": data_checksum,
                     "parent_pid": os.getpid(),
                 }
                 if on_start:
                     on_start(spec)
-                yield self._run_child(spec, config, data, request, Path(tmp) / f"{i}")
+                yield self._run_child(spec, configs, data, request, Path(tmp) / f"{i}")
 
-    def _run_child(self, spec, config: RunConfig, data: Dataset, request: dict,
+    def _run_child(self, spec, configs: list[RunConfig], data: Dataset, request: dict,
                    stem: Path) -> list[RunResult]:
-        req, res, err = stem.with_suffix(".request.json"), stem.with_suffix(".result.json"), \
+        req, res, err = stem.with_suffix(".request.json"), stem.with_suffix(".rows.jsonl"), \
             stem.with_suffix(".stderr")
         req.write_text(json.dumps(request))
         start = time.perf_counter()
@@ -86,20 +90,41 @@ class IsolatedExecutor:
             except BaseException:  # Ctrl-C: the child got SIGINT too; make sure it is gone
                 _kill(proc)
                 raise
-        if reason is None and code == 0 and res.exists():
-            rows = [RunResult.from_dict(r) for r in json.loads(res.read_text())]
-            return [_with_source(r, data) for r in rows]
+        rows = [_with_source(RunResult.from_dict(r), data) for r in _complete_rows(res)]
+        if reason is None and code == 0 and len(rows) == len(configs):
+            return rows
         if reason is None:
             reason = _crash_reason(code, err)
-        return [RunResult(
-            backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
-            image_size=config.size_for(spec.input_size), preprocess=config.preprocess,
-            pooling=config.pooling, path="end-to-end" if config.end_to_end else "cached",
-            seed=config.seed, epochs=config.epochs, patience=config.patience,
-            batch_size=config.batch_size, weights=config.weights, data=data.source,
-            n_train=data.n_train, n_val=data.n_val, n_classes=data.n_classes,
-            total_s=time.perf_counter() - start,
-        )]
+        # the seeds the child finished are kept; the others get the reason
+        return rows + [_error_row(spec, config, data, reason, time.perf_counter() - start)
+                       for config in configs[len(rows):]]
+
+
+def _complete_rows(path: Path) -> list[dict]:
+    """The rows a child finished; a line it was killed while writing is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def _error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: float) -> RunResult:
+    from bench.runner import path_name, size_or_none
+
+    return RunResult(
+        backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
+        kind=getattr(spec, "kind", "backbone"), image_size=size_or_none(spec, config),
+        preprocess=config.preprocess, pooling=config.pooling, path=path_name(spec, config),
+        protocol=config.protocol, seed=config.seed, epochs=config.epochs,
+        patience=config.patience, batch_size=config.batch_size, weights=config.weights,
+        data=data.source, n_train=data.n_train, n_val=data.n_val, n_classes=data.n_classes,
+        total_s=seconds,
+    )
 
 
 def make_executor(isolate: bool, timeout_min: float | None = None):

@@ -1,4 +1,4 @@
-"""run_one(spec, config, data) -> RunResult: one backbone under the lesson protocol."""
+"""run_one(spec, config, data) -> RunResult: one backbone (or baseline) under one protocol."""
 
 from __future__ import annotations
 
@@ -7,22 +7,32 @@ import gc
 import hashlib
 import json
 import os
+import platform
 import statistics
+import subprocess
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from backbones import BackboneSpec
-from bench import cache, features, head
+from backbones import BackboneSpec, BaselineSpec
+from bench import cache, features, head, stats
 from bench.config import RunConfig
 from bench.data import Dataset
 from bench.result import STATUS_ERROR, STATUS_OK, RunResult
+
+Spec = BackboneSpec | BaselineSpec
+# Baselines start from random weights and train them all: no pretrained file to name.
+SCRATCH = features.ResolvedWeights(arg=None, label="none (trained from scratch)", file_name=None)
+
+
+def is_baseline(spec: Spec) -> bool:
+    return getattr(spec, "kind", "backbone") == "baseline"
 
 
 @dataclass(frozen=True)
@@ -31,9 +41,10 @@ class RunIdentity:
 
     size: int
     weights: features.ResolvedWeights
-    weights_id: str  # "random:seed=N", "keras:<file name>" or "sha256:<digest of the file>"
+    weights_id: str  # "random:seed=N", "keras:<file name>", "sha256:<file digest>", "scratch"
     data_checksum: str
     config_hash: str  # backbone + weights + data + every protocol knob + seed
+    group: str  # the same without the head seed: the rows of one K-seed run share it
 
     def feature_key(self, spec: BackboneSpec, config: RunConfig) -> str:
         return cache.feature_key(
@@ -44,26 +55,34 @@ class RunIdentity:
         )
 
 
-def identify(spec: BackboneSpec, config: RunConfig, data: Dataset,
+def _hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def identify(spec: Spec, config: RunConfig, data: Dataset,
              data_checksum: str | None = None) -> RunIdentity:
     """Resolves weights and hashes the run; raises WeightsError/ValueError like run_one would."""
-    size = config.size_for(spec.input_size)
-    if size < spec.min_size:
-        raise ValueError(f"{spec.name} needs an input of at least {spec.min_size}x"
-                         f"{spec.min_size}; received --image-size {size}")
-    weights = features.resolve_weights(spec, size, config)
-    if weights.arg is None:
-        # a random backbone is whatever the seed draws: the seed is part of its identity
-        weights_id = f"random:seed={config.seed}"
-    elif weights.arg == "imagenet":
-        weights_id = f"keras:{weights.file_name}"
-    else:
-        weights_id = f"sha256:{file_sha256(weights.arg)}"
     checksum = data_checksum or data.checksum()
-    payload = {"backbone": spec.name, "kwargs": dict(spec.kwargs), "weights": weights_id,
-               "data": checksum, **config.protocol(), "image_size": size}
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return RunIdentity(size, weights, weights_id, checksum, digest[:16])
+    if is_baseline(spec):
+        size, weights, weights_id = data.image_shape[0], SCRATCH, "scratch"
+    else:
+        size = config.size_for(spec.input_size)
+        if size < spec.min_size:
+            raise ValueError(f"{spec.name} needs an input of at least {spec.min_size}x"
+                             f"{spec.min_size}; received --image-size {size}")
+        weights = features.resolve_weights(spec, size, config)
+        if weights.arg is None:
+            # a random backbone is whatever its seed draws: the seed is part of its identity
+            weights_id = f"random:seed={config.effective_backbone_seed}"
+        elif weights.arg == "imagenet":
+            weights_id = f"keras:{weights.file_name}"
+        else:
+            weights_id = f"sha256:{file_sha256(weights.arg)}"
+    kwargs = dict(getattr(spec, "kwargs", {}))
+    payload = {"backbone": spec.name, "kwargs": kwargs, "weights": weights_id, "data": checksum,
+               **config.knobs(), "image_size": size}
+    group = _hash({**payload, "seed": None})
+    return RunIdentity(size, weights, weights_id, checksum, _hash(payload), group)
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,23 +100,64 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _sha256_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-def run_one(spec: BackboneSpec, config: RunConfig, data: Dataset,
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, holdout) indices: `fraction` of each class, at least one."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = min(max(1, round(fraction * len(idx))), len(idx) - 1)
+        held.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """What trains, what early stopping watches, and what the reported predictions are on."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_eval: np.ndarray  # the test file, in both protocols
+    y_eval: np.ndarray
+
+
+def make_splits(x_train_all: np.ndarray, x_test: np.ndarray, data: Dataset,
+                config: RunConfig) -> Splits:
+    """lesson: train on all of train, watch the test file. holdout: watch a stratified part of
+    train; the test file is only predicted once at the end (its labels never reach training)."""
+    if config.protocol == "holdout":
+        tr, va = holdout_split(data.train_labels, config.val_fraction,
+                               config.effective_backbone_seed)
+        return Splits(x_train_all[tr], data.train_labels[tr], x_train_all[va],
+                      data.train_labels[va], x_test, data.val_labels)
+    return Splits(x_train_all, data.train_labels, x_test, data.val_labels, x_test,
+                  data.val_labels)
+
+
+def run_one(spec: Spec, config: RunConfig, data: Dataset,
             data_checksum: str | None = None) -> RunResult:
-    """Trains the lesson head on one frozen backbone; any failure becomes an error row.
+    """Trains the lesson head on one frozen backbone (or a baseline from scratch), one seed.
 
     Pure in the sense a sweep executor needs: everything it depends on is in its arguments,
-    everything it produces is in the returned row (nothing is written to disk).
+    everything it produces is in the returned row (nothing is written but the feature cache).
+    Any failure becomes an error row: a sweep never dies of one model.
     """
+    if config.seeds != 1:
+        raise ValueError("run_one trains one seed; use run_seeds for config.seeds > 1")
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
-    size = config.size_for(spec.input_size)
     common = dict(
         backbone=spec.name,
         family=spec.family,
-        image_size=size,
-        preprocess=config.preprocess,
+        kind=getattr(spec, "kind", "backbone"),
+        imagenet_top1=spec.top1,
+        preprocess="lesson" if is_baseline(spec) else config.preprocess,
         pooling=config.pooling,
-        path="end-to-end" if config.end_to_end else "cached",
+        path=path_name(spec, config),
+        protocol=config.protocol,
         seed=config.seed,
         epochs=config.epochs,
         patience=config.patience,
@@ -106,25 +166,29 @@ def run_one(spec: BackboneSpec, config: RunConfig, data: Dataset,
         n_train=data.n_train,
         n_val=data.n_val,
         n_classes=data.n_classes,
+        class_names=list(data.class_names),
         keras_version=keras.__version__,
         tf_version=tf.__version__,
         started_at=started_at,
+        **provenance(),
     )
-    weights_label = config.weights
-    config_hash = None
+    ident = None
     try:
         ident = identify(spec, config, data, data_checksum)
-        weights, weights_label, config_hash = ident.weights, ident.weights.label, ident.config_hash
-        if config.end_to_end:
-            outcome = _run_end_to_end(spec, size, config, data, weights)
+        if is_baseline(spec):
+            outcome = _run_baseline(spec, config, data)
+        elif config.end_to_end:
+            outcome = _run_end_to_end(spec, ident.size, config, data, ident.weights)
         else:
             outcome = _run_cached(spec, config, data, ident)
     except Exception as err:  # a sweep never dies of one model
         return RunResult(
             status=STATUS_ERROR,
             error=_describe(err),
-            weights=weights_label,
-            config_hash=config_hash,
+            weights=ident.weights.label if ident else config.weights,
+            image_size=ident.size if ident else size_or_none(spec, config),
+            config_hash=ident.config_hash if ident else None,
+            group=ident.group if ident else None,
             total_s=time.perf_counter() - start,
             **common,
         )
@@ -136,11 +200,14 @@ def run_one(spec: BackboneSpec, config: RunConfig, data: Dataset,
     val = history["val_accuracy"]
     best = int(np.argmax(val))
     times = outcome["epoch_times"]
+    labels, predictions = outcome["labels"], outcome["predictions"]
     notes = list(data.notes)
-    if weights.note:
-        notes.append(weights.note)
-    if config.preprocess == "lesson":
+    if ident.weights.note:
+        notes.append(ident.weights.note)
+    if config.preprocess == "lesson" and not is_baseline(spec):
         notes.append(_lesson_preprocess_warning(spec))
+    per_class = stats.per_class_accuracy(labels, predictions, data.n_classes)
+    weights_file = ident.weights.arg if ident.weights.arg not in (None, "imagenet") else None
     return RunResult(
         status=STATUS_OK,
         val_accuracy=val[-1],
@@ -148,6 +215,14 @@ def run_one(spec: BackboneSpec, config: RunConfig, data: Dataset,
         best_epoch=best + 1,
         epochs_run=len(val),
         history=history,
+        test_accuracy=float(np.mean(labels == predictions)) if config.protocol == "holdout"
+        else None,
+        eval_split="test",
+        predictions=predictions.tolist(),
+        labels=labels.tolist(),
+        per_class_accuracy=[None if np.isnan(v) else float(v) for v in per_class],
+        balanced_accuracy=stats.balanced_accuracy(labels, predictions, data.n_classes),
+        macro_f1=stats.macro_f1(labels, predictions, data.n_classes),
         params_total=outcome["params_total"],
         params_trainable=outcome["params_trainable"],
         feature_width=outcome["feature_width"],
@@ -155,27 +230,43 @@ def run_one(spec: BackboneSpec, config: RunConfig, data: Dataset,
         epoch_s=statistics.median(times[1:] or times),
         epoch_times=times,
         total_s=time.perf_counter() - start,
-        weights=weights.label,
-        weights_file=weights.file_name,
+        image_size=ident.size,
+        weights=ident.weights.label,
+        weights_file=ident.weights.file_name,
         weights_id=ident.weights_id,
+        weights_sha256=file_sha256(weights_file) if weights_file else None,
         data_checksum=ident.data_checksum,
-        config_hash=config_hash,
+        config_hash=ident.config_hash,
+        group=ident.group,
         features_cached=outcome.get("features_cached", False),
         notes=notes,
         **common,
     )
 
 
-def _run_cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
-                ident: RunIdentity) -> dict:
-    """The frozen backbone runs once per split (or not at all, when its features are cached);
-    the head trains on the features."""
-    store = cache.FeatureCache(config.cache_dir or cache.default_cache_dir()) if config.cache \
-        else None
+def run_seeds(spec: Spec, config: RunConfig, data: Dataset,
+              data_checksum: str | None = None) -> list[RunResult]:
+    """config.seeds rows: the head trained once per seed on one feature extraction."""
+    return [run_one(spec, c, data, data_checksum) for c in config.per_seed()]
+
+
+# The last extraction, kept in memory so the K heads of a K-seed run share it even when the
+# disk cache is off. One entry: a sweep moves on to the next backbone and never comes back.
+_LAST_FEATURES: dict[str, cache.CachedFeatures] = {}
+
+
+def _features(spec: BackboneSpec, config: RunConfig, data: Dataset,
+              ident: RunIdentity) -> tuple[cache.CachedFeatures, bool]:
+    """(features, whether they came from a cache): memory, then disk, then the backbone."""
     key = ident.feature_key(spec, config)
+    if key in _LAST_FEATURES:
+        return _LAST_FEATURES[key], True
+    store = (cache.FeatureCache(config.cache_dir or cache.default_cache_dir())
+             if config.cache else None)
     found = store.load(key, spec.name, data.n_train, data.n_val) if store else None
+    cached = found is not None
     if found is None:
-        keras.utils.set_random_seed(config.seed)
+        keras.utils.set_random_seed(config.effective_backbone_seed)
         backbone = features.build_backbone(spec, ident.size, config, ident.weights)
         inputs, outputs = features.backbone_graph(
             spec, backbone, ident.size, config, data.image_shape, data.train_images.dtype.name
@@ -188,22 +279,34 @@ def _run_cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
                                  config.verbose)
         found = cache.CachedFeatures(train_x, val_x, time.perf_counter() - t0,
                                      backbone.count_params())
-        del extractor, backbone
         if store:
             store.save(key, spec.name, found)
-        cached = False
-    else:
-        cached = True
+    _LAST_FEATURES.clear()
+    _LAST_FEATURES[key] = found
+    return found, cached
 
+
+def _fit_and_predict(model: keras.Model, splits: Splits, config: RunConfig) -> dict:
+    """The shared training (head.train) and the one evaluation on the test file."""
+    outcome = head.train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                         config, restore_best=config.protocol == "holdout")
+    logits = model.predict(splits.x_eval, batch_size=config.batch_size, verbose=0)
+    return dict(history=outcome.history, epoch_times=outcome.epoch_times,
+                labels=np.asarray(splits.y_eval), predictions=np.argmax(logits, axis=-1))
+
+
+def _run_cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
+                ident: RunIdentity) -> dict:
+    """The frozen backbone runs once per split (or not at all, when its features are cached);
+    the head trains on the features."""
+    found, cached = _features(spec, config, data, ident)
     keras.utils.set_random_seed(config.seed)
     model = head.build_head(data.n_classes)
     model.build((None, found.train.shape[1]))
-    outcome = head.train(model, found.train, data.train_labels, found.val, data.val_labels,
-                         config)
+    result = _fit_and_predict(model, make_splits(found.train, found.val, data, config), config)
     # The full model's counts: the frozen backbone contributes only non-trainable parameters.
     return dict(
-        history=outcome.history,
-        epoch_times=outcome.epoch_times,
+        result,
         extract_s=found.extract_s,
         features_cached=cached,
         feature_width=int(found.train.shape[1]),
@@ -215,7 +318,7 @@ def _run_cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
 def _run_end_to_end(spec: BackboneSpec, size: int, config: RunConfig, data: Dataset,
                     weights: features.ResolvedWeights) -> dict:
     """The episode's way: `model.fit` on images -> resize -> frozen backbone -> head."""
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.effective_backbone_seed)
     backbone = features.build_backbone(spec, size, config, weights)
     inputs, outputs = features.backbone_graph(
         spec, backbone, size, config, data.image_shape, data.train_images.dtype.name
@@ -223,11 +326,10 @@ def _run_end_to_end(spec: BackboneSpec, size: int, config: RunConfig, data: Data
     keras.utils.set_random_seed(config.seed)
     model_head = head.build_head(data.n_classes)
     model = keras.Model(inputs, model_head(outputs), name=f"{spec.name}_lesson")
-    outcome = head.train(model, data.train_images, data.train_labels, data.val_images,
-                         data.val_labels, config)
+    result = _fit_and_predict(model, make_splits(data.train_images, data.val_images, data,
+                                                 config), config)
     return dict(
-        history=outcome.history,
-        epoch_times=outcome.epoch_times,
+        result,
         extract_s=0.0,
         feature_width=int(outputs.shape[-1]),
         params_total=model.count_params(),
@@ -235,18 +337,71 @@ def _run_end_to_end(spec: BackboneSpec, size: int, config: RunConfig, data: Data
     )
 
 
-def sweep(specs: Iterable[BackboneSpec], config: RunConfig, data: Dataset,
-          on_start: Callable[[int, int, BackboneSpec], None] | None = None,
-          on_result: Callable[[int, int, RunResult], None] | None = None) -> Iterator[RunResult]:
-    """Maps run_one over the specs in order, yielding each row as soon as it exists."""
-    specs = list(specs)
-    for i, spec in enumerate(specs, 1):
-        if on_start:
-            on_start(i, len(specs), spec)
-        result = run_one(spec, config, data)
-        if on_result:
-            on_result(i, len(specs), result)
-        yield result
+def _run_baseline(spec: BaselineSpec, config: RunConfig, data: Dataset) -> dict:
+    """The previous episode's models: raw images / 255, every weight trained."""
+    keras.utils.set_random_seed(config.seed)
+    inputs = keras.Input(shape=data.image_shape, dtype=data.train_images.dtype.name)
+    scaled = keras.layers.Rescaling(1 / 255, name="pixels_over_255")(inputs)
+    body = spec.builder(data.image_shape, data.n_classes)
+    model = keras.Model(inputs, body(scaled), name=spec.name.replace("-", "_"))
+    result = _fit_and_predict(model, make_splits(data.train_images, data.val_images, data,
+                                                 config), config)
+    return dict(
+        result,
+        extract_s=0.0,
+        feature_width=None,
+        params_total=model.count_params(),
+        params_trainable=_count(model.trainable_weights),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict:
+    """Where a row was computed: versions, device and bench's git commit."""
+    return dict(python_version=platform.python_version(), numpy_version=np.__version__,
+                device=_device(), git_commit=_git_commit())
+
+
+def _device() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}" + (
+            f" (x{len(gpus)})" if len(gpus) > 1 else "")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def path_name(spec: Spec, config: RunConfig) -> str:
+    if is_baseline(spec):
+        return "from-scratch"
+    return "end-to-end" if config.end_to_end else "cached"
+
+
+def size_or_none(spec: Spec, config: RunConfig) -> int | None:
+    return None if is_baseline(spec) else config.size_for(spec.input_size)
 
 
 def _count(weights) -> int:

@@ -1,7 +1,8 @@
 """Child-process entry of an isolated sweep: python -m bench.worker REQUEST.json RESULT.json.
 
-The request names the backbone, the config and the data folder; the result file receives the
-rows as JSON. Only JSON and .npy (allow_pickle=False) cross the process boundary: no pickle.
+The request names the backbone, its single-seed configs and the data folder; the result file
+receives one JSON row per config as each finishes. Only JSON and .npy (allow_pickle=False)
+cross the process boundary: no pickle.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ def main(argv: list[str]) -> int:
     data = load_dataset(request["data"], download=False)
     if data.checksum() != request["data_checksum"]:
         raise RuntimeError(f"the data in {request['data']} changed during the sweep")
-    result = run_one(get(request["backbone"]), RunConfig(**request["config"]), data,
-                     data_checksum=request["data_checksum"])
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([result.to_dict()]))
-    os.replace(tmp, result_path)
+    spec = get(request["backbone"])
+    with open(result_path, "a") as out:
+        for config in request["configs"]:
+            result = run_one(spec, RunConfig(**config), data,
+                             data_checksum=request["data_checksum"])
+            out.write(json.dumps(result.to_dict()) + "\n")  # one row per seed, as it finishes
+            out.flush()
     return 0
 
 

@@ -32,6 +32,10 @@ def synthetic_arrays(n_train: int = 48, n_val: int = 24, side: int = 32, n_class
 def _private_feature_cache(tmp_path_factory, monkeypatch):
     """Each test starts with an empty feature cache of its own, never the user's."""
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+    import sys
+
+    if "bench.runner" in sys.modules:  # and the in-memory copy of the last extraction
+        sys.modules["bench.runner"]._LAST_FEATURES.clear()
 
 
 @pytest.fixture

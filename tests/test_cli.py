@@ -82,7 +82,8 @@ def test_sweep_writes_rows_leaderboard_and_plots(capsys, tiny_data_dir, tmp_path
                  "--out", str(out), *FAST])
     assert code == 0, capsys.readouterr().err
     stdout = capsys.readouterr().out
-    assert "[1/2] MobileNet_0.25: starting" in stdout and "[2/2] MobileNetV3Small: ok" in stdout
+    assert "[1/2] MobileNet_0.25: starting" in stdout
+    assert "[2/2] MobileNetV3Small (seed 2): ok" in stdout
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "MobileNetV3Small"]
     assert all(r["status"] == "ok" and r["weights"] == "random" for r in rows)
@@ -90,6 +91,7 @@ def test_sweep_writes_rows_leaderboard_and_plots(capsys, tiny_data_dir, tmp_path
     assert "MobileNet_0.25" in table and "MobileNetV3Small" in table
     assert (out / "leaderboard.csv").is_file()
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "confusion_MobileNetV3Small.png", "confusion_MobileNet_0.25.png",
         "history_MobileNetV3Small.png", "history_MobileNet_0.25.png", "summary.png"]
 
 

@@ -115,3 +115,89 @@ def test_imagenet_weights_beat_random_on_real_photos(real_weights_dir, real_data
     assert pretrained.ok and random.ok
     assert pretrained.val_accuracy >= 0.5, pretrained.history["val_accuracy"]
     assert random.val_accuracy <= 0.2, random.history["val_accuracy"]
+
+
+# --- trustworthy comparisons ------------------------------------------------------------------
+
+def test_rows_carry_predictions_per_class_results_and_provenance(tiny_data):
+    r = run_one(get("MobileNet_0.25"),
+                RunConfig(image_size=32, epochs=3, patience=0, weights="random", **QUIET),
+                tiny_data)
+    assert r.ok, r.error
+    assert r.labels == tiny_data.val_labels.tolist() and len(r.predictions) == tiny_data.n_val
+    # under the lesson protocol the reported val accuracy is the test file's, at the last epoch
+    assert np.mean(np.array(r.predictions) == np.array(r.labels)) == pytest.approx(
+        r.val_accuracy, abs=1e-6)
+    assert len(r.per_class_accuracy) == 3 and r.class_names == list(tiny_data.class_names)
+    assert 0 <= r.balanced_accuracy <= 1 and 0 <= r.macro_f1 <= 1
+    assert r.python_version and r.numpy_version and r.device.startswith(("CPU", "GPU"))
+    assert r.data_checksum == tiny_data.checksum() and r.protocol == "lesson"
+    assert r.imagenet_top1 == get("MobileNet_0.25").top1 and r.group and r.config_hash
+
+
+def test_seeds_share_one_extraction_and_differ_only_in_the_head(tiny_data):
+    from bench.runner import run_seeds
+
+    config = RunConfig(image_size=32, epochs=3, patience=0, weights="random", seeds=3,
+                       cache=False, **QUIET)
+    rows = run_seeds(get("MobileNet_0.25"), config, tiny_data)
+    assert [r.seed for r in rows] == [2, 3, 4]
+    assert [r.features_cached for r in rows] == [False, True, True]  # one extraction
+    assert len({r.group for r in rows}) == 1 and len({r.config_hash for r in rows}) == 3
+    assert len({r.weights_id for r in rows}) == 1  # one random backbone, drawn from seed 2
+    assert rows[0].history != rows[1].history
+    single = run_one(get("MobileNet_0.25"), config.per_seed()[0], tiny_data)
+    assert single.history == rows[0].history
+
+
+def test_holdout_never_lets_the_test_labels_reach_training(tiny_data):
+    """Training and early stopping are identical whatever the test labels say."""
+    from bench.data import from_arrays
+
+    config = RunConfig(image_size=32, epochs=6, patience=2, weights="random",
+                       protocol="holdout", **QUIET)
+    a = run_one(get("MobileNet_0.25"), config, tiny_data)
+    assert a.ok, a.error
+    # test labels that agree with a's predictions (but for two, so no class is left empty)
+    relabelled = np.array(a.predictions)
+    relabelled[:2] = (relabelled[:2] + np.array([1, 2])) % 3
+    other = from_arrays(tiny_data.train_images, tiny_data.train_labels,
+                        tiny_data.val_images, relabelled, source="synthetic-relabelled")
+    b = run_one(get("MobileNet_0.25"), config, other)
+    assert b.ok, b.error
+    assert a.history == b.history and a.predictions == b.predictions
+    assert b.test_accuracy == pytest.approx(1 - 2 / len(relabelled))
+    assert a.test_accuracy != b.test_accuracy
+    assert a.protocol == "holdout" and a.labels == tiny_data.val_labels.tolist()
+    # the split holds out a fifth of each class of train, which early stopping watches
+    assert a.test_accuracy == pytest.approx(np.mean(np.array(a.predictions) == a.labels))
+
+
+def test_holdout_split_is_stratified_and_seeded():
+    from bench.runner import holdout_split
+
+    labels = np.repeat(np.arange(4), 25)
+    tr, va = holdout_split(labels, 0.2, seed=2)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 100
+    assert np.bincount(labels[va]).tolist() == [5, 5, 5, 5]
+    np.testing.assert_array_equal(va, holdout_split(labels, 0.2, seed=2)[1])
+    assert not np.array_equal(va, holdout_split(labels, 0.2, seed=3)[1])
+
+
+@pytest.mark.parametrize("name, params", [
+    # Conv 3*3*3*50+50, Conv 3*3*50*50+50, Dense 14*14*50*50+50, Dense 50*10+10 on 64x64 images
+    ("scratch-cnn", 1_400 + 22_550 + 490_050 + 510),
+    # Dense 64*64*3*50+50, Dense 50*50+50, Dense 50*10+10
+    ("dense", 614_450 + 2_550 + 510),
+])
+def test_baselines_are_the_previous_episodes_models(name, params):
+    from bench.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    data = from_arrays(rng.integers(0, 255, (40, 64, 64, 3), dtype=np.uint8), np.arange(40) % 10,
+                       rng.integers(0, 255, (20, 64, 64, 3), dtype=np.uint8), np.arange(20) % 10)
+    r = run_one(get(name), RunConfig(epochs=2, **QUIET), data)
+    assert r.ok, r.error
+    assert r.kind == "baseline" and r.path == "from-scratch" and r.image_size == 64
+    assert r.params_total == r.params_trainable == params
+    assert r.weights == "none (trained from scratch)" and r.preprocess == "lesson"
