@@ -85,32 +85,130 @@ class TrainOutcome:
     epoch_times: list[float]
 
 
+HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
+LOOPS = ("fit", "compiled")
+
+
 def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-          y_val: np.ndarray, config: RunConfig) -> TrainOutcome:
+          y_val: np.ndarray, config: RunConfig, loop: str | None = None,
+          restore_best: bool = False) -> TrainOutcome:
     """The lesson's `fit`: Adam, early stopping on val_accuracy, batches in a seeded order.
 
-    `model` is the head alone (on cached features) or the full model (on images): the same
-    compile, batch order, callbacks and fit call serve both.
+    `model` is the head alone (on cached features) or the full model (on images). Both loops
+    run the model's own `train_step`/`test_step` on the same batches with the same optimizer,
+    metrics and EarlyStopping callback, so they give the same history:
+
+    - "fit": `model.fit`, the episode's loop (the end-to-end path: a backbone forward per step
+      dominates, Python per step costs nothing beside it);
+    - "compiled": one tf.function call per epoch, its steps in a graph loop (the cached path,
+      where a step is a few microseconds of arithmetic and fit's per-step Python would be most
+      of the time).
+
+    `loop=None` picks "fit" for `config.end_to_end` and "compiled" otherwise.
+    `restore_best` (the holdout protocol) leaves the model with its best epoch's weights, even
+    without early stopping.
     """
+    if loop is None:
+        loop = "fit" if config.end_to_end else "compiled"
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS}; received {loop!r}")
     compile_lesson(model)
-    callbacks: list[keras.callbacks.Callback] = []
-    if config.patience > 0:
-        # lesson: EarlyStopping(monitor='val_accuracy', patience=5); weights are not restored
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy",
-                                                       patience=config.patience))
-    timer = EpochTimer()
-    callbacks.append(timer)
     orders = epoch_orders(len(x_train), config.epochs, config.seed)
+    stopper = _early_stopping(config, restore_best)
+    if loop == "fit":
+        return _train_fit(model, x_train, y_train, x_val, y_val, config, orders, stopper)
+    return _train_compiled(model, x_train, y_train, x_val, y_val, config, orders, stopper)
+
+
+def _early_stopping(config: RunConfig,
+                    restore_best: bool = False) -> keras.callbacks.EarlyStopping | None:
+    if config.patience == 0 and not restore_best:
+        return None
+    # lesson: EarlyStopping(monitor='val_accuracy', patience=5); weights are not restored.
+    # patience 0 with restore_best: never stop, but still end on the best epoch's weights.
+    return keras.callbacks.EarlyStopping(monitor="val_accuracy",
+                                         patience=config.patience or config.epochs,
+                                         restore_best_weights=restore_best)
+
+
+def _train_fit(model: keras.Model, x_train, y_train, x_val, y_val, config: RunConfig,
+               orders: np.ndarray, stopper) -> TrainOutcome:
+    timer = EpochTimer()
     fit = model.fit(
         batches(x_train, y_train, orders, config.batch_size),
         steps_per_epoch=math.ceil(len(x_train) / config.batch_size),
         epochs=config.epochs,
         validation_data=(x_val, y_val),
         validation_batch_size=config.batch_size,
-        callbacks=callbacks,
+        callbacks=[stopper, timer] if stopper else [timer],
         shuffle=False,  # the order is already fixed by epoch_orders
         verbose=0,
     )
-    keys = ("accuracy", "val_accuracy", "loss", "val_loss")
-    history = {k: [float(v) for v in fit.history[k]] for k in keys}
+    history = {k: [float(v) for v in fit.history[k]] for k in HISTORY_KEYS}
     return TrainOutcome(history=history, epoch_times=list(timer.times))
+
+
+def _train_compiled(model: keras.Model, x_train, y_train, x_val, y_val, config: RunConfig,
+                    orders: np.ndarray, stopper) -> TrainOutcome:
+    """fit's epoch, step for step, as one graph call: what fit does per epoch, in that order.
+
+    fit resets the metrics, runs `train_step` on each batch, reads the metrics (running means
+    over the epoch's batches), then `evaluate` resets them and runs `test_step` over the
+    validation set in batches of `batch_size`, and the callbacks see both. The steps are the
+    model's own, so dropout draws from the same seed generator, BatchNormalization updates its
+    moving statistics and Adam steps exactly as under fit; EarlyStopping is Keras' callback.
+    """
+    bs = config.batch_size
+    x_t, y_t = tf.constant(x_train), tf.constant(y_train)
+    xv_t, yv_t = tf.constant(x_val), tf.constant(y_val)
+    # what fit does before its first step: build the optimizer slots and the compiled metrics
+    model._symbolic_build(data_batch=(x_train[:bs], y_train[:bs]))
+
+    def steps(n: int, step, get_batch) -> None:
+        for i in tf.range((n + bs - 1) // bs):
+            step(get_batch(i * bs, tf.minimum((i + 1) * bs, n)))
+
+    @tf.function
+    def epoch(order):
+        model.reset_metrics()
+        steps(len(x_train), model.train_step,
+              lambda a, b: (tf.gather(x_t, order[a:b]), tf.gather(y_t, order[a:b])))
+        train_logs = _metric_results(model)
+        model.reset_metrics()
+        steps(len(x_val), model.test_step, lambda a, b: (xv_t[a:b], yv_t[a:b]))
+        val_logs = _metric_results(model)
+        return train_logs, val_logs
+
+    if stopper:
+        stopper.set_model(model)
+        stopper.on_train_begin()
+    model.stop_training = False
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    times: list[float] = []
+    for i, order in enumerate(orders):
+        start = time.perf_counter()
+        train_logs, val_logs = epoch(tf.constant(order, dtype=tf.int64))
+        logs = {**{k: float(v) for k, v in train_logs.items()},
+                **{f"val_{k}": float(v) for k, v in val_logs.items()}}
+        times.append(time.perf_counter() - start)
+        for k in HISTORY_KEYS:
+            history[k].append(logs[k])
+        if stopper:
+            stopper.on_epoch_end(i, logs)
+            if model.stop_training:
+                break
+    if stopper:
+        stopper.on_train_end()  # restores the best weights when asked to, as under fit
+    return TrainOutcome(history=history, epoch_times=times)
+
+
+def _metric_results(model: keras.Model) -> dict:
+    """What fit logs: each metric's result, by name ("loss", "accuracy")."""
+    results = {}
+    for metric in model.metrics:
+        value = metric.result()
+        if isinstance(value, dict):
+            results.update(value)
+        else:
+            results[metric.name] = value
+    return results

@@ -82,3 +82,21 @@ def test_early_stopping_follows_patience(patience):
         assert n < 30
         best = int(np.argmax(out.history["val_accuracy"]))
         assert n <= max(best + 1 + patience, 1 + patience)
+
+
+@pytest.mark.parametrize("loop", ["fit", "compiled"])
+def test_restore_best_ends_on_the_best_epochs_weights(loop):
+    # labels are noise, so val_accuracy wanders and its best epoch is not the last one
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype(np.float32), rng.integers(0, 3, 64)
+    xv, yv = rng.normal(size=(60, 8)).astype(np.float32), rng.integers(0, 3, 60)
+    config = RunConfig(epochs=12, patience=0, verbose=0)
+    keras.utils.set_random_seed(config.seed)
+    model = head.build_head(3)
+    model.build((None, 8))
+    out = head.train(model, x, y, xv, yv, config, loop=loop, restore_best=True)
+    val = out.history["val_accuracy"]
+    assert len(val) == 12  # patience 0: no early stop
+    assert max(val) > val[-1]  # so restoring matters
+    _, accuracy = model.evaluate(xv, yv, batch_size=32, verbose=0)
+    assert accuracy == pytest.approx(max(val), abs=1e-6)
