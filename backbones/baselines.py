@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
 
 def scratch_cnn(image_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
     """Conv2D 50 3x3 relu, MaxPooling 2x2, Conv2D 50 3x3 relu, MaxPooling 2x2, Flatten,
     Dense 50 relu, Dense K: the episode "Advanced layer types" CNN."""
+    import keras
+
     inputs = keras.Input(shape=image_shape)
     x = keras.layers.Conv2D(50, (3, 3), activation="relu")(inputs)
     x = keras.layers.MaxPooling2D((2, 2))(x)
@@ -30,6 +34,8 @@ def scratch_cnn(image_shape: tuple[int, int, int], n_classes: int) -> keras.Mode
 
 def dense(image_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
     """Flatten, Dense 50 relu, Dense 50 relu, Dense K: the same episode's dense network."""
+    import keras
+
     inputs = keras.Input(shape=image_shape)
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dense(50, activation="relu")(x)

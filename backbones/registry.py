@@ -23,9 +23,10 @@ import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
 from backbones.baselines import BASELINES, BaselineSpec
 
@@ -136,11 +137,15 @@ class BackboneSpec:
         """The keras.applications constructor (or the row's own factory)."""
         if self.factory is not None:
             return self.factory
+        import keras  # only when a model is built: listing and selecting stay TensorFlow-free
+
         return getattr(keras.applications, self.constructor_name)
 
     @property
     def preprocess_input(self) -> Callable:
         """The family's ``preprocess_input`` (identity for in-graph families)."""
+        import keras
+
         return getattr(keras.applications, self.family).preprocess_input
 
     def weights_side(self, size: int) -> int:

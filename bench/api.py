@@ -61,8 +61,10 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     skipped unless `rerun`. The report is rebuilt from runs.jsonl at the end, and also when the
     sweep is interrupted, so finished rows are never lost.
     """
-    from bench import report, runner
+    from bench import report
     from bench.executor import InProcessExecutor
+    from bench.identity import identify
+    from bench.weights import WeightsError
 
     executor = executor or InProcessExecutor()
     checksum = data.checksum()
@@ -78,8 +80,8 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
         configs = []
         for seed_config in config.per_seed():
             try:
-                key = runner.identify(spec, seed_config, data, checksum).config_hash
-            except Exception:  # the run itself will report it as an error row
+                key = identify(spec, seed_config, data, checksum).config_hash
+            except (WeightsError, ValueError, OSError):  # the run will report it as its error
                 key = None
             if key in done:
                 outcome.skipped.append(f"{spec.name} (seed {seed_config.seed})")
@@ -106,9 +108,19 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
                 if log:
                     log(describe_result(order.get(result.backbone, 0), n, result))
     finally:
-        if out is not None and (outcome.results or outcome.skipped):
+        if out is not None and (outcome.results or not _report_is_current(Path(out))):
             report.write_report(Path(out))
     return outcome
+
+
+def _report_is_current(out: Path) -> bool:
+    """The leaderboard was written after the last row was appended: nothing to rebuild."""
+    from bench.report import MARKDOWN_FILE, RUNS_FILE
+
+    board, runs = out / MARKDOWN_FILE, out / RUNS_FILE
+    if not runs.exists():
+        return True
+    return board.exists() and board.stat().st_mtime_ns >= runs.stat().st_mtime_ns
 
 
 def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None = None,

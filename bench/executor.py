@@ -35,6 +35,11 @@ class InProcessExecutor:
 
     def map(self, tasks: Sequence[Task], data: Dataset, data_checksum: str,
             on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
+        if not tasks:
+            return
+        from bench.quiet import import_tensorflow
+
+        import_tensorflow()  # here, not at start-up: a fully resumed sweep never needs it
         from bench.runner import run_one
 
         for spec, configs in tasks:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import weakref
 
 import keras
 import numpy as np
@@ -11,50 +10,7 @@ import tensorflow as tf
 
 from backbones import BackboneSpec
 from bench.config import RunConfig
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights could not be had; the message names the file and how to supply it."""
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """What to hand the Keras constructor, and how a result row should describe it."""
-
-    arg: str | None  # the constructor's `weights=`: None, "imagenet" or a file path
-    label: str  # "imagenet", "random" or the path of the file loaded
-    file_name: str | None  # Keras' own file name for these weights, when pretrained
-    note: str | None = None  # e.g. that a nearby resolution's file stands in for the exact one
-
-
-def resolve_weights(spec: BackboneSpec, size: int, config: RunConfig) -> ResolvedWeights:
-    """Decides which weights a backbone is built with; never falls back to random silently."""
-    if config.weights == "random":
-        return ResolvedWeights(arg=None, label="random", file_name=None)
-    if config.weights != "imagenet":
-        path = Path(config.weights)
-        if not path.is_file():
-            raise WeightsError(f"Weights file '{path}' does not exist")
-        return ResolvedWeights(arg=str(path), label=str(path), file_name=path.name)
-
-    exact = spec.weights_file(size)
-    if config.weights_dir:
-        candidates = spec.weights_candidates(size)
-        for candidate in candidates:
-            path = Path(config.weights_dir) / candidate
-            if path.is_file():
-                note = None
-                if candidate != candidates[0]:
-                    note = (f"no '{candidates[0]}' in {config.weights_dir}: used '{candidate}', "
-                            f"the nearest resolution found (convolutional weights load at any "
-                            f"size)")
-                elif candidate != exact:
-                    note = (f"used '{candidate}', the nearest resolution to {size}px (Keras "
-                            f"itself would load '{exact}')")
-                return ResolvedWeights(arg=str(path), label=str(path), file_name=candidate,
-                                       note=note)
-    # Keras' own loading: its cache (~/.keras/models) first, then the download.
-    return ResolvedWeights(arg="imagenet", label="imagenet", file_name=exact)
+from bench.weights import ResolvedWeights, WeightsError, resolve_weights  # noqa: F401
 
 
 class Preprocess(keras.layers.Layer):
@@ -121,11 +77,58 @@ def backbone_graph(spec: BackboneSpec, backbone: keras.Model, size: int, config:
     return inputs, features
 
 
-def extract(extractor: keras.Model, images: np.ndarray, batch_size: int,
-            verbose: int = 1) -> np.ndarray:
-    """Runs the frozen backbone once over `images`; float32 features (N x width)."""
-    features = extractor.predict(images, batch_size=batch_size, verbose=verbose)
-    return np.asarray(features, dtype=np.float32)
+def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose: int = 1,
+            jit_compile: bool | None = None) -> np.ndarray:
+    """Runs the frozen backbone once over `images`; float32 features (N x width).
+
+    Each batch goes into the graph as raw pixels (uint8 when the data is) and is scaled,
+    resized and run through the backbone in one traced call, so only one batch is ever
+    upscaled: memory is the features plus a batch, whatever N. `jit_compile=None` uses XLA
+    where it helps: on a GPU, never on a CPU, where XLA's convolutions (depthwise above all)
+    were measured several times slower (results/PERF.md).
+    """
+    if jit_compile is None:
+        jit_compile = _has_accelerator()
+    forward = _forward(extractor, images.shape[1:], images.dtype, jit_compile)
+    n = len(images)
+    out = np.empty((n, *extractor.output_shape[1:]), dtype=np.float32)
+    progress = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
+    for start in range(0, n, batch_size):
+        batch = images[start:start + batch_size]
+        if jit_compile and len(batch) < batch_size:
+            # one static shape: XLA would compile the backbone again for a short last batch
+            pad = np.zeros((batch_size - len(batch), *batch.shape[1:]), dtype=batch.dtype)
+            out[start:] = forward(np.concatenate([batch, pad]))[:len(batch)]
+        else:
+            out[start:start + len(batch)] = forward(batch)
+        if progress:
+            progress.add(len(batch))
+    return out
+
+
+# One traced forward per extractor and input signature, shared by the train and validation
+# calls. The function reaches its model through a weak reference, so the cache entry (keyed
+# weakly) goes when the runner drops the extractor.
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(extractor: keras.Model, image_shape: tuple[int, ...], dtype: np.dtype,
+             jit_compile: bool):
+    key = (tuple(image_shape), np.dtype(dtype).name, jit_compile)
+    functions = _FORWARDS.setdefault(extractor, {})
+    if key not in functions:
+        model = weakref.ref(extractor)
+        spec = tf.TensorSpec((None, *image_shape), tf.as_dtype(dtype))
+
+        def forward(images):
+            return model()(images, training=False)
+
+        functions[key] = tf.function(forward, input_signature=[spec], jit_compile=jit_compile)
+    return functions[key]
+
+
+def _has_accelerator() -> bool:
+    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
 
 
 def _is_download_failure(err: Exception) -> bool:

@@ -1,0 +1,96 @@
+"""What makes two runs the same run, computed without TensorFlow.
+
+The config hash (resume) and the feature-cache key both come from here; a sweep whose every
+run is already done decides so in a second, without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib.metadata import version
+
+from backbones import BackboneSpec, BaselineSpec
+from bench import cache
+from bench.config import RunConfig
+from bench.data import Dataset
+from bench.weights import ResolvedWeights, resolve_weights
+
+KERAS_VERSION = version("keras")  # features depend on it; importing keras would cost seconds
+
+
+Spec = BackboneSpec | BaselineSpec
+# Baselines start from random weights and train them all: no pretrained file to name.
+SCRATCH = ResolvedWeights(arg=None, label="none (trained from scratch)", file_name=None)
+
+
+def is_baseline(spec: Spec) -> bool:
+    return getattr(spec, "kind", "backbone") == "baseline"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same run: the basis of resume and of the feature cache."""
+
+    size: int
+    weights: ResolvedWeights
+    weights_id: str  # "random:seed=N", "keras:<file name>", "sha256:<file digest>", "scratch"
+    data_checksum: str
+    config_hash: str  # backbone + weights + data + every protocol knob + seed
+    group: str  # the same without the head seed: the rows of one K-seed run share it
+
+    def feature_key(self, spec: BackboneSpec, config: RunConfig) -> str:
+        return cache.feature_key(
+            data=self.data_checksum, backbone=spec.name, kwargs=dict(spec.kwargs),
+            weights=self.weights_id, image_size=self.size, preprocess=config.preprocess,
+            pooling=config.pooling, resize="resize_with_pad/bilinear",
+            keras=KERAS_VERSION,
+        )
+
+
+def _hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def identify(spec: Spec, config: RunConfig, data: Dataset,
+             data_checksum: str | None = None) -> RunIdentity:
+    """Resolves weights and hashes the run; raises WeightsError/ValueError like run_one would."""
+    checksum = data_checksum or data.checksum()
+    if is_baseline(spec):
+        size, weights, weights_id = data.image_shape[0], SCRATCH, "scratch"
+    else:
+        size = config.size_for(spec.input_size)
+        if size < spec.min_size:
+            raise ValueError(f"{spec.name} needs an input of at least {spec.min_size}x"
+                             f"{spec.min_size}; received --image-size {size}")
+        weights = resolve_weights(spec, size, config)
+        if weights.arg is None:
+            # a random backbone is whatever its seed draws: the seed is part of its identity
+            weights_id = f"random:seed={config.effective_backbone_seed}"
+        elif weights.arg == "imagenet":
+            weights_id = f"keras:{weights.file_name}"
+        else:
+            weights_id = f"sha256:{file_sha256(weights.arg)}"
+    kwargs = dict(getattr(spec, "kwargs", {}))
+    payload = {"backbone": spec.name, "kwargs": kwargs, "weights": weights_id, "data": checksum,
+               **config.knobs(), "image_size": size}
+    group = _hash({**payload, "seed": None})
+    return RunIdentity(size, weights, weights_id, checksum, _hash(payload), group)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per process for an unchanged file."""
+    st = os.stat(path)
+    return _sha256_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
