@@ -48,10 +48,31 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; received {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1; received {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = _non_negative(text)
     if value == 0:
         raise argparse.ArgumentTypeError("expected an integer >= 1; received 0")
+    return value
+
+
+def _amount(text: str) -> float:
+    """A Ray resource request: a number >= 0, fractions allowed (0.5 GPU: two tasks share one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; received {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; received {text}")
     return value
 
 
@@ -89,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.seed,
                    help="keras.utils.set_random_seed value (default: %(default)s)")
+    p.add_argument("--seeds", type=_positive, default=defaults.seeds, metavar="K",
+                   help="train the head K times (seeds --seed, --seed+1, ...) on one feature "
+                        "extraction; the leaderboard shows mean ± sd (default: %(default)s)")
+    p.add_argument("--protocol", choices=("lesson", "holdout"), default=defaults.protocol,
+                   help="lesson: early stopping watches the test file, as the episode; "
+                        "holdout: a stratified split of train drives early stopping (best "
+                        "weights restored) and the test file is evaluated once "
+                        "(default: %(default)s)")
+    p.add_argument("--val-fraction", type=_fraction, default=defaults.val_fraction,
+                   metavar="F", help="holdout: share of each training class held out "
+                                     "(default: %(default)s)")
     p.add_argument("--preprocess", choices=("native", "lesson"), default=defaults.preprocess,
                    help="native: each model's own preprocess_input on 0-255 pixels; lesson: "
                         "pixels/255 for every model, as the episode (default: %(default)s)")
@@ -107,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "each backbone in its own child process, so a crash is one error row)")
     p.add_argument("--timeout-min", type=float, metavar="N",
                    help="wall-clock limit per backbone in minutes (isolated runs only)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run each (backbone, seed) as a Ray task on the cluster at ADDRESS (as "
+                        "ray.init takes it: HOST:PORT, auto, ray://HOST:10001), or on a local "
+                        "Ray instance when no ADDRESS is given; needs pip install -e .[ray]")
+    p.add_argument("--gpus-per-task", type=_amount, metavar="N",
+                   help="GPUs each Ray task asks for (default: 1 if the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-task", type=_amount, metavar="N",
+                   help="CPUs each Ray task asks for (default: 1)")
     p.add_argument("--rerun", action="store_true",
                    help="run backbones again even when runs.jsonl has an ok row for the same "
                         "config hash (default: skip them, so a re-run resumes)")
@@ -133,8 +173,10 @@ def _print_registry() -> None:
     table = rows()
     print(tabulate(table, headers="keys", tablefmt="github", intfmt=","))
     n_canonical = sum(1 for r in table if r["canonical"])
-    print(f"\n{n_canonical} keras.applications constructors (--all) and "
-          f"{len(table) - n_canonical} width variants (select by name or glob).")
+    n_baselines = sum(1 for r in table if r["family"] == "baseline")
+    print(f"\n{n_canonical} keras.applications constructors and {n_baselines} from-scratch "
+          f"baselines (--all), {len(table) - n_canonical - n_baselines} width variants "
+          f"(select by name or glob).")
 
 
 def _report(argv: list[str]) -> int:
@@ -149,23 +191,44 @@ def _report(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _ray_executor(args: argparse.Namespace):
+    """The Ray executor for --ray, connected now: no Ray, a bad address or a task no node can
+    hold is a usage error before anything runs. None without --ray."""
+    if args.ray is None:
+        if args.gpus_per_task is not None or args.cpus_per_task is not None:
+            raise UsageError("--gpus-per-task and --cpus-per-task apply to --ray runs")
+        return None
+    if args.no_isolate or args.timeout_min is not None:
+        raise UsageError("--no-isolate and --timeout-min do not apply to --ray runs (each "
+                         "(backbone, seed) is a Ray task in a Ray worker process)")
+    from bench.ray_executor import ClusterError, RayExecutor
+
+    executor = RayExecutor(args.ray or None, gpus_per_task=args.gpus_per_task,
+                           cpus_per_task=args.cpus_per_task,
+                           log=lambda line: print(line, flush=True))
+    try:
+        executor.connect()
+    except ClusterError as err:
+        raise UsageError(str(err)) from None
+    return executor
+
+
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["report"]:
         return _report(argv[1:])
     args = build_parser().parse_args(argv)
-    import_tensorflow()
     if args.list:
         _print_registry()
         return EXIT_OK
     if not args.backbones and not args.all:
         raise UsageError("name at least one backbone, or pass --all (see: python -m bench --list)")
 
-    from backbones import UnknownBackboneError, canonical, select
-    from bench.data import DataError, load_dataset
+    from backbones import UnknownBackboneError, baselines, canonical, select
+    from bench.data import FILES, DataError, load_dataset
 
     try:
-        specs = (canonical() if args.all else []) + (select(args.backbones) if args.backbones
-                                                     else [])
+        specs = (canonical() + baselines() if args.all else []) + (
+            select(args.backbones) if args.backbones else [])
     except UnknownBackboneError as err:
         raise UsageError(str(err)) from None
     specs = list({s.name: s for s in specs}.values())
@@ -192,13 +255,16 @@ def _main(argv: list[str]) -> int:
         raise UsageError(f"--out: cannot write to '{out}' ({err.strerror or err})") from None
     config = RunConfig(
         image_size=args.image_size, pooling=args.pooling, batch_size=args.batch_size,
-        epochs=args.epochs, patience=args.patience, seed=args.seed, preprocess=args.preprocess,
+        epochs=args.epochs, patience=args.patience, seed=args.seed, seeds=args.seeds,
+        protocol=args.protocol, val_fraction=args.val_fraction, preprocess=args.preprocess,
         end_to_end=args.end_to_end, weights=args.weights, weights_dir=args.weights_dir,
         extract_batch_size=args.extract_batch_size,
         # progress bars redraw in a terminal; in a log, one line per extraction reads better
         verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
         cache=not args.no_cache, cache_dir=args.cache_dir,
     )
+    if not all((Path(args.data) / name).is_file() for name in FILES):
+        import_tensorflow()  # the download goes through keras.utils.get_file
     try:
         data = load_dataset(args.data)
     except DataError as err:
@@ -212,9 +278,10 @@ def _main(argv: list[str]) -> int:
     from bench.executor import make_executor
 
     isolate = not args.no_isolate and (len(specs) > 1 or args.timeout_min is not None)
+    executor = _ray_executor(args) or make_executor(isolate, args.timeout_min)
     try:
         outcome = run_sweep(specs, config, data, out, log=lambda line: print(line, flush=True),
-                            executor=make_executor(isolate, args.timeout_min), rerun=args.rerun)
+                            executor=executor, rerun=args.rerun)
     except KeyboardInterrupt:
         print(f"bench: interrupted; finished rows are kept in {out / 'runs.jsonl'}. Run the "
               f"same command again to resume (finished backbones are skipped)", file=sys.stderr)
