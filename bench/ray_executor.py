@@ -79,13 +79,15 @@ class RayExecutor:
         if self.cpus_per_task <= 0:
             raise ClusterError(f"--cpus-per-task: expected a number > 0; received "
                                f"{self.cpus_per_task:g}")
+        if self.address:
+            _check_reachable(self.address)
+            _token_for_local_head(self.address)  # before Ray is imported: it reads it then
         ray = _import_ray()
         if not ray.is_initialized():
             # Workers' output (Keras, TensorFlow) stays in Ray's log files: the driver prints
             # one line per row, as a local sweep does.
             quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
             if self.address:
-                _check_reachable(self.address)
                 # Ray's C++ client retries for ~20 s, one warning a second on stderr; what it
                 # said goes into the one-line error instead.
                 with _stderr_captured() as said:
@@ -301,6 +303,19 @@ def _check_reachable(address: str) -> None:
         raise ClusterError(f"--ray {address}: nothing answers there ({err.strerror or err}); "
                            f"is a Ray head running? (ray start --head --port {port} on "
                            f"{host})") from None
+
+
+def _token_for_local_head(address: str) -> None:
+    """A head started on this machine by this user turns token auth on when
+    ~/.ray/auth_token exists (Ray 2.60 writes it with any local instance), but Ray sends the
+    token to an explicit address only under RAY_AUTH_MODE=token: say so for a local head, as
+    `ray start` and address="auto" would. Remote heads and an explicit setting are left alone.
+    """
+    host = address.split("://")[-1].rpartition(":")[0].strip("[]").lower()
+    local = host in ("localhost", "::1", socket.gethostname().lower()) or host.startswith("127.")
+    if local and "RAY_AUTH_MODE" not in os.environ and (
+            Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _connect_error(address: str, err: Exception, stderr: str) -> str:
