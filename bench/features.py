@@ -78,17 +78,16 @@ def backbone_graph(spec: BackboneSpec, backbone: keras.Model, size: int, config:
 
 
 def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose: int = 1,
-            jit_compile: bool | None = None) -> np.ndarray:
+            jit_compile: bool = False) -> np.ndarray:
     """Runs the frozen backbone once over `images`; float32 features (N x width).
 
     Each batch goes into the graph as raw pixels (uint8 when the data is) and is scaled,
     resized and run through the backbone in one traced call, so only one batch is ever
-    upscaled: memory is the features plus a batch, whatever N. `jit_compile=None` uses XLA
-    where it helps: on a GPU, never on a CPU, where XLA's convolutions (depthwise above all)
-    were measured several times slower (results/PERF.md).
+    upscaled: memory is the features plus a batch, whatever N. XLA stays off unless asked
+    for: on a CPU it made extraction 8-10x slower, and XLA's bilinear resize disagrees with
+    TensorFlow's at some ratios (32->160, 64->192: whole pixel values), which would change
+    the features (results/PERF.md).
     """
-    if jit_compile is None:
-        jit_compile = _has_accelerator()
     forward = _forward(extractor, images.shape[1:], images.dtype, jit_compile)
     n = len(images)
     out = np.empty((n, *extractor.output_shape[1:]), dtype=np.float32)
@@ -125,10 +124,6 @@ def _forward(extractor: keras.Model, image_shape: tuple[int, ...], dtype: np.dty
 
         functions[key] = tf.function(forward, input_signature=[spec], jit_compile=jit_compile)
     return functions[key]
-
-
-def _has_accelerator() -> bool:
-    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
 
 
 def _is_download_failure(err: Exception) -> bool:

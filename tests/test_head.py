@@ -100,3 +100,37 @@ def test_restore_best_ends_on_the_best_epochs_weights(loop):
     assert max(val) > val[-1]  # so restoring matters
     _, accuracy = model.evaluate(xv, yv, batch_size=32, verbose=0)
     assert accuracy == pytest.approx(max(val), abs=1e-6)
+
+
+@pytest.mark.parametrize("patience", [0, 2])
+def test_compiled_loop_is_fits_epoch_for_epoch(patience):
+    """The cached path's compiled loop against the episode's model.fit: same seed, same head,
+    same batches -> the same history, and early stopping stops at the same epoch."""
+    x, y = _separable(200, width=24, classes=4)
+    xv, yv = _separable(70, width=24, classes=4, seed=1)
+    y[:40] = (y[:40] + 1) % 4  # label noise: val_accuracy plateaus, so patience can act
+    config = RunConfig(epochs=15, patience=patience, verbose=0)
+    runs = {}
+    for loop in ("fit", "compiled"):
+        keras.utils.set_random_seed(config.seed)
+        model = head.build_head(4)
+        model.build((None, 24))
+        runs[loop] = (head.train(model, x, y, xv, yv, config, loop=loop), model)
+    fitted, compiled = runs["fit"][0], runs["compiled"][0]
+    assert len(compiled.history["val_accuracy"]) == len(fitted.history["val_accuracy"])
+    assert len(compiled.epoch_times) == len(compiled.history["loss"])
+    for key in head.HISTORY_KEYS:
+        np.testing.assert_allclose(compiled.history[key], fitted.history[key], rtol=1e-5,
+                                   atol=1e-6, err_msg=key)
+    for a, b in zip(runs["fit"][1].get_weights(), runs["compiled"][1].get_weights(),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_loop_defaults_to_fit_end_to_end_and_rejects_unknown_names():
+    x, y = _separable(40)
+    keras.utils.set_random_seed(2)
+    model = head.build_head(3)
+    model.build((None, 16))
+    with pytest.raises(ValueError, match="loop must be one of"):
+        head.train(model, x, y, x, y, RunConfig(epochs=1, verbose=0), loop="eager")

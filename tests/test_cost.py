@@ -1,0 +1,48 @@
+import keras
+import pytest
+
+from backbones import get
+from bench import cost
+from bench.config import RunConfig
+
+
+def test_flops_of_one_conv2d_layer_are_its_multiply_adds_plus_bias():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same")])
+    # 2 FLOPs per multiply-add: 8*8 positions x 3*3*3 inputs x 4 filters, + 8*8*4 bias adds
+    assert cost.model_flops(model, (8, 8, 3)) == 2 * 8 * 8 * 3 * 3 * 3 * 4 + 8 * 8 * 4
+
+
+def test_flops_of_one_dense_layer():
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(7)])
+    assert cost.model_flops(model, (100,)) == 2 * 100 * 7 + 7
+
+
+@pytest.mark.parametrize("name, published_mmacs", [
+    ("MobileNet", 569),  # Howard et al. 2017, table 8: 1.0 MobileNet-224, 569 M mult-adds
+    ("MobileNet_0.25", 41),  # ibid., 0.25 MobileNet-224, 41 M mult-adds
+])
+def test_mobilenet_flops_match_the_paper(name, published_mmacs, tmp_path):
+    flops = cost.backbone_flops(get(name), 224, "avg", store=tmp_path)
+    # FLOPs = 2 x mult-adds (+ a few % of batch-norm, bias and pooling arithmetic)
+    assert flops / 2e6 == pytest.approx(published_mmacs, rel=0.04)
+    assert (tmp_path / "flops.json").exists()
+
+
+def test_estimate_scales_with_images_and_flags_what_cannot_be_built(tmp_path):
+    config = RunConfig(image_size=32, cache_dir=str(tmp_path))
+    calibration = cost.Calibration("MobileNetV2", 32, images=10, seconds=1.0,
+                                   gflops_per_image=0.1)
+    rows = cost.estimate([get("MobileNet_0.25"), get("Xception")], config, 1000, calibration)
+    assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "Xception"]
+    assert all(set(r) == set(cost.COLUMNS) for r in rows)
+    mobile, xception = rows
+    assert mobile["image_size"] == 32 and mobile["gflops"] > 0
+    assert mobile["predicted_extract_s"] == pytest.approx(1000 * mobile["gflops"] * 1.0)
+    assert xception["gflops"] is None and "71" in xception["note"]  # Xception's minimum side
+
+
+def test_calibration_times_the_reference_through_the_extraction_path():
+    calibration = cost.calibrate(RunConfig(image_size=32, extract_batch_size=8), (16, 16, 3),
+                                 reference="MobileNet_0.25", n_images=16)
+    assert calibration.images == 16 and calibration.seconds > 0
+    assert calibration.seconds_per_gflop > 0

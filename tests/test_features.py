@@ -1,0 +1,73 @@
+import keras
+import numpy as np
+import pytest
+
+from backbones import get
+from bench import features
+from bench.config import RunConfig
+
+
+def _tiny_extractor() -> keras.Model:
+    """A small convolutional "backbone" behind the real Preprocess layer: fast, deterministic."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3), dtype="uint8")
+    x = features.Preprocess(24, "lesson", name="preprocess_resize")(inputs)
+    x = keras.layers.Conv2D(6, 3, activation="relu")(x)
+    outputs = keras.layers.GlobalMaxPooling2D()(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture
+def tiny_extractor() -> keras.Model:
+    return _tiny_extractor()
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 12, 12, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7, 64])
+def test_extract_equals_predict_whatever_the_batching(tiny_extractor, batch_size):
+    images = _images(19)  # 19 = no batch size above divides it: a short last batch
+    expected = tiny_extractor.predict(images, batch_size=8, verbose=0)
+    got = features.extract(tiny_extractor, images, batch_size, verbose=0)
+    assert got.dtype == np.float32 and got.shape == (19, 6)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_extract_with_xla_pads_the_last_batch_and_drops_the_padding(tiny_extractor):
+    # 12 -> 24: a ratio at which XLA's bilinear resize agrees with TensorFlow's (not all do)
+    images = _images(10)
+    plain = features.extract(tiny_extractor, images, 4, verbose=0, jit_compile=False)
+    jitted = features.extract(tiny_extractor, images, 4, verbose=0, jit_compile=True)
+    np.testing.assert_allclose(jitted, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_one_traced_forward_serves_both_splits_and_goes_with_its_model():
+    import gc
+    import weakref
+
+    tiny_extractor = _tiny_extractor()
+    features.extract(tiny_extractor, _images(5), 4, verbose=0)
+    features.extract(tiny_extractor, _images(3, seed=1), 4, verbose=0)
+    (forward,) = features._FORWARDS[tiny_extractor].values()
+    assert forward.experimental_get_tracing_count() == 1
+    ref = weakref.ref(tiny_extractor)
+    del tiny_extractor, forward
+    gc.collect()
+    assert ref() is None
+
+
+def test_extract_runs_a_real_backbone_graph_on_uint8(tiny_data):
+    spec = get("MobileNet_0.25")
+    config = RunConfig(image_size=32, weights="random", verbose=0)
+    keras.utils.set_random_seed(config.seed)
+    backbone = features.build_backbone(spec, 32, config, features.resolve_weights(spec, 32,
+                                                                                  config))
+    inputs, outputs = features.backbone_graph(spec, backbone, 32, config, tiny_data.image_shape,
+                                              "uint8")
+    extractor = keras.Model(inputs, outputs)
+    got = features.extract(extractor, tiny_data.train_images, 16, verbose=0)
+    expected = extractor.predict(tiny_data.train_images, batch_size=64, verbose=0)
+    assert got.shape == (tiny_data.n_train, spec.feature_width)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
