@@ -64,6 +64,22 @@ GROUP_KEYS: tuple[str, ...] = tuple(k for k in PROTOCOL_KEYS if k != "seed")
 ALPHA = 0.05  # McNemar: p >= ALPHA vs the top entry is "tied" (not significantly worse)
 CONFIDENCE = 0.95  # Wilson intervals
 
+# What every table ends with: per-class summaries, cost and how the run was made.
+_DESCRIPTIVE_COLUMNS = (
+    "balanced_acc",
+    "macro_f1",
+    "best_val_acc",
+    "epochs",
+    "trainable_params",
+    "total_params",
+    "extract_s",
+    "s_per_epoch",
+    "image_size",
+    "preprocess",
+    "weights",
+    "path",
+)
+
 # leaderboard(): one row per entry (a backbone's runs over seeds), numbers unformatted.
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "rank",  # within its protocol
@@ -80,36 +96,11 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "n_eval",  # images the accuracy, the interval and the McNemar test are computed on
     "vs_top",  # "top" | "tied" | "worse" | "better" | "n/a" | "n/a: different images"
     "p_value",  # exact McNemar vs the top entry
-    "balanced_acc",
-    "macro_f1",
-    "best_val_acc",
-    "epochs",
-    "trainable_params",
-    "total_params",
-    "extract_s",
-    "s_per_epoch",
-    "image_size",
-    "preprocess",
-    "weights",
-    "path",
+    *_DESCRIPTIVE_COLUMNS,
 )
 
 # leaderboard.md: one table per protocol; holdout ranks by, and so leads with, test accuracy.
-_COMMON_TAIL = (
-    "balanced_acc",
-    "macro_f1",
-    "best_val_acc",
-    "epochs",
-    "trainable_params",
-    "total_params",
-    "extract_s",
-    "s_per_epoch",
-    "image_size",
-    "preprocess",
-    "weights",
-    "path",
-    "protocol",
-)
+_COMMON_TAIL = (*_DESCRIPTIVE_COLUMNS, "protocol")
 MARKDOWN_COLUMNS: dict[str, tuple[str, ...]] = {
     LESSON: ("rank", "backbone", "kind", "val_acc", "K", "95% CI", "vs top", *_COMMON_TAIL),
     HOLDOUT: (
