@@ -1,10 +1,17 @@
 """What a sweep will cost before it runs: FLOPs per image and predicted extraction time.
 
-FLOPs are TensorFlow's own count (`tf.compat.v1.profiler`, the statistics each op registers:
-2 per multiply-add for convolutions and matmuls, plus bias adds, batch norm, ...) over one
-image's forward graph, so they follow whatever the model really computes. The time per GFLOP
-comes from a short calibration on this machine: a small reference backbone through the same
-extraction path (`features.extract`) that a run uses.
+Each backbone's forward graph for one image gives three numbers: its FLOPs (TensorFlow's own
+count, `tf.compat.v1.profiler`: 2 per multiply-add in convolutions and matmuls, plus bias
+adds, batch norm, ...), the values its operations write (activations: what memory-bound
+layers such as depthwise convolutions and batch norms cost) and its number of operations
+(what tracing costs). A short calibration on this machine times two references through the
+extraction path a run uses: VGG16, nearly all FLOPs, and MobileNet_0.25, nearly all memory
+traffic and per-op overhead. Then
+
+    predicted seconds = ops x trace s/op + images x (GFLOPs x s/GFLOP + M values x s/M values)
+
+FLOPs alone mispredict by 3x either way across families (ResNet50 runs at a quarter of
+MobileNetV2's time per FLOP on two cores); see results/PERF.md for the comparison.
 """
 
 from __future__ import annotations
@@ -30,10 +37,27 @@ from bench.config import RunConfig
 # Columns of estimate()'s rows, in print order.
 COLUMNS = ("backbone", "image_size", "gflops", "predicted_extract_s", "note")
 
+# Graph plumbing that moves no data: left out of the activation count.
+_NO_DATA = frozenset({"Const", "Identity", "NoOp", "Placeholder", "ReadVariableOp", "Shape",
+                      "Reshape", "Squeeze", "ExpandDims", "StopGradient"})
 
-def model_flops(model: keras.Model, input_shape: tuple[int, ...],
-                dtype: str = "float32") -> int:
-    """Floating-point operations of one forward pass (training=False) on one input."""
+
+@dataclass(frozen=True)
+class GraphStats:
+    """One forward pass (training=False) on one input."""
+
+    flops: int
+    activations: int  # float values written by the operations that compute something
+    ops: int  # operations in the traced graph
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+
+def graph_stats(model: keras.Model, input_shape: tuple[int, ...],
+                dtype: str = "float32") -> GraphStats:
+    """FLOPs, activations and op count of `model` on one input of `input_shape`."""
     forward = tf.function(lambda x: model(x, training=False))
     graph = forward.get_concrete_function(tf.TensorSpec((1, *input_shape), dtype)).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
@@ -42,36 +66,54 @@ def model_flops(model: keras.Model, input_shape: tuple[int, ...],
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)  # the v1 API's deprecation notice, not our business
     try:
-        return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+        flops = int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
     finally:
         tf_logger.setLevel(level)
+    operations = graph.get_operations()
+    activations = sum(
+        int(np.prod(out.shape)) for op in operations if op.type not in _NO_DATA
+        for out in op.outputs if out.dtype.is_floating and out.shape.is_fully_defined()
+    )
+    return GraphStats(flops, activations, len(operations))
+
+
+def model_flops(model: keras.Model, input_shape: tuple[int, ...],
+                dtype: str = "float32") -> int:
+    """Floating-point operations of one forward pass (training=False) on one input."""
+    return graph_stats(model, input_shape, dtype).flops
+
+
+def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
+                   store: str | os.PathLike | None = None) -> GraphStats:
+    """GraphStats of the no-top backbone on one size x size image (built with weights=None).
+
+    Building the largest models takes seconds each (their random initialisation), so the
+    numbers are kept in memory and, given `store`, in a JSON file there: a second dry run is
+    instant.
+    """
+    key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__],
+                     sort_keys=True, default=str)
+    if key not in _STATS:
+        path = Path(store) / "graph-stats.json" if store else None
+        known = _read_json(path) if path else {}
+        if key not in known:
+            model = spec.build(size, pooling=pooling, weights=None)
+            known[key] = graph_stats(model, (size, size, 3)).__dict__
+            del model
+            gc.collect()
+            if path:
+                _write_json(path, {**_read_json(path), key: known[key]})
+        _STATS[key] = GraphStats(**known[key])
+    return _STATS[key]
 
 
 def backbone_flops(spec: BackboneSpec, size: int, pooling: str = "max",
                    store: str | os.PathLike | None = None) -> int:
-    """FLOPs of the no-top backbone on one size x size image (built with weights=None).
-
-    Building the largest models takes seconds each (their random initialisation), so counts
-    are kept in memory and, given `store`, in a JSON file there: a second dry run is instant.
-    """
-    key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__],
-                     sort_keys=True, default=str)
-    if key in _FLOPS:
-        return _FLOPS[key]
-    path = Path(store) / "flops.json" if store else None
-    known = _read_json(path) if path else {}
-    if key not in known:
-        model = spec.build(size, pooling=pooling, weights=None)
-        known[key] = model_flops(model, (size, size, 3))
-        del model
-        gc.collect()
-        if path:
-            _write_json(path, {**_read_json(path), key: known[key]})
-    _FLOPS[key] = int(known[key])
-    return _FLOPS[key]
+    """FLOPs of the no-top backbone on one size x size image."""
+    return backbone_stats(spec, size, pooling, store).flops
 
 
-_FLOPS: dict[str, int] = {}
+_STATS: dict[str, GraphStats] = {}
 
 
 def _read_json(path: Path) -> dict:
@@ -92,55 +134,67 @@ def _write_json(path: Path, data: dict) -> None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """How fast this machine extracts features, measured on a reference backbone."""
+    """This machine's extraction speed, solved from two timed reference backbones."""
 
-    reference: str
-    image_size: int
-    images: int  # timed (after one warm-up batch that absorbs tracing)
-    seconds: float
-    gflops_per_image: float
+    seconds_per_gflop: float
+    seconds_per_mvalue: float  # per million activation values written
+    trace_seconds_per_op: float  # tracing and the first call, per graph operation
+    timings: tuple[tuple[str, int, float, float], ...] = ()  # (name, images, s, first call s)
 
-    @property
-    def seconds_per_gflop(self) -> float:
-        return self.seconds / (self.images * self.gflops_per_image)
+    def predict(self, stats: GraphStats, n_images: int) -> float:
+        per_image = (stats.gflops * self.seconds_per_gflop
+                     + stats.activations / 1e6 * self.seconds_per_mvalue)
+        return stats.ops * self.trace_seconds_per_op + n_images * per_image
+
+
+# (reference, images timed): VGG16 is all FLOPs, MobileNet_0.25 all memory traffic and ops.
+REFERENCES = (("VGG16", 16), ("MobileNet_0.25", 96))
 
 
 def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
-              reference: str = "MobileNetV2", n_images: int = 96) -> Calibration:
-    """Times `reference` (random weights) on random uint8 images through features.extract.
-
-    The reference is mid-way in compute per byte among the keras.applications families:
-    MobileNet_0.25 spends most of its time outside its FLOPs (memory-bound depthwise layers),
-    VGG almost none. A few seconds on two CPU cores.
-    """
-    spec = get(reference)
-    size = config.size_for(spec.input_size)
-    keras.utils.set_random_seed(0)
-    backbone = spec.build(size, pooling=config.pooling, weights=None)
-    inputs, outputs = features.backbone_graph(spec, backbone, size, config, image_shape,
-                                              "uint8")
-    extractor = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n_images, *image_shape), dtype=np.uint8)
-    bs = config.extract_batch_size
-    features.extract(extractor, images[:bs], bs, verbose=0)  # warm-up: tracing, allocation
-    start = time.perf_counter()
-    features.extract(extractor, images, bs, verbose=0)
-    seconds = time.perf_counter() - start
-    gflops = backbone_flops(spec, size, config.pooling) / 1e9
-    del extractor, backbone
-    gc.collect()
-    return Calibration(reference, size, n_images, seconds, gflops)
+              references: tuple[tuple[str, int], ...] = REFERENCES) -> Calibration:
+    """Times the references (random weights, random uint8 images) through features.extract at
+    the size and batch `config` gives; about ten seconds on two CPU cores."""
+    rows, timings, first_call = [], [], []
+    for name, n_images in references:
+        spec = get(name)
+        size = config.size_for(spec.input_size)
+        keras.utils.set_random_seed(0)
+        backbone = spec.build(size, pooling=config.pooling, weights=None)
+        inputs, outputs = features.backbone_graph(spec, backbone, size, config, image_shape,
+                                                  "uint8")
+        extractor = keras.Model(inputs, outputs)
+        images = np.random.default_rng(0).integers(0, 256, (n_images, *image_shape),
+                                                   dtype=np.uint8)
+        bs = min(config.extract_batch_size, n_images)
+        start = time.perf_counter()
+        features.extract(extractor, images[:bs], bs, verbose=0)  # tracing + one batch
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        features.extract(extractor, images, bs, verbose=0)
+        seconds = time.perf_counter() - start
+        stats = graph_stats(backbone, (size, size, 3))
+        rows.append((stats.gflops, stats.activations / 1e6, seconds / n_images))
+        first_call.append((stats.ops, max(first - seconds * bs / n_images, 0.0)))
+        timings.append((name, n_images, seconds, first))
+        del extractor, backbone
+        gc.collect()
+    (g1, a1, t1), (g2, a2, t2) = rows[:2]
+    per_gflop, per_mvalue = np.linalg.solve([[g1, a1], [g2, a2]], [t1, t2])
+    ops, first = max(first_call)  # the reference with the most ops sets the tracing rate
+    return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
+                       tuple(timings))
 
 
 def estimate(specs: Iterable[BackboneSpec], config: RunConfig, n_images: int,
              calibration: Calibration | None = None,
              image_shape: tuple[int, ...] = (64, 64, 3)) -> list[dict]:
     """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, and
-    the predicted seconds to extract features of `n_images` images on this machine.
+    the predicted seconds to extract the features of `n_images` images on this machine
+    (tracing included, as a run's extract_s).
 
-    A backbone that cannot be built at that size gets None and a note, as a sweep row would.
-    Calibrates first unless `calibration` is given.
+    A backbone that cannot be built at that size gets None and a note, as a sweep row would;
+    a from-scratch baseline has no extraction. Calibrates first unless given `calibration`.
     """
     calibration = calibration or calibrate(config, image_shape)
     store = (config.cache_dir or cache.default_cache_dir()) if config.cache else None
@@ -155,11 +209,11 @@ def estimate(specs: Iterable[BackboneSpec], config: RunConfig, n_images: int,
         row = dict(backbone=spec.name, image_size=size, gflops=None, predicted_extract_s=None,
                    note="")
         try:
-            gflops = backbone_flops(spec, size, config.pooling, store) / 1e9
+            stats = backbone_stats(spec, size, config.pooling, store)
         except Exception as err:  # one backbone never stops the estimate
             row["note"] = " ".join(str(err).split()) or type(err).__name__
         else:
-            row["gflops"] = gflops
-            row["predicted_extract_s"] = n_images * gflops * calibration.seconds_per_gflop
+            row["gflops"] = stats.gflops
+            row["predicted_extract_s"] = calibration.predict(stats, n_images)
         rows.append(row)
     return rows

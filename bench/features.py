@@ -106,8 +106,8 @@ def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose
 
 
 # One traced forward per extractor and input signature, shared by the train and validation
-# calls. The function reaches its model through a weak reference, so the cache entry (keyed
-# weakly) goes when the runner drops the extractor.
+# calls. It reaches its model through a weak reference, so the cache entry (keyed weakly)
+# goes when the runner drops the extractor.
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

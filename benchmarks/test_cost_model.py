@@ -26,9 +26,12 @@ def test_cost_model_predicts_a_5_backbone_sweep(ds10, report, benchmark):
                                      rounds=1, iterations=1)
     rows = cost.estimate([get(n) for n in SWEEP], config, N_IMAGES, calibration,
                          ds10.image_shape)
-    report(f"cost calibration: {calibration.reference} at {calibration.image_size} px, "
-           f"{calibration.images} images in {calibration.seconds:.2f} s = "
-           f"{calibration.seconds_per_gflop * 1e3:.1f} ms/GFLOP; load {before:.2f}")
+    report("cost calibration: " + ", ".join(
+        f"{name} {n} images in {s:.2f} s (first call {first:.2f} s)"
+        for name, n, s, first in calibration.timings)
+        + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
+        f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
+        f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op; load {before:.2f}")
     errors = []
     for row in rows:
         spec = get(row["backbone"])

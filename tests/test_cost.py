@@ -25,24 +25,36 @@ def test_mobilenet_flops_match_the_paper(name, published_mmacs, tmp_path):
     flops = cost.backbone_flops(get(name), 224, "avg", store=tmp_path)
     # FLOPs = 2 x mult-adds (+ a few % of batch-norm, bias and pooling arithmetic)
     assert flops / 2e6 == pytest.approx(published_mmacs, rel=0.04)
-    assert (tmp_path / "flops.json").exists()
+    assert (tmp_path / "graph-stats.json").exists()
+
+
+def test_graph_stats_count_activations_and_ops():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.ReLU()])
+    stats = cost.graph_stats(model, (8, 8, 3))
+    # the convolution, its bias add and the relu each write 8*8*4 values
+    assert stats.activations == 3 * 8 * 8 * 4
+    assert stats.ops > 3 and stats.gflops == stats.flops / 1e9
 
 
 def test_estimate_scales_with_images_and_flags_what_cannot_be_built(tmp_path):
     config = RunConfig(image_size=32, cache_dir=str(tmp_path))
-    calibration = cost.Calibration("MobileNetV2", 32, images=10, seconds=1.0,
-                                   gflops_per_image=0.1)
+    calibration = cost.Calibration(seconds_per_gflop=1.0, seconds_per_mvalue=0.5,
+                                   trace_seconds_per_op=0.001)
     rows = cost.estimate([get("MobileNet_0.25"), get("Xception")], config, 1000, calibration)
     assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "Xception"]
     assert all(set(r) == set(cost.COLUMNS) for r in rows)
     mobile, xception = rows
-    assert mobile["image_size"] == 32 and mobile["gflops"] > 0
-    assert mobile["predicted_extract_s"] == pytest.approx(1000 * mobile["gflops"] * 1.0)
+    stats = cost.backbone_stats(get("MobileNet_0.25"), 32, "max", tmp_path)
+    assert mobile["image_size"] == 32 and mobile["gflops"] == stats.gflops > 0
+    assert mobile["predicted_extract_s"] == pytest.approx(
+        stats.ops * 0.001 + 1000 * (stats.gflops + 0.5 * stats.activations / 1e6))
     assert xception["gflops"] is None and "71" in xception["note"]  # Xception's minimum side
 
 
-def test_calibration_times_the_reference_through_the_extraction_path():
-    calibration = cost.calibrate(RunConfig(image_size=32, extract_batch_size=8), (16, 16, 3),
-                                 reference="MobileNet_0.25", n_images=16)
-    assert calibration.images == 16 and calibration.seconds > 0
-    assert calibration.seconds_per_gflop > 0
+def test_calibration_times_the_references_through_the_extraction_path():
+    calibration = cost.calibrate(RunConfig(image_size=32, extract_batch_size=4), (16, 16, 3),
+                                 references=(("VGG16", 4), ("MobileNet_0.25", 8)))
+    assert [t[:2] for t in calibration.timings] == [("VGG16", 4), ("MobileNet_0.25", 8)]
+    assert calibration.seconds_per_gflop >= 0 and calibration.seconds_per_mvalue >= 0
+    assert calibration.trace_seconds_per_op > 0
