@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="every keras.applications constructor (the 40 canonical entries)")
     p.add_argument("--list", action="store_true", help="print the registry and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train nothing: print each backbone's GFLOPs per image at its size and "
+                        "its extraction time predicted from a short calibration on this machine")
     p.add_argument("--data", default=str(DEFAULT_DATA_DIR), metavar="DIR",
                    help="folder with train/test _images/_labels .npy files (default: %(default)s, "
                         "downloaded from Zenodo record 10970014 when missing)")
@@ -213,6 +216,53 @@ def _ray_executor(args: argparse.Namespace):
     return executor
 
 
+# The lesson's data (Dollar Street 10, Zenodo 10970014), for a dry run before the download.
+LESSON_IMAGES, LESSON_IMAGE_SHAPE = 878 + 293, (64, 64, 3)
+
+
+def _dry_run(specs: list, config: RunConfig, data_dir: Path) -> int:
+    """Predicted cost of the sweep (bench.cost): nothing is trained, downloaded or written."""
+    from tabulate import tabulate
+
+    from bench.data import FILES, DataError, load_dataset
+
+    if all((data_dir / name).is_file() for name in FILES):
+        try:
+            data = load_dataset(data_dir)
+        except DataError as err:
+            raise UsageError(str(err)) from None
+        n_images, shape = data.n_train + data.n_val, data.image_shape
+        source = f"{data.source}: {data.n_train} + {data.n_val} images"
+    else:
+        n_images, shape = LESSON_IMAGES, LESSON_IMAGE_SHAPE
+        source = f"the lesson's Dollar Street 10 (not in {data_dir}): {n_images} images"
+    import_tensorflow()
+    from bench import cost
+
+    print(f"Dry run: {len(specs)} backbones, {source} {'x'.join(map(str, shape))}, "
+          f"extraction batch {config.extract_batch_size}", flush=True)
+    print("Calibrating on this machine ...", flush=True)
+    calibration = cost.calibrate(config, shape)
+    print("Calibration: " + ", ".join(f"{name} {n} images in {s:.2f} s"
+                                      for name, n, s, _ in calibration.timings)
+          + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
+          f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
+          f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op", flush=True)
+    rows = cost.estimate(specs, config, n_images, calibration, shape,
+                         progress=lambda i, n, name: print(f"[{i}/{n}] {name}", flush=True))
+    table = [{"backbone": r["backbone"], "size": r["image_size"],
+              "GFLOPs/image": None if r["gflops"] is None else round(r["gflops"], 3),
+              "predicted extraction s": (None if r["predicted_extract_s"] is None
+                                         else round(r["predicted_extract_s"], 1)),
+              "note": r["note"]} for r in rows]
+    print(tabulate(table, headers="keys", tablefmt="github", missingval="-"))
+    total = sum(r["predicted_extract_s"] or 0.0 for r in rows)
+    print(f"Predicted extraction for the sweep: {total:.0f} s ({total / 60:.1f} min), "
+          f"tracing included; the head's epochs and from-scratch baselines come on top. "
+          f"Features already in the cache cost nothing.")
+    return EXIT_OK
+
+
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["report"]:
         return _report(argv[1:])
@@ -245,14 +295,6 @@ def _main(argv: list[str]) -> int:
         extra = " with --no-isolate" if args.no_isolate else ""
         raise UsageError("--timeout-min needs a positive number of minutes and isolated runs "
                          f"(received {args.timeout_min}{extra})")
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".bench-write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"--out: cannot write to '{out}' ({err.strerror or err})") from None
     config = RunConfig(
         image_size=args.image_size, pooling=args.pooling, batch_size=args.batch_size,
         epochs=args.epochs, patience=args.patience, seed=args.seed, seeds=args.seeds,
@@ -263,6 +305,16 @@ def _main(argv: list[str]) -> int:
         verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
         cache=not args.no_cache, cache_dir=args.cache_dir,
     )
+    if args.dry_run:
+        return _dry_run(specs, config, Path(args.data))
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".bench-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out: cannot write to '{out}' ({err.strerror or err})") from None
     if not all((Path(args.data) / name).is_file() for name in FILES):
         import_tensorflow()  # the download goes through keras.utils.get_file
     try:

@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,18 +188,24 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
 
 def estimate(specs: Iterable[BackboneSpec], config: RunConfig, n_images: int,
              calibration: Calibration | None = None,
-             image_shape: tuple[int, ...] = (64, 64, 3)) -> list[dict]:
+             image_shape: tuple[int, ...] = (64, 64, 3),
+             progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
     """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, and
     the predicted seconds to extract the features of `n_images` images on this machine
     (tracing included, as a run's extract_s).
 
     A backbone that cannot be built at that size gets None and a note, as a sweep row would;
     a from-scratch baseline has no extraction. Calibrates first unless given `calibration`.
+    `progress(i, n, name)` is called before each backbone (building the largest for their
+    counts takes seconds the first time).
     """
     calibration = calibration or calibrate(config, image_shape)
     store = (config.cache_dir or cache.default_cache_dir()) if config.cache else None
+    specs = list(specs)
     rows = []
-    for spec in specs:
+    for i, spec in enumerate(specs, 1):
+        if progress:
+            progress(i, len(specs), spec.name)
         if getattr(spec, "kind", "backbone") == "baseline":
             rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
                              predicted_extract_s=0.0,

@@ -129,3 +129,40 @@ def test_python_api_returns_a_dataframe(tiny_data, tmp_path):
     assert list(df["backbone"]) == ["MobileNet_0.25"]
     assert df.loc[0, "status"] == "ok" and 0 <= df.loc[0, "val_accuracy"] <= 1
     assert (tmp_path / "runs.jsonl").is_file()
+
+
+def _dry_run_table(stdout: str) -> dict[str, list[str]]:
+    """backbone -> its cells, from the printed markdown table."""
+    cells = [[c.strip() for c in line.strip("|").split("|")]
+             for line in stdout.splitlines() if line.startswith("| ")]
+    return {row[0]: row[1:] for row in cells[1:]}
+
+
+def test_dry_run_predicts_from_flops_and_trains_nothing(capsys, tiny_data_dir, tmp_path):
+    out = tmp_path / "out"
+    code = main(["MobileNet_0.25", "DenseNet121", "dense", "--dry-run", "--image-size", "32",
+                 "--data", str(tiny_data_dir), "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    table = _dry_run_table(stdout)
+    assert list(table) == ["MobileNet_0.25", "DenseNet121", "dense"]
+    (m_size, m_gflops, m_s, _), (d_size, d_gflops, d_s, _) = table["MobileNet_0.25"], \
+        table["DenseNet121"]
+    assert m_size == d_size == "32"
+    # DenseNet121 costs ~10x MobileNet_0.25 per image at any size
+    assert float(d_gflops) > 5 * float(m_gflops) > 0
+    assert float(d_s) > float(m_s) > 0
+    assert "no extraction" in table["dense"][-1]
+    assert "[3/3] dense" in stdout and "Calibration: VGG16" in stdout
+    assert not out.exists()  # nothing ran, nothing written
+    assert (tmp_path / "cache" / "graph-stats.json").is_file()  # a second dry run is instant
+
+
+def test_dry_run_without_the_data_assumes_the_lessons(capsys, tmp_path):
+    code = main(["MobileNet_0.25", "--dry-run", "--image-size", "32", "--data",
+                 str(tmp_path / "absent"), "--out", str(tmp_path / "out"), "--no-cache"])
+    assert code == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "the lesson's Dollar Street 10" in stdout and "1171 images 64x64x3" in stdout
+    assert not (tmp_path / "absent").exists()  # no download
