@@ -41,7 +41,9 @@ class RunConfig:
     end_to_end: bool = False  # the episode's model.fit on the full model instead of cached features
     weights: str = "imagenet"  # "imagenet", "random", or a path to a weights file
     weights_dir: str | None = None  # searched first for Keras' own weights file name
-    extract_batch_size: int = 64  # inference batch of the frozen backbone; speed only
+    # inference batch of the frozen backbone; speed only. 16 measured fastest on two CPU
+    # cores (results/PERF.md): bigger batches spill the activations out of the caches.
+    extract_batch_size: int = 16
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bars, 2 one line per extraction
     cache: bool = True  # frozen-backbone features on disk, reused across seeds, epochs, patience
     cache_dir: str | None = None  # None: $BENCH_CACHE_DIR or ~/.cache/bench/features
