@@ -134,3 +134,28 @@ def test_loop_defaults_to_fit_end_to_end_and_rejects_unknown_names():
     model.build((None, 16))
     with pytest.raises(ValueError, match="loop must be one of"):
         head.train(model, x, y, x, y, RunConfig(epochs=1, verbose=0), loop="eager")
+
+
+def test_preparing_the_compiled_loop_changes_no_state():
+    """CompiledLoop runs its epoch once on zero rows (tracing, graph optimisation): not one
+    step may run, or the head would start from other weights than fit's."""
+    x, y = _separable(64, width=24, classes=4)
+    keras.utils.set_random_seed(2)
+    model = head.build_head(4)
+    model.build((None, 24))
+    before = [v.numpy().copy() for v in model.variables]
+    prepared = head.CompiledLoop(model, (24,), x.dtype, y.dtype, batch_size=32)
+    after = [v.numpy() for v in model.variables]
+    assert len(before) == len(after) >= 9  # weights, BN statistics, the dropout seed state
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(model.optimizer.variables) > 6  # built: Adam's slots and its step counter
+    assert all(not v.numpy().any() for v in model.optimizer.variables
+               if "learning_rate" not in v.path)
+    # and the prepared loop trains only its own model
+    other = head.build_head(4)
+    other.build((None, 24))
+    with pytest.raises(ValueError, match="another model"):
+        head.train(other, x, y, x, y, RunConfig(epochs=1, verbose=0), prepared=prepared)
+    out = head.train(model, x, y, x, y, RunConfig(epochs=2, verbose=0), prepared=prepared)
+    assert len(out.history["loss"]) == 2 and int(model.optimizer.iterations) == 4
