@@ -123,6 +123,7 @@ class BackboneSpec:
     weight_sizes: tuple[int, ...] | None = None  # sides with their own no-top file
     static_shape: bool = False  # NASNet needs a static input shape
     constraints: str = ""
+    kind: str = "backbone"  # a frozen pretrained feature extractor; baselines say "baseline"
     # A custom constructor taking keras.applications' arguments, for rows added through
     # $BENCH_EXTRA_BACKBONES; None means keras.applications.<constructor_name>.
     factory: Callable[..., keras.Model] | None = field(default=None, compare=False)

@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 
 def run(*args, **kwargs):
-    """See bench.api.run: run backbones under the lesson protocol, get a pandas DataFrame."""
-    from bench.api import run as _run
+    """See bench.sweep.run: run backbones under the lesson protocol, get a pandas DataFrame."""
+    from bench.sweep import run as _run
 
     return _run(*args, **kwargs)
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.config import DEFAULT_DATA_DIR, DEFAULT_OUT_DIR, RunConfig
-from bench.quiet import import_tensorflow
+from bench.engine.quiet import import_tensorflow
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -183,12 +183,12 @@ def _print_registry() -> None:
 
 
 def _report(argv: list[str]) -> int:
-    from bench import report
+    from bench import report, runlog
 
     args = _report_parser().parse_args(argv)
     out = Path(args.out)
-    if not (out / report.RUNS_FILE).is_file():
-        raise UsageError(f"No {report.RUNS_FILE} in {out}: nothing to report")
+    if not (out / runlog.RUNS_FILE).is_file():
+        raise UsageError(f"No {runlog.RUNS_FILE} in {out}: nothing to report")
     paths = report.write_report(out)
     print(f"Wrote {paths['markdown']}")
     return EXIT_OK
@@ -204,7 +204,7 @@ def _ray_executor(args: argparse.Namespace):
     if args.no_isolate or args.timeout_min is not None:
         raise UsageError("--no-isolate and --timeout-min do not apply to --ray runs (each "
                          "(backbone, seed) is a Ray task in a Ray worker process)")
-    from bench.ray_executor import ClusterError, RayExecutor
+    from bench.executors.ray_cluster import ClusterError, RayExecutor
 
     executor = RayExecutor(args.ray or None, gpus_per_task=args.gpus_per_task,
                            cpus_per_task=args.cpus_per_task,
@@ -221,7 +221,7 @@ LESSON_IMAGES, LESSON_IMAGE_SHAPE = 878 + 293, (64, 64, 3)
 
 
 def _dry_run(specs: list, config: RunConfig, data_dir: Path) -> int:
-    """Predicted cost of the sweep (bench.cost): nothing is trained, downloaded or written."""
+    """Predicted cost of the sweep (engine.cost): nothing is trained, downloaded or written."""
     from tabulate import tabulate
 
     from bench.data import FILES, DataError, load_dataset
@@ -237,7 +237,7 @@ def _dry_run(specs: list, config: RunConfig, data_dir: Path) -> int:
         n_images, shape = LESSON_IMAGES, LESSON_IMAGE_SHAPE
         source = f"the lesson's Dollar Street 10 (not in {data_dir}): {n_images} images"
     import_tensorflow()
-    from bench import cost
+    from bench.engine import cost
 
     print(f"Dry run: {len(specs)} backbones, {source} {'x'.join(map(str, shape))}, "
           f"extraction batch {config.extract_batch_size}", flush=True)
@@ -326,8 +326,8 @@ def _main(argv: list[str]) -> int:
     for note in data.notes:
         print(f"Data: {note}", flush=True)
 
-    from bench.api import run_sweep
-    from bench.executor import make_executor
+    from bench.executors.isolated import make_executor
+    from bench.sweep import run_sweep
 
     isolate = not args.no_isolate and (len(specs) > 1 or args.timeout_min is not None)
     executor = _ray_executor(args) or make_executor(isolate, args.timeout_min)

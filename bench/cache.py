@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.runlog import safe_name
+
 CACHE_ENV = "BENCH_CACHE_DIR"
 FORMAT_VERSION = 1  # bump when the file layout or what the features mean changes
 
@@ -63,8 +65,6 @@ class FeatureCache:
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def path(self, key: str, label: str = "") -> Path:
-        from bench.report import safe_name
-
         prefix = f"{safe_name(label)}-" if label else ""
         return self.root / f"{prefix}{key[:32]}.npz"
 

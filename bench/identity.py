@@ -28,7 +28,7 @@ SCRATCH = ResolvedWeights(arg=None, label="none (trained from scratch)", file_na
 
 
 def is_baseline(spec: Spec) -> bool:
-    return getattr(spec, "kind", "backbone") == "baseline"
+    return spec.kind == "baseline"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from os import getloadavg
 import keras
 
 from backbones import get
-from bench import cost, features
 from bench.config import RunConfig
+from bench.engine import cost, features
 
 SWEEP = ("MobileNet_0.25", "MobileNetV2", "EfficientNetB0", "ResNet50", "DenseNet121")
 N_IMAGES = 128

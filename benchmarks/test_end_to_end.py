@@ -20,7 +20,7 @@ import pytest
 from backbones import get
 from bench.config import RunConfig
 from bench.data import from_arrays
-from bench.runner import run_one
+from bench.engine.runner import run_one
 
 EPOCHS = 10
 

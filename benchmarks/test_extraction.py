@@ -14,8 +14,8 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from backbones import get
-from bench import features
 from bench.config import RunConfig
+from bench.engine import features
 
 SIZE = 160
 BATCH_SIZES = (8, 16, 32, 64)

@@ -8,8 +8,8 @@ from os import getloadavg
 import keras
 import numpy as np
 
-from bench import head
 from bench.config import RunConfig
+from bench.engine import head
 
 N_TRAIN, N_VAL, WIDTH, CLASSES = 878, 293, 1024, 10  # cifar10-ds10 through DenseNet121
 

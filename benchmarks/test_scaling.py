@@ -17,8 +17,8 @@ import keras
 import pytest
 
 from backbones import get
-from bench import features
 from bench.config import RunConfig
+from bench.engine import features
 
 SIZE = 160
 COUNTS = (1000, 2000, 5000, 10000)

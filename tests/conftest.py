@@ -34,8 +34,8 @@ def _private_feature_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
     import sys
 
-    if "bench.runner" in sys.modules:  # and the in-memory copy of the last extraction
-        sys.modules["bench.runner"]._LAST_FEATURES.clear()
+    if "bench.engine.runner" in sys.modules:  # and the in-memory copy of the last extraction
+        sys.modules["bench.engine.runner"]._LAST_FEATURES.clear()
 
 
 @pytest.fixture

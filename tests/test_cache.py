@@ -4,7 +4,7 @@ import pytest
 from backbones import get
 from bench.cache import CachedFeatures, FeatureCache, feature_key
 from bench.config import RunConfig
-from bench.runner import run_one
+from bench.engine.runner import run_one
 
 
 def _features(seed=0):
@@ -88,7 +88,7 @@ def test_another_seed_or_epochs_reuses_features_and_gives_the_same_result(tiny_d
     assert again.history == first.history  # cached features train the head identically
     assert again.extract_s == first.extract_s  # the row keeps what extraction really cost
     assert again.params_total == first.params_total
-    from bench import runner
+    from bench.engine import runner
 
     runner._LAST_FEATURES.clear()  # the in-memory copy a K-seed run shares
     uncached = run_one(spec, RunConfig(**{**base, "cache": False}), tiny_data)

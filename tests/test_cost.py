@@ -2,8 +2,8 @@ import keras
 import pytest
 
 from backbones import get
-from bench import cost
 from bench.config import RunConfig
+from bench.engine import cost
 
 
 def test_flops_of_one_conv2d_layer_are_its_multiply_adds_plus_bias():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from backbones import get
-from bench import features
 from bench.config import RunConfig
+from bench.engine import features
 
 
 def _tiny_extractor() -> keras.Model:

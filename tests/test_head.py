@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from bench import head
 from bench.config import RunConfig
+from bench.engine import head
 
 
 def test_head_is_the_lessons():

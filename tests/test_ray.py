@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from bench.__main__ import main
-from bench.api import run_sweep
 from bench.config import RunConfig
-from bench.executor import InProcessExecutor
+from bench.executors.isolated import InProcessExecutor
+from bench.sweep import run_sweep
 
 FAST = dict(weights="random", image_size=32, epochs=3, patience=0, verbose=0)
 
@@ -23,7 +23,7 @@ FAST = dict(weights="random", image_size=32, epochs=3, patience=0, verbose=0)
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    from bench.ray_executor import job_runtime_env
+    from bench.executors.ray_cluster import job_runtime_env
 
     with pytest.MonkeyPatch.context() as env:
         # workers resolve Test_* rows by name, through the registry's environment variable
@@ -52,7 +52,7 @@ def _rows(out: Path) -> list[dict]:
 
 
 def _ray_executor():
-    from bench.ray_executor import RayExecutor
+    from bench.executors.ray_cluster import RayExecutor
 
     return RayExecutor()
 

@@ -19,16 +19,18 @@ from bench.report import (
     CSV_COLUMNS,
     LEADERBOARD_COLUMNS,
     MARKDOWN_COLUMNS,
-    RUNS_FILE,
-    ReportError,
-    append_record,
-    latest_records,
     leaderboard,
-    read_records,
-    safe_name,
     write_report,
 )
 from bench.result import RunResult
+from bench.runlog import (
+    RUNS_FILE,
+    RunLogError,
+    append_record,
+    latest_records,
+    read_records,
+    safe_name,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,7 +189,7 @@ def test_append_after_complete_line_without_newline_keeps_it(tmp_path: Path) -> 
 def test_invalid_middle_line_raises_with_line_number(tmp_path: Path, bad: str) -> None:
     lines = [json.dumps(ok_record("A", 0.5)), "", bad, json.dumps(ok_record("C", 0.7))]
     (tmp_path / RUNS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(ReportError, match=r"runs\.jsonl:3"):
+    with pytest.raises(RunLogError, match=r"runs\.jsonl:3"):
         read_records(tmp_path)
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from backbones import get
 from bench.config import RunConfig
-from bench.runner import run_one
+from bench.engine.runner import run_one
 
 QUIET = dict(verbose=0)
 
@@ -136,7 +136,7 @@ def test_rows_carry_predictions_per_class_results_and_provenance(tiny_data):
 
 
 def test_seeds_share_one_extraction_and_differ_only_in_the_head(tiny_data):
-    from bench.runner import run_seeds
+    from bench.engine.runner import run_seeds
 
     config = RunConfig(image_size=32, epochs=3, patience=0, weights="random", seeds=3,
                        cache=False, **QUIET)
@@ -174,7 +174,7 @@ def test_holdout_never_lets_the_test_labels_reach_training(tiny_data):
 
 
 def test_holdout_split_is_stratified_and_seeded():
-    from bench.runner import holdout_split
+    from bench.engine.runner import holdout_split
 
     labels = np.repeat(np.arange(4), 25)
     tr, va = holdout_split(labels, 0.2, seed=2)

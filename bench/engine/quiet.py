@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+
+from bench.console import captured_stderr
 
 
 def import_tensorflow() -> None:
@@ -17,20 +18,15 @@ def import_tensorflow() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
+    failure = None
+    with captured_stderr() as said:
         try:
             import keras  # noqa: F401
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the cuInit attempt happens here, not later
-        except BaseException:
-            os.dup2(saved, 2)
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        except BaseException as err:
+            failure = err
+    if failure is not None:
+        sys.stderr.write("".join(said))
+        raise failure

@@ -7,20 +7,18 @@ Ray is an optional extra (pip install -e .[ray]) and is imported only when a Ray
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from bench.config import RunConfig
+from bench.console import captured_stderr
 from bench.data import Dataset
-from bench.executor import OnStart, Task, _error_row, _pythonpath, _with_source
+from bench.executors.isolated import OnStart, Task, _error_row, _pythonpath, _with_source
 from bench.result import RunResult
 
 INSTALL_HINT = "--ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.40')"
@@ -90,7 +88,7 @@ class RayExecutor:
             if self.address:
                 # Ray's C++ client retries for ~20 s, one warning a second on stderr; what it
                 # said goes into the one-line error instead.
-                with _stderr_captured() as said:
+                with captured_stderr() as said:
                     try:
                         ray.init(address=self.address, runtime_env=job_runtime_env(), **quiet)
                         failure = None
@@ -201,7 +199,7 @@ class RayExecutor:
             return _error_row(spec, config, data, _failure(ray, err),
                               time.perf_counter() - submitted)
         if result.git_commit is None:  # the worker ran the driver's code (runtime_env py_modules)
-            from bench.runner import provenance
+            from bench.engine.runner import provenance
 
             result = replace(result, git_commit=provenance()["git_commit"])
         return _with_source(result, data)
@@ -209,11 +207,11 @@ class RayExecutor:
 
 def _run_task(backbone: str, config: dict, payload: dict, data_checksum: str) -> dict:
     """Runs in a Ray worker: one (backbone, seed), returned as a plain dict."""
-    from bench.quiet import import_tensorflow
+    from bench.engine.quiet import import_tensorflow
 
     import_tensorflow()
     from backbones import get
-    from bench.runner import run_one
+    from bench.engine.runner import run_one
 
     # The driver validated these arrays: rebuilt as they are, notes included, not re-normalised.
     data = Dataset(
@@ -239,7 +237,7 @@ def _for_workers(config: RunConfig) -> RunConfig:
 
 
 def _shares_features(spec, config: RunConfig) -> bool:
-    return (getattr(spec, "kind", "backbone") != "baseline" and not config.end_to_end
+    return (spec.kind != "baseline" and not config.end_to_end
             and config.cache)
 
 
@@ -271,25 +269,6 @@ def _env_vars(gpus_per_task: float) -> dict[str, str]:
 
 def _package_dir(module) -> str:
     return str(Path(module.__file__).resolve().parent)
-
-
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[list[str]]:
-    """File descriptor 2 into a temporary file (C++ writes there, not to sys.stderr); the list
-    yielded holds what was written once the block ends."""
-    said: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield said
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            log.seek(0)
-            said.append(log.read().decode(errors="replace"))
 
 
 def _check_reachable(address: str) -> None:

@@ -22,7 +22,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def describe_start(i: int, n: int, spec, config: RunConfig, seeds: int = 1) -> str:
     seeds_text = f", {seeds} seeds" if seeds > 1 else ""
-    if getattr(spec, "kind", "backbone") == "baseline":
+    if spec.kind == "baseline":
         return (f"[{i}/{n}] {spec.name}: starting (from scratch on raw images, "
                 f"protocol {config.protocol}{seeds_text})")
     size = config.size_for(spec.input_size)
@@ -61,8 +61,8 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     skipped unless `rerun`. The report is rebuilt from runs.jsonl at the end, and also when the
     sweep is interrupted, so finished rows are never lost.
     """
-    from bench import report
-    from bench.executor import InProcessExecutor
+    from bench import report, runlog
+    from bench.executors.isolated import InProcessExecutor
     from bench.identity import identify
     from bench.weights import WeightsError
 
@@ -71,7 +71,7 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     outcome = SweepOutcome()
     done: set[str] = set()
     if out is not None and not rerun:
-        done = {r["config_hash"] for r in report.read_records(Path(out))
+        done = {r["config_hash"] for r in runlog.read_records(Path(out))
                 if r.get("status") == "ok" and r.get("config_hash")}
     order = {spec.name: i for i, spec in enumerate(specs, 1)}
     n = len(specs)
@@ -104,7 +104,7 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
             for result in rows:
                 outcome.results.append(result)
                 if out is not None:
-                    report.append_record(Path(out), result.to_dict())
+                    runlog.append_record(Path(out), result.to_dict())
                 if log:
                     log(describe_result(order.get(result.backbone, 0), n, result))
     finally:
@@ -115,7 +115,8 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
 
 def _report_is_current(out: Path) -> bool:
     """The leaderboard was written after the last row was appended: nothing to rebuild."""
-    from bench.report import MARKDOWN_FILE, RUNS_FILE
+    from bench.report import MARKDOWN_FILE
+    from bench.runlog import RUNS_FILE
 
     board, runs = out / MARKDOWN_FILE, out / RUNS_FILE
     if not runs.exists():
@@ -136,7 +137,7 @@ def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None
         df = bench.run(["DenseNet121", "EfficientNet*"], data="data/dataset_dollarstreet")
     """
     from backbones import select
-    from bench.executor import make_executor
+    from bench.executors.isolated import make_executor
 
     names = [backbones] if isinstance(backbones, str) else list(backbones)
     specs = select(names)

@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from backbones import BackboneSpec, BaselineSpec
-from bench import cache, features, head, stats
+from bench import cache, stats
 from bench.config import RunConfig
 from bench.data import Dataset
+from bench.engine import features, head
 from bench.identity import RunIdentity, file_sha256, identify, is_baseline  # noqa: F401
 from bench.result import STATUS_ERROR, STATUS_OK, RunResult
 
@@ -79,7 +80,7 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
     common = dict(
         backbone=spec.name,
         family=spec.family,
-        kind=getattr(spec, "kind", "backbone"),
+        kind=spec.kind,
         imagenet_top1=spec.top1,
         preprocess="lesson" if is_baseline(spec) else config.preprocess,
         pooling=config.pooling,
@@ -315,7 +316,7 @@ def _device() -> str:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:

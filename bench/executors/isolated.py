@@ -1,7 +1,7 @@
 """How a sweep maps run_one over backbones: in this process, or one child process per backbone.
 
 Isolation turns a crash, an out-of-memory kill, a segfault or a hang of one backbone into that
-backbone's error row; the sweep goes on. Children speak JSON only (see bench.worker).
+backbone's error row; the sweep goes on. Children speak JSON only (see bench.executors.worker).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class InProcessExecutor:
             on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
         if not tasks:
             return
-        from bench.quiet import import_tensorflow
+        from bench.engine.quiet import import_tensorflow
 
         import_tensorflow()  # here, not at start-up: a fully resumed sweep never needs it
-        from bench.runner import run_one
+        from bench.engine.runner import run_one
 
         for spec, configs in tasks:
             if on_start:
@@ -81,7 +81,7 @@ class IsolatedExecutor:
         start = time.perf_counter()
         with open(err, "wb") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", str(req), str(res)],
+                [sys.executable, "-m", "bench.executors.worker", str(req), str(res)],
                 stderr=stderr, env={**os.environ, "PYTHONPATH": _pythonpath()},
             )
             try:
@@ -119,11 +119,11 @@ def _complete_rows(path: Path) -> list[dict]:
 
 
 def _error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: float) -> RunResult:
-    from bench.runner import path_name, size_or_none
+    from bench.engine.runner import path_name, size_or_none
 
     return RunResult(
         backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
-        kind=getattr(spec, "kind", "backbone"), image_size=size_or_none(spec, config),
+        kind=spec.kind, image_size=size_or_none(spec, config),
         preprocess=config.preprocess, pooling=config.pooling, path=path_name(spec, config),
         protocol=config.protocol, seed=config.seed, epochs=config.epochs,
         patience=config.patience, batch_size=config.batch_size, weights=config.weights,
@@ -159,7 +159,7 @@ def _with_source(result: RunResult, data: Dataset) -> RunResult:
 
 def _pythonpath() -> str:
     """The child imports the same bench and backbones as this process."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     rest = os.environ.get("PYTHONPATH")
     return f"{root}{os.pathsep}{rest}" if rest else root
 

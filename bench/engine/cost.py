@@ -31,8 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 from backbones import BackboneSpec, get
-from bench import cache, features
+from bench import cache
 from bench.config import RunConfig
+from bench.engine import features
 
 # Columns of estimate()'s rows, in print order.
 COLUMNS = ("backbone", "image_size", "gflops", "predicted_extract_s", "note")
@@ -206,7 +207,7 @@ def estimate(specs: Iterable[BackboneSpec], config: RunConfig, n_images: int,
     for i, spec in enumerate(specs, 1):
         if progress:
             progress(i, len(specs), spec.name)
-        if getattr(spec, "kind", "backbone") == "baseline":
+        if spec.kind == "baseline":
             rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
                              predicted_extract_s=0.0,
                              note="trained from scratch on the raw images: no extraction"))

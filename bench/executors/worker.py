@@ -1,4 +1,4 @@
-"""Child-process entry of an isolated sweep: python -m bench.worker REQUEST.json RESULT.json.
+"""Child-process entry of an isolated sweep: python -m bench.executors.worker REQUEST RESULT.
 
 The request names the backbone, its single-seed configs and the data folder; the result file
 receives one JSON row per config as each finishes. Only JSON and .npy (allow_pickle=False)
@@ -32,13 +32,13 @@ def main(argv: list[str]) -> int:
     request = json.loads(request_path.read_text())
     _exit_with_parent(int(request["parent_pid"]))
 
-    from bench.quiet import import_tensorflow
+    from bench.engine.quiet import import_tensorflow
 
     import_tensorflow()
     from backbones import get
     from bench.config import RunConfig
     from bench.data import load_dataset
-    from bench.runner import run_one
+    from bench.engine.runner import run_one
 
     data = load_dataset(request["data"], download=False)
     if data.checksum() != request["data_checksum"]:
