@@ -94,3 +94,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file, computed once per process for an unchanged file."""
     st = os.stat(path)
     return _sha256_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def path_name(spec: Spec, config: RunConfig) -> str:
+    if is_baseline(spec):
+        return "from-scratch"
+    return "end-to-end" if config.end_to_end else "cached"
+
+
+def size_or_none(spec: Spec, config: RunConfig) -> int | None:
+    return None if is_baseline(spec) else config.size_for(spec.input_size)

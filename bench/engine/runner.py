@@ -6,7 +6,6 @@ import functools
 import os
 import platform
 import statistics
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,7 +21,15 @@ from bench import cache, stats
 from bench.config import RunConfig
 from bench.data import Dataset
 from bench.engine import features, head
-from bench.identity import RunIdentity, file_sha256, identify, is_baseline  # noqa: F401
+from bench.identity import (
+    RunIdentity,
+    file_sha256,
+    identify,
+    is_baseline,
+    path_name,
+    size_or_none,
+)
+from bench.provenance import git_commit
 from bench.result import STATUS_ERROR, STATUS_OK, RunResult
 
 Spec = BackboneSpec | BaselineSpec
@@ -297,7 +304,7 @@ def _run_baseline(spec: BaselineSpec, config: RunConfig, data: Dataset) -> dict:
 def provenance() -> dict:
     """Where a row was computed: versions, device and bench's git commit."""
     return dict(python_version=platform.python_version(), numpy_version=np.__version__,
-                device=_device(), git_commit=_git_commit())
+                device=_device(), git_commit=git_commit())
 
 
 def _device() -> str:
@@ -313,33 +320,6 @@ def _device() -> str:
     except OSError:
         pass
     return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return None
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def path_name(spec: Spec, config: RunConfig) -> str:
-    if is_baseline(spec):
-        return "from-scratch"
-    return "end-to-end" if config.end_to_end else "cached"
-
-
-def size_or_none(spec: Spec, config: RunConfig) -> int | None:
-    return None if is_baseline(spec) else config.size_for(spec.input_size)
 
 
 def _count(weights) -> int:

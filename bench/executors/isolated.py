@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.config import RunConfig
 from bench.data import FILES, Dataset
+from bench.identity import path_name, size_or_none
 from bench.result import STATUS_ERROR, RunResult
 
 OnStart = Callable[[object], None]  # called with each spec as its run begins
@@ -119,8 +120,6 @@ def _complete_rows(path: Path) -> list[dict]:
 
 
 def _error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: float) -> RunResult:
-    from bench.engine.runner import path_name, size_or_none
-
     return RunResult(
         backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
         kind=spec.kind, image_size=size_or_none(spec, config),

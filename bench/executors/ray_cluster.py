@@ -199,9 +199,9 @@ class RayExecutor:
             return _error_row(spec, config, data, _failure(ray, err),
                               time.perf_counter() - submitted)
         if result.git_commit is None:  # the worker ran the driver's code (runtime_env py_modules)
-            from bench.engine.runner import provenance
+            from bench.provenance import git_commit
 
-            result = replace(result, git_commit=provenance()["git_commit"])
+            result = replace(result, git_commit=git_commit())
         return _with_source(result, data)
 
 
