@@ -87,6 +87,18 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> RunResult:
-        """Builds a result from a jsonl record, ignoring keys this version does not know."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
+        """Builds a result from a jsonl row; keys this version does not know are ignored.
+
+        A field missing from the row, or null where the field's default is not, takes the
+        default: that is what rows written before the field existed meant.
+        """
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items()
+                      if k in known and (v is not None or not _has_default(known[k]))})
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    """Whether the field has a default other than None (a list, "lesson", 0...)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return True
+    return f.default is not None and f.default is not dataclasses.MISSING

@@ -1,5 +1,5 @@
 """runs.jsonl, the one store of results: append a row durably, read rows tolerantly, keep the
-latest row of each run, and name files safely after a row's label.
+latest row of each run, group a run's seeds, and name files safely after a row's label.
 
 Pure Python and numpy: the sweep, resume, the feature cache and the report all read it, and none
 of them needs TensorFlow for it.
@@ -12,18 +12,19 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.result import RunResult
+
 RUNS_FILE = "runs.jsonl"
 
-# Missing in rows written before the fields existed; these are what those rows were.
-_DEFAULTS: dict[str, str] = {"protocol": "lesson", "kind": "backbone"}
-
-# What makes two records "the same run": a rerun of one of these replaces the earlier record.
-PROTOCOL_KEYS: tuple[str, ...] = (
+# What tells runs apart in rows without a config hash or group (written before those fields
+# existed, or failed before the run was identified); with the backbone. Newer rows use the hash.
+RUN_KNOBS: tuple[str, ...] = (
     "protocol",
     "image_size",
     "preprocess",
@@ -36,13 +37,13 @@ PROTOCOL_KEYS: tuple[str, ...] = (
     "batch_size",
     "data",
 )
+GROUP_KNOBS: tuple[str, ...] = tuple(k for k in RUN_KNOBS if k != "seed")
 
 _SAFE_NAME_MAX = 120  # well under every file system's 255-byte limit, "history_" + ".png" included
 
 
 class RunLogError(ValueError):
     """runs.jsonl cannot be read as a sequence of records."""
-
 
 
 def _json_safe(value: Any) -> Any:
@@ -143,38 +144,43 @@ def read_records(out_dir: Path) -> list[dict]:
     return records
 
 
-def field_or_default(record: dict, key: str) -> Any:
-    """record[key], or what a record written before the field existed meant by its absence."""
-    value = record.get(key)
-    return _DEFAULTS.get(key) if value is None else value
-
-
-def _run_key(record: dict) -> str:
+def _knob_key(result: RunResult, knobs: tuple[str, ...]) -> str:
     # json text as the key: hashable whatever the field types are.
-    knobs = (field_or_default(record, k) for k in PROTOCOL_KEYS)
-    return json.dumps([record.get("backbone"), *knobs])
+    return json.dumps([result.backbone, *(getattr(result, k) for k in knobs)])
 
 
-def latest_records(records: list[dict]) -> list[dict]:
-    """Keeps the last record of each run, in file order.
+def group_key(result: RunResult) -> str:
+    """What the rows of one multi-seed run share: the runner's group, else the knobs but seed."""
+    if result.group:
+        return json.dumps(["group", result.backbone, result.group])
+    return json.dumps(["knobs", _knob_key(result, GROUP_KNOBS)])
 
-    Two records are the same run when backbone and protocol knobs (seed included) agree and,
-    where both carry the runner's `group`, their groups do too: the group also covers what
-    records do not store (e.g. the holdout fraction, the data's checksum). A record without one
-    (written before the field existed) is the same run as any record with its knobs.
+
+def latest_records(results: Sequence[RunResult]) -> list[RunResult]:
+    """Keeps the last row of each run, in file order.
+
+    Two rows are the same run when their config hashes agree (the hash covers every knob, the
+    weights, the data's checksum and the seed). A row without one, written before the field
+    existed or failed before its run was identified, is the same run as any row with its knobs.
     """
-    kept: dict[int, dict] = {}
-    by_key: dict[str, list[int]] = {}
-    for index, record in enumerate(records):
-        key, group = _run_key(record), record.get("group")
-        earlier = by_key.setdefault(key, [])
-        for i in [i for i in earlier if group is None or records[i].get("group") in (None, group)]:
-            earlier.remove(i)
-            del kept[i]
-        earlier.append(index)
-        kept[index] = record
-    return [kept[i] for i in sorted(kept)]
-
+    latest: dict[str, int] = {}  # run key -> index of its latest row
+    knobs_of: dict[int, str] = {}
+    hashed: dict[str, set[str]] = {}  # knob key -> run keys of the hashed rows with those knobs
+    for index, result in enumerate(results):
+        knobs = knobs_of[index] = _knob_key(result, RUN_KNOBS)
+        if result.config_hash:
+            key = "hash:" + result.config_hash
+            hashed.setdefault(knobs, set()).add(key)
+            replaced = [key, knobs]
+        else:
+            key = knobs
+            replaced = [knobs, *hashed.pop(knobs, ())]
+        for old in replaced:
+            # a hash seen earlier under other knobs (e.g. the data moved) is not this run's
+            if old in latest and (old == key or knobs_of[latest[old]] == knobs):
+                del latest[old]
+        latest[key] = index
+    return [results[i] for i in sorted(latest.values())]
 
 
 def safe_name(name: str) -> str:

@@ -46,19 +46,23 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     return float(ci.low), float(ci.high)
 
 
+def _paired(x: ArrayLike, y: ArrayLike, names: str) -> tuple[np.ndarray, np.ndarray]:
+    """x and y as arrays, checked to be 1-D and of equal length."""
+    xs, ys = np.asarray(x), np.asarray(y)
+    if xs.ndim != 1 or xs.shape != ys.shape:
+        raise ValueError(
+            f"{names} must be 1-D arrays of equal length; received shapes {xs.shape} and {ys.shape}"
+        )
+    return xs, ys
+
+
 def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> McNemar:
     """Exact two-sided McNemar test from per-image correctness of classifiers a and b.
 
     Only discordant images count: under "equally good" each is a fair coin flip between
     "a right, b wrong" and "a wrong, b right", so the p-value is a binomial test with p = 0.5.
     """
-    a = np.asarray(correct_a)
-    b_ = np.asarray(correct_b)
-    if a.ndim != 1 or a.shape != b_.shape:
-        raise ValueError(
-            "correct_a and correct_b must be 1-D arrays of equal length; "
-            f"received shapes {a.shape} and {b_.shape}"
-        )
+    a, b_ = _paired(correct_a, correct_b, "correct_a and correct_b")
     if a.dtype != bool or b_.dtype != bool:
         raise ValueError(
             f"correct_a and correct_b must be boolean arrays; received {a.dtype} and {b_.dtype}"
@@ -73,13 +77,7 @@ def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> McNemar:
 
 
 def _checked(labels: ArrayLike, predictions: ArrayLike, n_classes: int) -> tuple[np.ndarray, ...]:
-    y = np.asarray(labels)
-    p = np.asarray(predictions)
-    if y.ndim != 1 or y.shape != p.shape:
-        raise ValueError(
-            "labels and predictions must be 1-D arrays of equal length; "
-            f"received shapes {y.shape} and {p.shape}"
-        )
+    y, p = _paired(labels, predictions, "labels and predictions")
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1; received {n_classes}")
     for name, values in (("labels", y), ("predictions", p)):

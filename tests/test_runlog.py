@@ -1,0 +1,268 @@
+"""runs.jsonl: durable appends, tolerant reads, the latest row of each run, safe file names."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.result import RunResult
+from bench.runlog import (
+    RUNS_FILE,
+    RunLogError,
+    append_record,
+    group_key,
+    latest_records,
+    read_records,
+    safe_name,
+)
+
+
+def row(backbone: str, val: float = 0.5, **overrides) -> dict:
+    """A stored row: a successful run under the lesson's protocol."""
+    fields = dict(
+        backbone=backbone,
+        status="ok",
+        val_accuracy=val,
+        epochs_run=5,
+        history={"val_loss": [1.5, 1.2, 1.0]},
+        image_size=160,
+        preprocess="native",
+        pooling="max",
+        path="cached",
+        weights="imagenet",
+        seed=2,
+        epochs=30,
+        patience=5,
+        batch_size=32,
+        data="data/dataset_dollarstreet",
+    )
+    fields.update(overrides)
+    return RunResult(**fields).to_dict()
+
+
+def run(backbone: str, val: float = 0.5, **overrides) -> RunResult:
+    return RunResult.from_dict(row(backbone, val, **overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# append and read
+
+
+def test_append_read_round_trip(tmp_path: Path) -> None:
+    records = [row("DenseNet121", 0.7), row("NASNetLarge", status="error", error="OOM")]
+    for record in records:
+        path = append_record(tmp_path / "new" / "dir", record)
+    assert path == tmp_path / "new" / "dir" / RUNS_FILE
+    assert read_records(tmp_path / "new" / "dir") == records
+
+
+def test_append_writes_one_sorted_json_line_per_record(tmp_path: Path) -> None:
+    records = [row(f"Model{i}", 0.5 + i / 10) for i in range(3)]
+    for record in records:
+        append_record(tmp_path, record)
+    text = (tmp_path / RUNS_FILE).read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    lines = text.split("\n")[:-1]
+    assert lines == [json.dumps(record, sort_keys=True) for record in records]
+
+
+def test_append_is_one_write_then_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, object]] = []
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd: int, data: bytes) -> int:
+        calls.append(("write", data))
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    record = row("A")
+    append_record(tmp_path, record)
+    assert [name for name, _ in calls] == ["write", "fsync"]
+    assert calls[0][1] == (json.dumps(record, sort_keys=True) + "\n").encode()
+
+
+def test_missing_file_reads_as_no_records(tmp_path: Path) -> None:
+    assert read_records(tmp_path) == []
+    assert read_records(tmp_path / "does-not-exist") == []
+
+
+def test_blank_lines_are_ignored(tmp_path: Path) -> None:
+    record = row("VGG16", 0.6)
+    (tmp_path / RUNS_FILE).write_text("\n" + json.dumps(record) + "\n\n   \n", encoding="utf-8")
+    assert read_records(tmp_path) == [record]
+
+
+def test_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    first, second = row("A", 0.5), row("B", 0.6)
+    append_record(tmp_path, first)
+    append_record(tmp_path, second)
+    with (tmp_path / RUNS_FILE).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row("C", 0.7))[:40])  # killed mid-write: no newline
+    with pytest.warns(UserWarning, match=r"runs\.jsonl:3"):
+        assert read_records(tmp_path) == [first, second]
+
+
+def test_append_after_torn_line_keeps_the_file_readable(tmp_path: Path) -> None:
+    first, third = row("A", 0.5), row("C", 0.7)
+    append_record(tmp_path, first)
+    with (tmp_path / RUNS_FILE).open("a", encoding="utf-8") as f:
+        f.write('{"backbone": "B", "sta')
+    with pytest.warns(UserWarning, match="torn"):
+        append_record(tmp_path, third)
+    assert read_records(tmp_path) == [first, third]
+
+
+def test_append_after_complete_line_without_newline_keeps_it(tmp_path: Path) -> None:
+    first, second = row("A", 0.5), row("B", 0.6)
+    (tmp_path / RUNS_FILE).write_text(json.dumps(first), encoding="utf-8")  # hand-edited file
+    append_record(tmp_path, second)
+    assert read_records(tmp_path) == [first, second]
+
+
+@pytest.mark.parametrize("bad", ['{"backbone": "B", "sta', "[1, 2]", "not json"])
+def test_invalid_middle_line_raises_with_line_number(tmp_path: Path, bad: str) -> None:
+    lines = [json.dumps(row("A", 0.5)), "", bad, json.dumps(row("C", 0.7))]
+    (tmp_path / RUNS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RunLogError, match=r"runs\.jsonl:3"):
+        read_records(tmp_path)
+
+
+def test_nan_and_infinity_are_written_as_null(tmp_path: Path) -> None:
+    record = row("A", math.nan, best_val_accuracy=math.inf)
+    record["history"]["val_loss"][2] = -math.inf
+    append_record(tmp_path, record)
+    text = (tmp_path / RUNS_FILE).read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    back = json.loads(text)  # strict parsers must accept it too
+    assert back["val_accuracy"] is None
+    assert back["best_val_accuracy"] is None
+    assert back["history"]["val_loss"] == [1.5, 1.2, None]
+
+
+def test_numpy_values_are_written_as_plain_json(tmp_path: Path) -> None:
+    record = row("A", 0.5)
+    record["val_accuracy"] = np.float32(0.5)
+    record["epochs_run"] = np.int64(5)
+    record["history"]["accuracy"] = np.array([0.1, np.nan])
+    append_record(tmp_path, record)
+    back = read_records(tmp_path)[0]
+    assert back["val_accuracy"] == 0.5 and back["epochs_run"] == 5
+    assert back["history"]["accuracy"] == [0.1, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows as RunResults
+
+
+def test_rows_from_before_a_field_existed_read_as_its_default() -> None:
+    old = {k: v for k, v in row("A").items() if k not in ("protocol", "kind", "notes")}
+    result = RunResult.from_dict({**old, "a_field_of_a_later_version": 1})
+    assert (result.protocol, result.kind, result.notes) == ("lesson", "backbone", [])
+    # null where the field has a default means the default too; null stays where None is one
+    nulled = RunResult.from_dict({**old, "protocol": None, "notes": None, "val_accuracy": None})
+    assert (nulled.protocol, nulled.notes, nulled.val_accuracy) == ("lesson", [], None)
+
+
+# ---------------------------------------------------------------------------------------------
+# latest_records: one row per run
+
+
+def test_latest_records_keeps_the_last_of_each_run() -> None:
+    failed = run("A", status="error", error="boom")
+    rerun = run("A", 0.8)
+    other_size = run("A", 0.6, image_size=224)
+    b = run("B", 0.7)
+    b_lesson = run("B", 0.3, preprocess="lesson")
+    kept = latest_records([failed, b, other_size, rerun, b_lesson])
+    assert kept == [b, other_size, rerun, b_lesson]
+
+
+@pytest.mark.parametrize(
+    ("knob", "value"),
+    [
+        ("image_size", 224),
+        ("preprocess", "lesson"),
+        ("pooling", "avg"),
+        ("weights", "random"),
+        ("seed", 3),
+        ("path", "end-to-end"),
+        ("epochs", 10),
+        ("patience", 0),
+        ("batch_size", 16),
+        ("data", "other"),
+        ("protocol", "holdout"),
+    ],
+)
+def test_rows_without_a_hash_are_told_apart_by_every_knob(knob: str, value: object) -> None:
+    base, variant = run("A", 0.5), run("A", 0.6, **{knob: value})
+    assert latest_records([base, variant]) == [base, variant]
+    assert latest_records([base, variant, base]) == [variant, base]
+
+
+def test_latest_records_keeps_every_seed_and_the_last_rerun() -> None:
+    first, second, rerun = run("A", 0.5, seed=2), run("A", 0.6, seed=3), run("A", 0.7, seed=2)
+    assert latest_records([first, second, rerun]) == [second, rerun]
+
+
+def test_the_config_hash_decides_where_rows_have_one() -> None:
+    old = run("A", 0.5)  # written before the hash existed
+    new = run("A", 0.6, config_hash="h-frac-0.2")  # the same run, rerun: replaces it
+    other = run("A", 0.7, config_hash="h-frac-0.3")  # e.g. another --val-fraction: kept
+    rerun = run("A", 0.8, config_hash="h-frac-0.2")  # replaces new
+    assert latest_records([old, new]) == [new]
+    assert latest_records([new, old]) == [old]
+    assert latest_records([old, new, other]) == [new, other]
+    assert latest_records([old, new, other, rerun]) == [other, rerun]
+    # the hash covers the data's checksum, not its folder: a moved data set is the same run
+    moved = run("A", 0.9, config_hash="h-frac-0.3", data="elsewhere")
+    assert latest_records([other, moved]) == [moved]
+    # ... and a row without a hash replaces only rows with its own knobs
+    assert latest_records([moved, old]) == [moved, old]
+
+
+def test_group_key_prefers_the_runner_group_to_the_knobs() -> None:
+    assert group_key(run("A", seed=2)) == group_key(run("A", seed=3))
+    assert group_key(run("A")) != group_key(run("A", image_size=224))
+    assert group_key(run("A", group="g1")) == group_key(run("A", group="g1", data="moved"))
+    assert group_key(run("A", group="g1")) != group_key(run("A", group="g2"))
+    assert group_key(run("A", group="g1")) != group_key(run("B", group="g1"))
+
+
+# ---------------------------------------------------------------------------------------------
+# safe_name
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ResNet50", "ResNet50"),
+        ("efficientnet_v2-b0.x", "efficientnet_v2-b0.x"),
+        ("a b/c:d", "a_b_c_d"),
+        ("../evil", "_evil"),
+        (".hidden", "hidden"),
+        ("...", "_"),
+        ("", "_"),
+        ("Modèle", "Mod_le"),
+    ],
+)
+def test_safe_name(name: str, expected: str) -> None:
+    assert safe_name(name) == expected
+
+
+def test_safe_name_never_escapes_and_is_bounded() -> None:
+    for name in ["../../etc/passwd", "/abs/path", "..\\win", "a" * 1000, "\n\t"]:
+        cleaned = safe_name(name)
+        assert cleaned and not cleaned.startswith(".")
+        assert "/" not in cleaned and "\\" not in cleaned and os.sep not in cleaned
+        assert len(cleaned) <= 120  # "history_" + name + ".png" stays under 255 bytes
+    assert safe_name("a" * 1000) == "a" * 120
