@@ -4,14 +4,15 @@ and the from-scratch baselines of the previous episode."""
 from backbones.baselines import BASELINES, BaselineSpec
 from backbones.registry import (
     REGISTRY,
-    BackboneSpec,
     UnknownBackboneError,
     baselines,
     canonical,
     get,
+    load_extras,
     rows,
     select,
 )
+from backbones.spec import BackboneSpec, Spec
 
 __all__ = [
     "BASELINES",
@@ -19,9 +20,11 @@ __all__ = [
     "baselines",
     "REGISTRY",
     "BackboneSpec",
+    "Spec",
     "UnknownBackboneError",
     "canonical",
     "get",
+    "load_extras",
     "rows",
     "select",
 ]

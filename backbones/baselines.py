@@ -9,8 +9,10 @@ early stopping as the backbones' head.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from backbones.spec import Kind, Spec
 
 if TYPE_CHECKING:
     import keras
@@ -44,21 +46,22 @@ def dense(image_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="dense")
 
 
-@dataclass(frozen=True)
-class BaselineSpec:
+@dataclass(frozen=True, kw_only=True)
+class BaselineSpec(Spec):
     """A model trained from scratch on raw images; selected by name, run by --all."""
 
-    name: str
-    builder: Callable[[tuple[int, int, int], int], keras.Model]
-    description: str
-    kind: str = "baseline"
+    kind: Kind = field(default="baseline", init=False)
     family: str = "baseline"
     canonical: bool = False  # not a keras.applications constructor (--all adds baselines itself)
     top1: float | None = None  # no ImageNet weights
     min_size: int = 1
+    builder: Callable[[tuple[int, int, int], int], keras.Model]
+    description: str
 
 
 BASELINES: tuple[BaselineSpec, ...] = (
-    BaselineSpec("scratch-cnn", scratch_cnn, "the lesson's CNN trained from scratch"),
-    BaselineSpec("dense", dense, "the lesson's dense network trained from scratch"),
+    BaselineSpec(name="scratch-cnn", builder=scratch_cnn,
+                 description="the lesson's CNN trained from scratch"),
+    BaselineSpec(name="dense", builder=dense,
+                 description="the lesson's dense network trained from scratch"),
 )

@@ -1,4 +1,5 @@
-"""Frozen-backbone features on disk, keyed by everything that determines them.
+"""Frozen-backbone features on disk, keyed by everything that determines them, and what one
+process keeps in memory between runs.
 
 A frozen backbone maps the same images to the same features whatever the head's seed, epochs or
 patience, so a re-run with another seed only trains the head. Files are written atomically and
@@ -12,8 +13,10 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +50,37 @@ class CachedFeatures:
     val: np.ndarray
     extract_s: float  # what computing them cost when they were made
     params_backbone: int
+
+
+@dataclass
+class ProcessCaches:
+    """Everything this process remembers between runs, in one place (not in module globals), so
+    that a test starts from nothing by calling reset_process_caches()."""
+
+    # The last extraction: the K heads of a K-seed run share it even when the disk cache is
+    # off. One entry: a sweep moves on to the next backbone and never comes back.
+    last_features: dict[str, CachedFeatures] = field(default_factory=dict)
+    # extractor -> {input signature: its traced forward}; an entry goes with its extractor
+    forwards: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    graph_stats: dict[str, Any] = field(default_factory=dict)  # the cost model's counts
+    # sha256 of a file by (path, size, mtime_ns): a weights file is read once while unchanged
+    file_digests: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    once: dict[str, Any] = field(default_factory=dict)  # fixed for the process: git commit, ...
+
+
+_PROCESS = ProcessCaches()
+
+
+def process_caches() -> ProcessCaches:
+    """This process's caches (read at each use: a reset replaces them)."""
+    return _PROCESS
+
+
+def reset_process_caches() -> ProcessCaches:
+    """Replaces this process's caches with empty ones; returns the new ones."""
+    global _PROCESS
+    _PROCESS = ProcessCaches()
+    return _PROCESS
 
 
 def _digest(*arrays: np.ndarray) -> str:

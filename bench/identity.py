@@ -6,14 +6,13 @@ run is already done decides so in a second, without importing TensorFlow.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from importlib.metadata import version
 
-from backbones import BackboneSpec, BaselineSpec
+from backbones import BackboneSpec, Spec
 from bench import cache
 from bench.config import RunConfig
 from bench.data import Dataset
@@ -21,13 +20,12 @@ from bench.weights import ResolvedWeights, resolve_weights
 
 KERAS_VERSION = version("keras")  # features depend on it; importing keras would cost seconds
 
-
-Spec = BackboneSpec | BaselineSpec
 # Baselines start from random weights and train them all: no pretrained file to name.
 SCRATCH = ResolvedWeights(arg=None, label="none (trained from scratch)", file_name=None)
 
 
 def is_baseline(spec: Spec) -> bool:
+    """Trained from scratch on the raw images (no frozen backbone, no pretrained weights)."""
     return spec.kind == "baseline"
 
 
@@ -74,26 +72,25 @@ def identify(spec: Spec, config: RunConfig, data: Dataset,
             weights_id = f"keras:{weights.file_name}"
         else:
             weights_id = f"sha256:{file_sha256(weights.arg)}"
-    kwargs = dict(getattr(spec, "kwargs", {}))
+    kwargs = {} if is_baseline(spec) else dict(spec.kwargs)
     payload = {"backbone": spec.name, "kwargs": kwargs, "weights": weights_id, "data": checksum,
                **config.knobs(), "image_size": size}
     group = _hash({**payload, "seed": None})
     return RunIdentity(size, weights, weights_id, checksum, _hash(payload), group)
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file, computed once per process for an unchanged file."""
     st = os.stat(path)
-    return _sha256_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    digests = cache.process_caches().file_digests
+    if key not in digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[key] = digest.hexdigest()
+    return digests[key]
 
 
 def path_name(spec: Spec, config: RunConfig) -> str:

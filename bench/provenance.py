@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import subprocess
 from pathlib import Path
 
+from bench.cache import process_caches
 
-@functools.lru_cache(maxsize=1)
+
 def git_commit() -> str | None:
-    """The commit of the checkout bench runs from (+dirty with local changes); None outside one."""
+    """The commit of the checkout bench runs from (+dirty with local changes); None outside one.
+
+    Asked of git once per process: the checkout does not change under a running sweep.
+    """
+    once = process_caches().once
+    if "git_commit" not in once:
+        once["git_commit"] = _ask_git()
+    return once["git_commit"]
+
+
+def _ask_git() -> str | None:
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return None

@@ -10,6 +10,7 @@ import keras
 from backbones import get
 from bench.config import RunConfig
 from bench.engine import cost, features
+from bench.weights import resolve_weights
 
 SWEEP = ("MobileNet_0.25", "MobileNetV2", "EfficientNetB0", "ResNet50", "DenseNet121")
 N_IMAGES = 128
@@ -37,7 +38,7 @@ def test_cost_model_predicts_a_5_backbone_sweep(ds10, report, benchmark):
         spec = get(row["backbone"])
         keras.utils.set_random_seed(config.seed)
         backbone = features.build_backbone(spec, row["image_size"], config,
-                                           features.resolve_weights(spec, 160, config))
+                                           resolve_weights(spec, 160, config))
         inputs, outputs = features.backbone_graph(spec, backbone, row["image_size"], config,
                                                   ds10.image_shape, "uint8")
         extractor = keras.Model(inputs, outputs)

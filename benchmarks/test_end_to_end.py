@@ -25,7 +25,6 @@ from bench.engine.runner import run_one
 EPOCHS = 10
 
 
-
 def subset(data, n_train, n_val):
     if n_train >= data.n_train and n_val >= data.n_val:
         return data

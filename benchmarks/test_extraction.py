@@ -16,6 +16,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from backbones import get
 from bench.config import RunConfig
 from bench.engine import features
+from bench.weights import resolve_weights
 
 SIZE = 160
 BATCH_SIZES = (8, 16, 32, 64)
@@ -24,7 +25,7 @@ BATCH_SIZES = (8, 16, 32, 64)
 def extractor_for(name: str, config: RunConfig, image_shape):
     spec = get(name)
     keras.utils.set_random_seed(config.seed)
-    weights = features.resolve_weights(spec, SIZE, config)
+    weights = resolve_weights(spec, SIZE, config)
     backbone = features.build_backbone(spec, SIZE, config, weights)
     inputs, outputs = features.backbone_graph(spec, backbone, SIZE, config, image_shape, "uint8")
     return spec, backbone, keras.Model(inputs, outputs)

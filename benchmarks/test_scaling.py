@@ -19,6 +19,7 @@ import pytest
 from backbones import get
 from bench.config import RunConfig
 from bench.engine import features
+from bench.weights import resolve_weights
 
 SIZE = 160
 COUNTS = (1000, 2000, 5000, 10000)
@@ -46,7 +47,7 @@ def test_d_extraction_scales_linearly(data10k, weights_dir, report, benchmark):
     spec = get("MobileNet_0.25")
     keras.utils.set_random_seed(config.seed)
     backbone = features.build_backbone(spec, SIZE, config,
-                                       features.resolve_weights(spec, SIZE, config))
+                                       resolve_weights(spec, SIZE, config))
     inputs, outputs = features.backbone_graph(spec, backbone, SIZE, config, data10k.image_shape,
                                               "uint8")
     extractor = keras.Model(inputs, outputs)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from backbones import get
-from bench.cache import CachedFeatures, FeatureCache, feature_key
+from bench.cache import CachedFeatures, FeatureCache, feature_key, reset_process_caches
 from bench.config import RunConfig
 from bench.engine.runner import run_one
 
@@ -88,9 +88,7 @@ def test_another_seed_or_epochs_reuses_features_and_gives_the_same_result(tiny_d
     assert again.history == first.history  # cached features train the head identically
     assert again.extract_s == first.extract_s  # the row keeps what extraction really cost
     assert again.params_total == first.params_total
-    from bench.engine import runner
-
-    runner._LAST_FEATURES.clear()  # the in-memory copy a K-seed run shares
+    reset_process_caches()  # and the in-memory copy a K-seed run shares
     uncached = run_one(spec, RunConfig(**{**base, "cache": False}), tiny_data)
     assert not uncached.features_cached
     np.testing.assert_allclose(uncached.history["val_accuracy"], first.history["val_accuracy"])

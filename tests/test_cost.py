@@ -9,12 +9,12 @@ from bench.engine import cost
 def test_flops_of_one_conv2d_layer_are_its_multiply_adds_plus_bias():
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same")])
     # 2 FLOPs per multiply-add: 8*8 positions x 3*3*3 inputs x 4 filters, + 8*8*4 bias adds
-    assert cost.model_flops(model, (8, 8, 3)) == 2 * 8 * 8 * 3 * 3 * 3 * 4 + 8 * 8 * 4
+    assert cost.graph_stats(model, (8, 8, 3)).flops == 2 * 8 * 8 * 3 * 3 * 3 * 4 + 8 * 8 * 4
 
 
 def test_flops_of_one_dense_layer():
     model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(7)])
-    assert cost.model_flops(model, (100,)) == 2 * 100 * 7 + 7
+    assert cost.graph_stats(model, (100,)).flops == 2 * 100 * 7 + 7
 
 
 @pytest.mark.parametrize("name, published_mmacs", [
@@ -22,7 +22,7 @@ def test_flops_of_one_dense_layer():
     ("MobileNet_0.25", 41),  # ibid., 0.25 MobileNet-224, 41 M mult-adds
 ])
 def test_mobilenet_flops_match_the_paper(name, published_mmacs, tmp_path):
-    flops = cost.backbone_flops(get(name), 224, "avg", store=tmp_path)
+    flops = cost.backbone_stats(get(name), 224, "avg", store=tmp_path).flops
     # FLOPs = 2 x mult-adds (+ a few % of batch-norm, bias and pooling arithmetic)
     assert flops / 2e6 == pytest.approx(published_mmacs, rel=0.04)
     assert (tmp_path / "graph-stats.json").exists()
@@ -56,5 +56,6 @@ def test_calibration_times_the_references_through_the_extraction_path():
     calibration = cost.calibrate(RunConfig(image_size=32, extract_batch_size=4), (16, 16, 3),
                                  references=(("VGG16", 4), ("MobileNet_0.25", 8)))
     assert [t[:2] for t in calibration.timings] == [("VGG16", 4), ("MobileNet_0.25", 8)]
-    assert calibration.seconds_per_gflop >= 0 and calibration.seconds_per_mvalue >= 0
+    # the references took time, so the solved rates cannot both be zero
+    assert calibration.seconds_per_gflop + calibration.seconds_per_mvalue > 0
     assert calibration.trace_seconds_per_op > 0

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from backbones import get
+from bench.cache import process_caches
 from bench.config import RunConfig
 from bench.engine import features
+from bench.weights import resolve_weights
 
 
 def _tiny_extractor() -> keras.Model:
@@ -49,9 +51,10 @@ def test_one_traced_forward_serves_both_splits_and_goes_with_its_model():
 
     tiny_extractor = _tiny_extractor()
     features.extract(tiny_extractor, _images(5), 4, verbose=0)
-    (forward,) = features._FORWARDS[tiny_extractor].values()
+    forwards = process_caches().forwards
+    (forward,) = forwards[tiny_extractor].values()
     features.extract(tiny_extractor, _images(3, seed=1), 4, verbose=0)
-    assert list(features._FORWARDS[tiny_extractor].values()) == [forward]
+    assert list(forwards[tiny_extractor].values()) == [forward]
     ref = weakref.ref(tiny_extractor)
     del tiny_extractor, forward
     gc.collect()
@@ -62,8 +65,7 @@ def test_extract_runs_a_real_backbone_graph_on_uint8(tiny_data):
     spec = get("MobileNet_0.25")
     config = RunConfig(image_size=32, weights="random", verbose=0)
     keras.utils.set_random_seed(config.seed)
-    backbone = features.build_backbone(spec, 32, config, features.resolve_weights(spec, 32,
-                                                                                  config))
+    backbone = features.build_backbone(spec, 32, config, resolve_weights(spec, 32, config))
     inputs, outputs = features.backbone_graph(spec, backbone, 32, config, tiny_data.image_shape,
                                               "uint8")
     extractor = keras.Model(inputs, outputs)

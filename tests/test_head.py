@@ -127,7 +127,26 @@ def test_compiled_loop_is_fits_epoch_for_epoch(patience):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_loop_defaults_to_fit_end_to_end_and_rejects_unknown_names():
+@pytest.mark.parametrize("end_to_end", [True, False])
+def test_loop_defaults_to_fit_end_to_end_and_to_the_compiled_loop_on_features(end_to_end):
+    x, y = _separable(40)
+    keras.utils.set_random_seed(2)
+    model = head.build_head(3)
+    model.build((None, 16))
+    fit_calls = []
+    fit = model.fit
+
+    def counted_fit(*args, **kwargs):
+        fit_calls.append(kwargs.get("epochs"))
+        return fit(*args, **kwargs)
+
+    model.fit = counted_fit
+    out = head.train(model, x, y, x, y, RunConfig(epochs=2, end_to_end=end_to_end, verbose=0))
+    assert fit_calls == ([2] if end_to_end else [])
+    assert len(out.history["loss"]) == 2
+
+
+def test_train_rejects_unknown_loop_names():
     x, y = _separable(40)
     keras.utils.set_random_seed(2)
     model = head.build_head(3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import pickle
 from pathlib import Path
@@ -13,11 +14,15 @@ import pytest
 from keras.src.utils import file_utils
 
 from backbones import (
+    BASELINES,
     REGISTRY,
     BackboneSpec,
+    Spec,
     UnknownBackboneError,
     canonical,
     get,
+    load_extras,
+    registry,
     rows,
     select,
 )
@@ -28,6 +33,13 @@ def _name(spec: BackboneSpec) -> str:
 
 
 every_row = pytest.mark.parametrize("spec", REGISTRY, ids=_name)
+
+
+@pytest.fixture(autouse=True)
+def _no_extra_rows(monkeypatch):
+    """The registry as it ships, whatever extra rows an earlier test loaded in this process."""
+    monkeypatch.setattr(registry, "EXTRAS", {})
+    monkeypatch.delenv("BENCH_EXTRA_BACKBONES", raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +66,7 @@ def test_canonical_rows_are_exactly_the_public_keras_constructors():
 
 
 def test_names_are_unique_and_canonical_rows_come_first():
-    names = [s.name.lower() for s in REGISTRY]
+    names = [s.name.lower() for s in (*REGISTRY, *BASELINES)]
     assert len(names) == len(set(names))
     flags = [s.canonical for s in REGISTRY]
     assert flags == sorted(flags, reverse=True)
@@ -155,17 +167,6 @@ def test_weights_file_known_cases(name: str, size: int, expected: str):
     assert get(name).weights_file(size) == expected
 
 
-def test_weights_urls_known_cases():
-    gcs = "https://storage.googleapis.com/tensorflow/keras-applications/"
-    assert get("NASNetMobile").weights_url(224) == gcs + "nasnet/NASNet-mobile-no-top.h5"
-    assert get("ResNet50V2").weights_url(224) == (
-        gcs + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    assert get("EfficientNetB0").weights_url(224) == (
-        "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5")
-    assert get("MobileNet_0.25").weights_url(160) == (
-        gcs + "mobilenet/mobilenet_2_5_160_tf_no_top.h5")
-
-
 def test_weights_candidates_order_by_distance_then_larger_first():
     spec = get("MobileNet_0.25")
     assert spec.weights_candidates(150) == [f"mobilenet_2_5_{s}_tf_no_top.h5"
@@ -205,9 +206,8 @@ def keras_request(monkeypatch):
 
 
 def _check_against_keras(keras_request, spec: BackboneSpec, size: int) -> None:
-    fname, origin = keras_request(spec, size)
+    fname, _ = keras_request(spec, size)
     assert spec.weights_file(size) == fname
-    assert spec.weights_url(size) == origin
     if spec.weight_sizes is None or size in spec.weight_sizes:
         assert spec.weights_candidates(size)[0] == fname
 
@@ -351,6 +351,19 @@ def test_specs_are_frozen_hashable_and_picklable():
         spec.kwargs["alpha"] = 2.0  # type: ignore[index]
 
 
+def test_backbones_and_baselines_are_one_spec_type_told_apart_by_kind():
+    specs = select(["*"])
+    assert all(isinstance(s, Spec) for s in specs) and len(specs) == len(REGISTRY) + 2
+    assert {s.name: s.kind for s in specs if s.kind == "baseline"} == {
+        "scratch-cnn": "baseline", "dense": "baseline"}
+    with pytest.raises(TypeError):
+        BackboneSpec(**{**_fields(get("VGG16")), "kind": "baseline"})  # a backbone's kind is fixed
+
+
+def _fields(spec: BackboneSpec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}
+
+
 def test_rows_describe_every_spec_for_listing():
     table = rows()
     assert len(table) == len(REGISTRY) + 2  # the scratch-cnn and dense baselines
@@ -362,3 +375,49 @@ def test_rows_describe_every_spec_for_listing():
     assert by_name["MobileNet_0.25"]["weights_file"] == "mobilenet_2_5_224_tf_no_top.h5"
     assert by_name["NASNetLarge"]["weights_file"] == "nasnet_large_no_top.h5"
     assert sum(r["canonical"] for r in table) == 40
+
+
+# --- extra rows ($BENCH_EXTRA_BACKBONES) --------------------------------------------------
+
+EXTRA_MODULE = '''
+from backbones import BackboneSpec
+
+BACKBONES = [
+    BackboneSpec(name="Extra_tiny", constructor_name="MobileNet", family="mobilenet",
+                 input_size=224, min_size=32, preprocess_mode="tf", feature_width=256,
+                 params=218_544, top1=None, kwargs={"alpha": 0.25}),
+]
+'''
+
+
+@pytest.fixture
+def extra_module(tmp_path, monkeypatch):
+    """A module of extra rows on sys.path, named in $BENCH_EXTRA_BACKBONES."""
+
+    def write(name: str, text: str = EXTRA_MODULE) -> None:
+        (tmp_path / f"{name}.py").write_text(text)
+        monkeypatch.setenv("BENCH_EXTRA_BACKBONES", f" {name} ,")
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return write
+
+
+def test_extra_rows_are_loaded_on_request_once_and_never_canonical(extra_module):
+    extra_module("bench_extra_rows")
+    with pytest.raises(UnknownBackboneError):
+        get("Extra_tiny")  # nothing is loaded until asked
+    (loaded,) = load_extras()
+    assert load_extras() == (loaded,)  # a module is loaded once
+    assert get("extra_TINY") is loaded and not loaded.canonical
+    assert loaded.kind == "backbone" and loaded.kwargs == {"alpha": 0.25}
+    assert [s.name for s in select(["extra_*"])] == ["Extra_tiny"]
+    assert [r["name"] for r in rows()].count("Extra_tiny") == 1
+    assert rows()[-3]["name"] == "Extra_tiny"  # after the table, before the baselines
+    assert loaded not in canonical() and loaded not in REGISTRY
+
+
+def test_an_extra_row_may_not_take_a_registry_name(extra_module):
+    extra_module("bench_extra_clash", EXTRA_MODULE.replace("Extra_tiny", "densenet121"))
+    with pytest.raises(ValueError, match="'densenet121', a name the registry already has"):
+        load_extras()
+    assert get("DenseNet121").family == "densenet"

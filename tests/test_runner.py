@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from backbones import get
+from bench.cache import reset_process_caches
 from bench.config import RunConfig
 from bench.engine.runner import run_one
 
@@ -136,18 +137,17 @@ def test_rows_carry_predictions_per_class_results_and_provenance(tiny_data):
 
 
 def test_seeds_share_one_extraction_and_differ_only_in_the_head(tiny_data):
-    from bench.engine.runner import run_seeds
-
     config = RunConfig(image_size=32, epochs=3, patience=0, weights="random", seeds=3,
                        cache=False, **QUIET)
-    rows = run_seeds(get("MobileNet_0.25"), config, tiny_data)
+    rows = [run_one(get("MobileNet_0.25"), c, tiny_data) for c in config.per_seed()]
     assert [r.seed for r in rows] == [2, 3, 4]
     assert [r.features_cached for r in rows] == [False, True, True]  # one extraction
     assert len({r.group for r in rows}) == 1 and len({r.config_hash for r in rows}) == 3
     assert len({r.weights_id for r in rows}) == 1  # one random backbone, drawn from seed 2
     assert rows[0].history != rows[1].history
+    reset_process_caches()  # the first seed again, its features extracted anew
     single = run_one(get("MobileNet_0.25"), config.per_seed()[0], tiny_data)
-    assert single.history == rows[0].history
+    assert not single.features_cached and single.history == rows[0].history
 
 
 def test_holdout_never_lets_the_test_labels_reach_training(tiny_data):
@@ -174,7 +174,7 @@ def test_holdout_never_lets_the_test_labels_reach_training(tiny_data):
 
 
 def test_holdout_split_is_stratified_and_seeded():
-    from bench.engine.runner import holdout_split
+    from bench.engine.splits import holdout_split
 
     labels = np.repeat(np.arange(4), 25)
     tr, va = holdout_split(labels, 0.2, seed=2)

@@ -30,10 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backbones import BackboneSpec, get
+from backbones import BackboneSpec, Spec, get
 from bench import cache
 from bench.config import RunConfig
 from bench.engine import features
+from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
 COLUMNS = ("backbone", "image_size", "gflops", "predicted_extract_s", "note")
@@ -78,12 +79,6 @@ def graph_stats(model: keras.Model, input_shape: tuple[int, ...],
     return GraphStats(flops, activations, len(operations))
 
 
-def model_flops(model: keras.Model, input_shape: tuple[int, ...],
-                dtype: str = "float32") -> int:
-    """Floating-point operations of one forward pass (training=False) on one input."""
-    return graph_stats(model, input_shape, dtype).flops
-
-
 def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
                    store: str | os.PathLike | None = None) -> GraphStats:
     """GraphStats of the no-top backbone on one size x size image (built with weights=None).
@@ -94,7 +89,8 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
     """
     key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__],
                      sort_keys=True, default=str)
-    if key not in _STATS:
+    known_stats = cache.process_caches().graph_stats
+    if key not in known_stats:
         path = Path(store) / "graph-stats.json" if store else None
         known = _read_json(path) if path else {}
         if key not in known:
@@ -104,17 +100,8 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
             gc.collect()
             if path:
                 _write_json(path, {**_read_json(path), key: known[key]})
-        _STATS[key] = GraphStats(**known[key])
-    return _STATS[key]
-
-
-def backbone_flops(spec: BackboneSpec, size: int, pooling: str = "max",
-                   store: str | os.PathLike | None = None) -> int:
-    """FLOPs of the no-top backbone on one size x size image."""
-    return backbone_stats(spec, size, pooling, store).flops
-
-
-_STATS: dict[str, GraphStats] = {}
+        known_stats[key] = GraphStats(**known[key])
+    return known_stats[key]
 
 
 def _read_json(path: Path) -> dict:
@@ -187,7 +174,7 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
                        tuple(timings))
 
 
-def estimate(specs: Iterable[BackboneSpec], config: RunConfig, n_images: int,
+def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
              calibration: Calibration | None = None,
              image_shape: tuple[int, ...] = (64, 64, 3),
              progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
@@ -207,7 +194,7 @@ def estimate(specs: Iterable[BackboneSpec], config: RunConfig, n_images: int,
     for i, spec in enumerate(specs, 1):
         if progress:
             progress(i, len(specs), spec.name)
-        if spec.kind == "baseline":
+        if is_baseline(spec):
             rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
                              predicted_extract_s=0.0,
                              note="trained from scratch on the raw images: no extraction"))

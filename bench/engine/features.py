@@ -9,8 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from backbones import BackboneSpec
+from bench.cache import process_caches
 from bench.config import RunConfig
-from bench.weights import ResolvedWeights, WeightsError, resolve_weights  # noqa: F401
+from bench.weights import ResolvedWeights, WeightsError
 
 
 class Preprocess(keras.layers.Layer):
@@ -105,16 +106,13 @@ def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose
     return out
 
 
-# One traced forward per extractor and input signature, shared by the train and validation
-# calls. It reaches its model through a weak reference, so the cache entry (keyed weakly)
-# goes when the runner drops the extractor.
-_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _forward(extractor: keras.Model, image_shape: tuple[int, ...], dtype: np.dtype,
              jit_compile: bool):
+    """One traced forward per extractor and input signature, shared by the train and validation
+    calls. It reaches its model through a weak reference, so the cache entry (keyed weakly)
+    goes when the runner drops the extractor."""
     key = (tuple(image_shape), np.dtype(dtype).name, jit_compile)
-    functions = _FORWARDS.setdefault(extractor, {})
+    functions = process_caches().forwards.setdefault(extractor, {})
     if key not in functions:
         model = weakref.ref(extractor)
         spec = tf.TensorSpec((None, *image_shape), tf.as_dtype(dtype))

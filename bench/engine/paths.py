@@ -1,0 +1,145 @@
+"""The three ways a run trains: on cached features, end to end, and a baseline from scratch.
+
+Each returns an Outcome; the runner turns it into a result row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from backbones import BackboneSpec, BaselineSpec
+from bench.cache import CachedFeatures, FeatureCache, default_cache_dir, process_caches
+from bench.config import RunConfig
+from bench.data import Dataset
+from bench.engine import features, head
+from bench.engine.splits import Splits, make_splits
+from bench.identity import RunIdentity
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one path produced: its training, its predictions on the test file, its size."""
+
+    history: dict[str, list[float]]  # accuracy, val_accuracy, loss, val_loss per epoch
+    epoch_times: list[float]
+    labels: np.ndarray  # of the test file
+    predictions: np.ndarray  # on the test file
+    params_total: int  # of the full model: backbone and head
+    params_trainable: int
+    feature_width: int | None  # None: a baseline has no frozen features
+    extract_s: float = 0.0  # what extracting the features cost (0: the backbone ran in fit)
+    features_cached: bool = False
+
+
+def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
+           ident: RunIdentity) -> Outcome:
+    """The frozen backbone runs once per split (or not at all, when its features are cached);
+    the head trains on the features."""
+    found, was_cached = _features(spec, config, data, ident)
+    keras.utils.set_random_seed(config.seed)
+    model = head.build_head(data.n_classes)
+    model.build((None, found.train.shape[1]))
+    # The full model's counts: the frozen backbone contributes only non-trainable parameters.
+    return _train(model, make_splits(found.train, found.val, data, config), config,
+                  feature_width=int(found.train.shape[1]), on_features=True,
+                  params_backbone=found.params_backbone, extract_s=found.extract_s,
+                  features_cached=was_cached)
+
+
+def end_to_end(spec: BackboneSpec, config: RunConfig, data: Dataset,
+               ident: RunIdentity) -> Outcome:
+    """The episode's way: `model.fit` on images -> resize -> frozen backbone -> head."""
+    _, inputs, outputs = _frozen_backbone(spec, config, data, ident)
+    keras.utils.set_random_seed(config.seed)
+    model_head = head.build_head(data.n_classes)
+    model = keras.Model(inputs, model_head(outputs), name=f"{spec.name}_lesson")
+    return _train_on_images(model, config, data, feature_width=int(outputs.shape[-1]))
+
+
+def from_scratch(spec: BaselineSpec, config: RunConfig, data: Dataset) -> Outcome:
+    """The previous episode's models: raw images / 255, every weight trained."""
+    keras.utils.set_random_seed(config.seed)
+    inputs = keras.Input(shape=data.image_shape, dtype=data.train_images.dtype.name)
+    scaled = keras.layers.Rescaling(1 / 255, name="pixels_over_255")(inputs)
+    body = spec.builder(data.image_shape, data.n_classes)
+    model = keras.Model(inputs, body(scaled), name=spec.name.replace("-", "_"))
+    return _train_on_images(model, config, data, feature_width=None)
+
+
+def _frozen_backbone(spec: BackboneSpec, config: RunConfig, data: Dataset,
+                     ident: RunIdentity) -> tuple[keras.Model, keras.KerasTensor,
+                                                  keras.KerasTensor]:
+    """(backbone, images input, features): the backbone drawn from the backbone seed."""
+    keras.utils.set_random_seed(config.effective_backbone_seed)
+    backbone = features.build_backbone(spec, ident.size, config, ident.weights)
+    inputs, outputs = features.backbone_graph(
+        spec, backbone, ident.size, config, data.image_shape, data.train_images.dtype.name
+    )
+    return backbone, inputs, outputs
+
+
+def _features(spec: BackboneSpec, config: RunConfig, data: Dataset,
+              ident: RunIdentity) -> tuple[CachedFeatures, bool]:
+    """(features, whether they came from a cache): memory, then disk, then the backbone."""
+    key = ident.feature_key(spec, config)
+    memory = process_caches().last_features
+    if key in memory:
+        return memory[key], True
+    store = FeatureCache(config.cache_dir or default_cache_dir()) if config.cache else None
+    found = store.load(key, spec.name, data.n_train, data.n_val) if store else None
+    was_cached = found is not None
+    if found is None:
+        found = _extract(spec, config, data, ident)
+        if store:
+            store.save(key, spec.name, found)
+    memory.clear()  # one entry: a sweep moves on to the next backbone and never comes back
+    memory[key] = found
+    return found, was_cached
+
+
+def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
+             ident: RunIdentity) -> CachedFeatures:
+    backbone, inputs, outputs = _frozen_backbone(spec, config, data, ident)
+    extractor = keras.Model(inputs, outputs, name=f"{spec.name}_features")
+    start = time.perf_counter()
+    train_x = features.extract(extractor, data.train_images, config.extract_batch_size,
+                               config.verbose)
+    val_x = features.extract(extractor, data.val_images, config.extract_batch_size,
+                             config.verbose)
+    return CachedFeatures(train_x, val_x, time.perf_counter() - start, backbone.count_params())
+
+
+def _train_on_images(model: keras.Model, config: RunConfig, data: Dataset,
+                     feature_width: int | None) -> Outcome:
+    splits = make_splits(data.train_images, data.val_images, data, config)
+    return _train(model, splits, config, feature_width=feature_width)
+
+
+def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_width: int | None,
+           on_features: bool = False, params_backbone: int = 0, extract_s: float = 0.0,
+           features_cached: bool = False) -> Outcome:
+    """The shared training (head.train) and the one prediction on the test file."""
+    trained = head.train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                         config, restore_best=config.protocol == "holdout")
+    return Outcome(
+        history=trained.history, epoch_times=trained.epoch_times,
+        labels=np.asarray(splits.y_eval),
+        predictions=np.argmax(_predict(model, splits.x_eval, config, on_features), axis=-1),
+        params_total=params_backbone + model.count_params(),
+        params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        feature_width=feature_width, extract_s=extract_s, features_cached=features_cached,
+    )
+
+
+def _predict(model: keras.Model, x: np.ndarray, config: RunConfig,
+             on_features: bool) -> np.ndarray:
+    """Logits. On cached features the head is called directly: `predict` would trace a function
+    for one call on a small matrix, a few tenths of a second for microseconds of arithmetic."""
+    if on_features:
+        return np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 4096], training=False))
+                               for i in range(0, len(x), 4096)])
+    return model.predict(x, batch_size=config.batch_size, verbose=0)
