@@ -1,78 +1,129 @@
-"""Every knob of the protocol, with the lesson's values as defaults."""
+"""Every knob of the protocol, with the lesson's values as defaults (preprocessing apart).
+
+A field declared with `knob(default, help, ...)` is also a command-line flag: python -m bench
+builds its parser from this metadata (help, choices, metavar, argparse's type, nargs, const),
+so a knob, its default and its help are written here once. Values are checked only in
+`__post_init__`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from typing import Any
 
 # The Carpentries "Deep Learning Introduction" lesson, episode "Transfer learning".
 LESSON_IMAGE_SIZE = 160
-DEFAULT_DATA_DIR = Path("data") / "dataset_dollarstreet"
-DEFAULT_OUT_DIR = Path("results")
 
 PREPROCESS_CHOICES = ("native", "lesson")
 PROTOCOL_CHOICES = ("lesson", "holdout")
 POOLING_CHOICES = ("max", "avg")
 
 
+class ConfigError(ValueError):
+    """A value a field cannot take; `name` is the field, so the CLI can name its flag."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def knob(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+         metavar: str | None = None, type: Callable[[str], Any] | None = None,
+         **argparse_kwargs: Any) -> Any:
+    """A dataclass field that is also a flag: `help` and the rest go into its metadata.
+
+    A bool field is a switch (`--name`, or `--no-name` when it defaults to True); `choices`
+    are shown in the help, and checked in `__post_init__` only.
+    """
+    metadata = {"help": help, "choices": choices, "metavar": metavar, "type": type,
+                **argparse_kwargs}
+    return field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
+
+
+def size_or_word(text: str) -> int | str:
+    """--image-size: an integer when the text is one, else the word (RunConfig says which)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """The protocol one backbone is run under; defaults reproduce the lesson exactly."""
+    """The protocol one backbone is run under: the lesson's, but for each model's own
+    preprocessing (`preprocess="native"`; "lesson" is the episode's pixels / 255)."""
 
     # lesson: resize_with_pad(x, 160, 160); "native" = the registry's size for each backbone
-    image_size: int | str = LESSON_IMAGE_SIZE
-    pooling: str = "max"  # lesson: DenseNet121(include_top=False, pooling='max')
-    batch_size: int = 32  # lesson: fit(batch_size=32)
-    epochs: int = 30  # lesson: fit(epochs=30)
-    patience: int = 5  # lesson: EarlyStopping(monitor='val_accuracy', patience=5); 0 = off
-    seed: int = 2  # lesson: keras.utils.set_random_seed(2)
-    seeds: int = 1  # train the head this many times (seed, seed+1, ...) on one extraction
+    image_size: int | str = knob(
+        LESSON_IMAGE_SIZE, "square side images are resized to, or 'native' for each "
+        "backbone's ImageNet size", metavar="N|native", type=size_or_word)
+    pooling: str = knob(  # lesson: DenseNet121(include_top=False, pooling='max')
+        "max", "global pooling of the backbone", choices=POOLING_CHOICES)
+    batch_size: int = knob(  # lesson: fit(batch_size=32)
+        32, "head training batch size", metavar="N")
+    epochs: int = knob(30, "maximum epochs", metavar="N")  # lesson: fit(epochs=30)
+    patience: int = knob(  # lesson: EarlyStopping(monitor='val_accuracy', patience=5)
+        5, "early-stopping patience on val_accuracy; 0 turns it off", metavar="N")
+    seed: int = knob(2, "keras.utils.set_random_seed value", metavar="N")  # lesson: the same, 2
+    seeds: int = knob(  # one extraction, K heads: mean ± sd says how much of a gap is the seed
+        1, "train the head K times (seeds --seed, --seed+1, ...) on one feature extraction; the "
+        "leaderboard shows mean ± sd", metavar="K")
     # the seed a random backbone is drawn with; None = seed. A K-seed run keeps it at the
     # first seed so all K heads share one backbone (and one feature extraction).
     backbone_seed: int | None = None
     # lesson: early stopping watches the test file, as the episode (which flatters the score);
     # holdout: a stratified split of train drives early stopping, the test file is read once
-    protocol: str = "lesson"
-    val_fraction: float = 0.2  # holdout: share of each training class held out
+    protocol: str = knob(
+        "lesson", "lesson: early stopping watches the test file, as the episode; holdout: a "
+        "stratified split of train drives early stopping (best weights restored) and the test "
+        "file is evaluated once", choices=PROTOCOL_CHOICES)
+    val_fraction: float = knob(
+        0.2, "holdout: share of each training class held out", metavar="F")
     # native: each model's own preprocess_input on 0-255 pixels (what its weights expect);
     # lesson: pixels / 255 for every model, as the episode code does (wrong for EfficientNet,
     # ConvNeXt and MobileNetV3, whose weights expect 0-255 input).
-    preprocess: str = "native"
-    end_to_end: bool = False  # the episode's model.fit on the full model instead of cached features
-    weights: str = "imagenet"  # "imagenet", "random", or a path to a weights file
-    weights_dir: str | None = None  # searched first for Keras' own weights file name
-    # inference batch of the frozen backbone; speed only. 16 measured fastest on two CPU
-    # cores (results/PERF.md): bigger batches spill the activations out of the caches.
-    extract_batch_size: int = 16
+    preprocess: str = knob(
+        "native", "native: each model's own preprocess_input on 0-255 pixels; lesson: "
+        "pixels/255 for every model, as the episode", choices=PREPROCESS_CHOICES)
+    end_to_end: bool = knob(
+        False, "the episode's model.fit on the full model every epoch, instead of training the "
+        "head on features computed once (same results, slower)")
+    weights: str = knob(
+        "imagenet", "imagenet (Keras' download and cache), random (weights=None), or a weights "
+        "file for a single backbone", metavar="imagenet|random|FILE")
+    weights_dir: str | None = knob(
+        None, "folder searched first for Keras' own ImageNet weights file names", metavar="DIR")
+    # speed only. 16 measured fastest on two CPU cores (results/PERF.md): bigger batches spill
+    # the activations out of the caches.
+    extract_batch_size: int = knob(16, "inference batch for the frozen backbone", metavar="N")
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bars, 2 one line per extraction
-    cache: bool = True  # frozen-backbone features on disk, reused across seeds, epochs, patience
-    cache_dir: str | None = None  # None: $BENCH_CACHE_DIR or ~/.cache/bench/features
-    extra: dict = field(default_factory=dict, compare=False)  # free-form notes kept in each row
+    # frozen-backbone features on disk, reused across seeds, epochs, patience
+    cache: bool = knob(True, "do not read or write cached features")
+    cache_dir: str | None = knob(
+        None, "feature cache (default: $BENCH_CACHE_DIR or ~/.cache/bench/features)",
+        metavar="DIR")
 
     def __post_init__(self) -> None:
-        if self.image_size != "native":
-            if not isinstance(self.image_size, int) or self.image_size < 1:
-                raise ValueError(
-                    "image_size must be a positive integer or 'native'; "
-                    f"received {self.image_size!r}"
-                )
-        if self.pooling not in POOLING_CHOICES:
-            raise ValueError(f"pooling must be one of {POOLING_CHOICES}; received {self.pooling!r}")
-        if self.preprocess not in PREPROCESS_CHOICES:
-            raise ValueError(
-                f"preprocess must be one of {PREPROCESS_CHOICES}; received {self.preprocess!r}"
-            )
-        if self.protocol not in PROTOCOL_CHOICES:
-            raise ValueError(f"protocol must be one of {PROTOCOL_CHOICES}; "
-                             f"received {self.protocol!r}")
+        if self.image_size != "native" and (not isinstance(self.image_size, int)
+                                            or self.image_size < 1):
+            raise ConfigError("image_size", "must be a positive integer or 'native'; "
+                              f"received {self.image_size!r}")
+        for name, choices in (("pooling", POOLING_CHOICES), ("preprocess", PREPROCESS_CHOICES),
+                              ("protocol", PROTOCOL_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(name, f"must be one of {', '.join(choices)}; "
+                                  f"received {getattr(self, name)!r}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1; received {self.val_fraction}")
+            raise ConfigError("val_fraction",
+                              f"must be between 0 and 1; received {self.val_fraction}")
         for name in ("batch_size", "epochs", "extract_batch_size", "seeds"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; received {getattr(self, name)}")
+                raise ConfigError(name, f"must be >= 1; received {getattr(self, name)}")
         if self.patience < 0:
-            raise ValueError(f"patience must be >= 0 (0 turns early stopping off); "
-                             f"received {self.patience}")
+            raise ConfigError("patience", "must be >= 0 (0 turns early stopping off); "
+                              f"received {self.patience}")
 
     def size_for(self, native_size: int) -> int:
         """The square side images are resized to for a backbone whose native size is given."""

@@ -3,7 +3,8 @@
 The folder holds ``train_images.npy``, ``train_labels.npy``, ``test_images.npy`` and
 ``test_labels.npy``; as in the lesson, the test split is used for validation. Every problem a
 user can cause is a :class:`DataError` whose message is one line saying what was expected and
-what was received. No TensorFlow here: Keras is imported only to download the default data.
+what was received. No TensorFlow here: the lesson's data, when missing, are downloaded by
+:mod:`bench.dollarstreet`, which alone imports Keras.
 """
 
 from __future__ import annotations
@@ -17,30 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
-DEFAULT_DIR = Path("data/dataset_dollarstreet")
-
-# Dollar Street 10 - 64x64x3, https://zenodo.org/records/10970014 (the lesson's data).
-ZENODO_RECORD = "https://zenodo.org/records/10970014"
-# name -> (url, md5). The md5 values are None because the record's checksums could not be
-# confirmed from any source available when this was written; inventing them would make every
-# download fail. Fill them in from the record's file list to have get_file verify each file.
-DOLLARSTREET_FILES: dict[str, tuple[str, str | None]] = {
-    name: (f"{ZENODO_RECORD}/files/{name}?download=1", None) for name in FILES
-}
-# Label order as given by the lesson ("Advanced layer types", table "Category | label").
-DOLLARSTREET_CLASSES = (
-    "day bed",
-    "dishrag",
-    "plate",
-    "running shoe",
-    "soap dispenser",
-    "street sign",
-    "table lamp",
-    "tile roof",
-    "toilet seat",
-    "washing machine",
-)
+from bench import dollarstreet
+from bench.dollarstreet import FILES
 
 _IMAGES_SHAPE = "images N×H×W×3 (or N×H×W / N×H×W×1 grayscale)"
 _ARRAY_NAMES = ("train_images", "train_labels", "val_images", "val_labels")
@@ -108,16 +87,19 @@ def load_dataset(path: str | os.PathLike | None = None, download: bool = True) -
 
     Only the default folder is downloaded when missing, and only with ``download=True``.
     """
-    folder = DEFAULT_DIR if path is None else Path(path)
+    folder = dollarstreet.DEFAULT_DIR if path is None else Path(path)
     source = str(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{source}: expected a data folder holding {', '.join(FILES)}; "
                         "received a file")
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
-        is_default = folder.resolve() == DEFAULT_DIR.resolve()
+        is_default = folder.resolve() == dollarstreet.DEFAULT_DIR.resolve()
         if is_default and download:
-            download_dollarstreet(folder)
+            try:
+                dollarstreet.download(folder)
+            except dollarstreet.DownloadError as err:
+                raise DataError(str(err)) from err
         elif not folder.is_dir():
             hint = " (downloading is off)" if is_default else ""
             raise DataError(
@@ -136,7 +118,8 @@ def load_dataset(path: str | os.PathLike | None = None, download: bool = True) -
         *arrays,
         names=FILES,
         class_names=class_names,
-        default_names=DOLLARSTREET_CLASSES if folder.name == DEFAULT_DIR.name else None,
+        default_names=(dollarstreet.CLASSES if folder.name == dollarstreet.DEFAULT_DIR.name
+                       else None),
         source=source,
     )
 
@@ -162,62 +145,6 @@ def from_arrays(
         default_names=None,
         source=source,
     )
-
-
-def download_dollarstreet(dest: Path) -> None:
-    """Download the four Dollar Street 10 files from Zenodo into ``dest`` (present ones kept).
-
-    Each file is fetched under a ``.part`` name and renamed only when complete (and, where an
-    md5 is known, verified), so an interrupted download never leaves a file that looks whole.
-    """
-    import keras  # deferred: importing Keras starts TensorFlow, which plain loading never needs
-
-    dest = Path(dest)
-    created = not dest.exists()
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise _download_error(dest, f"cannot create the folder: {err.strerror or err}") from err
-    for name, (url, md5) in DOLLARSTREET_FILES.items():
-        target = dest / name
-        if target.is_file():
-            continue
-        part = dest / f"{name}.part"
-        try:
-            got = keras.utils.get_file(
-                fname=part.name,
-                origin=url,
-                file_hash=md5,
-                hash_algorithm="md5",
-                cache_dir=str(dest.parent),
-                # An absolute subdir is used as is; a relative one lands under /tmp/.keras
-                # when get_file finds cache_dir unwritable.
-                cache_subdir=str(dest.resolve()),
-                force_download=True,  # never take a stale .part from an earlier attempt
-            )
-            if Path(got).resolve() != part.resolve():
-                raise OSError(f"get_file wrote {got} instead of {part}")
-            os.replace(part, target)
-        except Exception as err:
-            raise _download_error(dest, f"{name}: {_short_reason(err, url)}") from err
-        finally:
-            part.unlink(missing_ok=True)
-            if created and not any(dest.iterdir()):
-                dest.rmdir()  # leave no empty folder behind a first, failed attempt
-
-
-def _download_error(dest: Path, reason: str) -> DataError:
-    return DataError(
-        f"Could not download the Dollar Street 10 dataset into {dest} ({reason}). "
-        f"Download the four files of {ZENODO_RECORD} into that folder, or pass --data DIR."
-    )
-
-
-def _short_reason(err: BaseException, url: str) -> str:
-    """The gist of a download failure, without the URL get_file repeats."""
-    text = str(err).replace(f"URL fetch failure on {url}: ", "").strip() or type(err).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -294,6 +221,24 @@ def _build(
     def note(text: str, name: str) -> None:
         notes.setdefault(text, []).append(name)
 
+    timg, vimg = _check_image_pair(ti_name, train_images, vi_name, val_images, note)
+    tlab = _check_labels(tl_name, train_labels, len(timg), ti_name, note)
+    vlab = _check_labels(vl_name, val_labels, len(vimg), vi_name, note)
+    n_classes = _check_classes(tl_name, tlab, vl_name, vlab)
+    return Dataset(
+        train_images=_frozen(timg),
+        train_labels=_frozen(tlab),
+        val_images=_frozen(vimg),
+        val_labels=_frozen(vlab),
+        class_names=_class_names(class_names, default_names, n_classes),
+        source=source,
+        notes=tuple(f"{text} ({', '.join(where)})" for text, where in notes.items()),
+    )
+
+
+def _check_image_pair(ti_name: str, train_images: object, vi_name: str, val_images: object,
+                      note: _Note) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits checked, on one scale (0-255) and one dtype, with the same image size."""
     timg, t_unit = _check_images(ti_name, train_images, note)
     vimg, v_unit = _check_images(vi_name, val_images, note)
     if t_unit and not v_unit:
@@ -311,18 +256,18 @@ def _build(
     if timg.shape[1:] != vimg.shape[1:]:
         raise DataError(f"{vi_name}: expected images of the same size as {ti_name} "
                         f"({_hw(timg)}); received {_hw(vimg)}")
+    return timg, vimg
 
-    tlab = _check_labels(tl_name, train_labels, len(timg), ti_name, note)
-    vlab = _check_labels(vl_name, val_labels, len(vimg), vi_name, note)
 
+def _check_classes(tl_name: str, tlab: np.ndarray, vl_name: str, vlab: np.ndarray) -> int:
+    """The number of classes: every one has training images, validation stays within them."""
     n_classes = int(tlab.max()) + 1
     counts = np.bincount(tlab, minlength=n_classes)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        listed = ", ".join(str(c) for c in empty[:5]) + (", ..." if empty.size > 5 else "")
         verb = "has" if empty.size == 1 else "have"
         raise DataError(f"{tl_name}: expected every class 0..{n_classes - 1} to have training "
-                        f"images; class {listed} {verb} no training images")
+                        f"images; class {_first_few(empty)} {verb} no training images")
     for name, lab in ((tl_name, tlab), (vl_name, vlab)):
         present = np.unique(lab)
         if present.size < 2:
@@ -330,30 +275,27 @@ def _build(
                             f"{present[0]} ({lab.size} labels)")
     outside = np.unique(vlab[vlab >= n_classes])
     if outside.size:
-        listed = ", ".join(str(c) for c in outside[:5]) + (", ..." if outside.size > 5 else "")
         raise DataError(f"{vl_name}: expected labels within the training classes "
-                        f"0..{n_classes - 1}; received {listed}")
+                        f"0..{n_classes - 1}; received {_first_few(outside)}")
+    return n_classes
 
-    if class_names is not None:
-        names_, origin = class_names
-        if len(names_) != n_classes:
+
+def _first_few(values: np.ndarray) -> str:
+    return ", ".join(str(c) for c in values[:5]) + (", ..." if values.size > 5 else "")
+
+
+def _class_names(given: tuple[tuple[str, ...], str] | None,
+                 default_names: tuple[str, ...] | None, n_classes: int) -> tuple[str, ...]:
+    """The names given (checked against the labels), else the default's, else class_<i>."""
+    if given is not None:
+        names, origin = given
+        if len(names) != n_classes:
             raise DataError(f"{origin}: expected {n_classes} class names (labels 0.."
-                            f"{n_classes - 1}); received {len(names_)}")
-        final_names = names_
-    elif default_names is not None and len(default_names) == n_classes:
-        final_names = default_names
-    else:
-        final_names = tuple(f"class_{i}" for i in range(n_classes))
-
-    return Dataset(
-        train_images=_frozen(timg),
-        train_labels=_frozen(tlab),
-        val_images=_frozen(vimg),
-        val_labels=_frozen(vlab),
-        class_names=final_names,
-        source=source,
-        notes=tuple(f"{text} ({', '.join(where)})" for text, where in notes.items()),
-    )
+                            f"{n_classes - 1}); received {len(names)}")
+        return names
+    if default_names is not None and len(default_names) == n_classes:
+        return default_names
+    return tuple(f"class_{i}" for i in range(n_classes))
 
 
 def _frozen(arr: np.ndarray) -> np.ndarray:

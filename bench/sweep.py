@@ -62,7 +62,7 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     sweep is interrupted, so finished rows are never lost.
     """
     from bench import report, runlog
-    from bench.executors.isolated import InProcessExecutor
+    from bench.executors import InProcessExecutor
     from bench.identity import identify
     from bench.weights import WeightsError
 
@@ -136,9 +136,10 @@ def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None
         import bench
         df = bench.run(["DenseNet121", "EfficientNet*"], data="data/dataset_dollarstreet")
     """
-    from backbones import select
-    from bench.executors.isolated import make_executor
+    from backbones import load_extras, select
+    from bench.executors import make_executor
 
+    load_extras()  # the modules named in $BENCH_EXTRA_BACKBONES, as the command line does
     names = [backbones] if isinstance(backbones, str) else list(backbones)
     specs = select(names)
     cfg = RunConfig(verbose=verbose, **config)

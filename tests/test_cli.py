@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import read_rows, write_dataset
 
-from bench.__main__ import main
+from backbones import UnknownBackboneError, select
+from bench.__main__ import flag, main, parse, run_options
+from bench.commands import SweepOptions
+from bench.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--weights", "random", "--image-size", "32", "--epochs", "2", "--quiet"]
@@ -29,44 +33,103 @@ def _one_line_error(stderr: str) -> str:
     return lines[0]
 
 
-def test_list_shows_every_constructor_and_the_variants():
-    proc = _bench("--list")
-    assert proc.returncode == 0, proc.stderr
+@pytest.mark.parametrize("args", [["--list"], ["list"]], ids=" ".join)
+def test_list_shows_every_constructor_and_the_variants(capsys, args):
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
     for name in ("DenseNet121", "EfficientNetV2L", "NASNetLarge", "ConvNeXtXLarge",
                  "MobileNet_0.25", "MobileNetV2_1.4", "MobileNetV3Large_minimalistic"):
-        assert f" {name} " in proc.stdout
-    assert "40 keras.applications constructors" in proc.stdout
+        assert f" {name} " in stdout
+    assert "40 keras.applications constructors" in stdout
 
 
-def test_unknown_backbone_is_one_line_with_a_suggestion(capsys, tiny_data_dir):
-    assert main(["densenet12", "--data", str(tiny_data_dir)]) == 2
-    line = _one_line_error(capsys.readouterr().err)
-    assert "densenet12" in line and "DenseNet121" in line
+def _knobs(cls) -> list:
+    return [f for f in fields(cls) if "help" in f.metadata]
 
 
-def test_unknown_backbone_in_a_real_process_prints_no_traceback(tiny_data_dir):
+def test_help_names_the_commands_and_run_help_every_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "{run,list,report}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    stdout = capsys.readouterr().out
+    knobs = _knobs(SweepOptions) + _knobs(RunConfig)
+    assert len(knobs) > 25  # the fields were found, so the loop below checks something
+    for field in knobs:
+        if field.name != "backbones":  # the positional NAME
+            assert flag(field) in stdout
+    assert "--no-cache" in stdout and "--pooling max|avg" in stdout
+
+
+def test_no_flag_gives_the_dataclass_defaults():
+    options, config = run_options(parse(["DenseNet121"]))
+    assert options == SweepOptions(backbones=["DenseNet121"])
+    assert config == RunConfig(verbose=config.verbose)
+
+
+def test_each_flag_sets_its_field():
+    options, config = run_options(parse([
+        "run", "A", "B*", "--all", "--dry-run", "--data", "d", "--out", "o", "--rerun",
+        "--quiet", "--ray", "--cpus-per-task", "0.5", "--image-size", "native", "--pooling",
+        "avg", "--batch-size", "8", "--epochs", "3", "--patience", "0", "--seed", "-1",
+        "--seeds", "2", "--protocol", "holdout", "--val-fraction", "0.25", "--preprocess",
+        "lesson", "--end-to-end", "--weights", "random", "--weights-dir", "w",
+        "--extract-batch-size", "4", "--no-cache", "--cache-dir", "c"]))
+    assert options == SweepOptions(backbones=["A", "B*"], all=True, dry_run=True, data="d",
+                                   out="o", rerun=True, quiet=True, ray="", cpus_per_task=0.5)
+    assert config == RunConfig(image_size="native", pooling="avg", batch_size=8, epochs=3,
+                               patience=0, seed=-1, seeds=2, protocol="holdout",
+                               val_fraction=0.25, preprocess="lesson", end_to_end=True,
+                               weights="random", weights_dir="w", extract_batch_size=4,
+                               verbose=0, cache=False, cache_dir="c")
+
+
+def test_unknown_backbone_in_a_real_process_is_the_registrys_line(tiny_data_dir):
     proc = _bench("densenet12", "--data", str(tiny_data_dir))
     assert proc.returncode == 2
-    assert "Did you mean DenseNet121" in _one_line_error(proc.stderr)
+    with pytest.raises(UnknownBackboneError) as info:
+        select(["densenet12"])
+    assert _one_line_error(proc.stderr) == f"bench: error: {info.value}"
 
 
-@pytest.mark.parametrize("args, fragment", [
-    ([], "at least one backbone"),
-    (["MobileNet*", "--weights", "x.h5"], "single backbone"),
-    (["DenseNet121", "--weights", "missing.h5"], "missing.h5"),
-    (["DenseNet121", "--epochs", "0"], "--epochs"),
-    (["DenseNet121", "--image-size", "huge"], "huge"),
-    (["DenseNet121", "--weights-dir", "/no/such/dir"], "/no/such/dir"),
+@pytest.mark.parametrize("args, line", [
+    ([], "name at least one backbone"),
+    (["MobileNet*", "--weights", "x.h5"], "--weights FILE applies to a single backbone"),
+    (["DenseNet121", "--weights", "missing.h5"], "--weights: no such file 'missing.h5'"),
+    (["DenseNet121", "--weights-dir", "/no/such/dir"], "--weights-dir: no such folder"),
+    # a value RunConfig or SweepOptions refuses: their message, under the flag's name
+    (["DenseNet121", "--epochs", "0"], "--epochs must be >= 1; received 0"),
+    (["DenseNet121", "--image-size", "huge"], "--image-size must be a positive integer or "
+                                              "'native'; received 'huge'"),
+    (["DenseNet121", "--timeout-min", "1", "--no-isolate"], "--timeout-min needs a positive"),
+    # argparse's own errors, on one line
+    (["DenseNet121", "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["DenseNet121", "--bogus"], "unrecognized arguments: --bogus"),
+    (["report", "--all"], "unrecognized arguments: --all"),
 ])
-def test_usage_errors_exit_2_with_one_line(capsys, tiny_data_dir, args, fragment):
-    assert main([*args, "--data", str(tiny_data_dir)]) == 2
-    assert fragment in _one_line_error(capsys.readouterr().err)
+def test_usage_errors_exit_2_with_one_line(capsys, tiny_data_dir, tmp_path, args, line):
+    out = tmp_path / "o"
+    assert main([*args, "--data", str(tiny_data_dir), "--out", str(out)]) == 2
+    assert _one_line_error(capsys.readouterr().err).startswith(f"bench: error: {line}")
+    assert not out.exists()  # refused before anything was written
 
 
 def test_missing_data_folder_exits_2_naming_it(capsys, tmp_path):
     missing = tmp_path / "nowhere"
     assert main(["MobileNet_0.25", "--data", str(missing), "--out", str(tmp_path / "o")]) == 2
     assert str(missing) in _one_line_error(capsys.readouterr().err)
+    assert read_rows(tmp_path / "o") == []  # nothing half-written
+
+
+def test_a_bad_data_file_exits_2_with_its_line_and_writes_nothing(capsys, tmp_path):
+    """The data level words every defect (tests/test_data.py's catalogue); here, that the command
+    line turns one into exit 2 and one line before anything is written."""
+    folder = write_dataset(tmp_path / "d", train_images=b"\x93NUMPY garbage")
+    assert main(["MobileNet_0.25", "--data", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "train_images.npy" in _one_line_error(capsys.readouterr().err)
+    assert read_rows(tmp_path / "o") == []
 
 
 def test_unwritable_out_exits_2(capsys, tiny_data_dir, tmp_path):
@@ -84,7 +147,7 @@ def test_sweep_writes_rows_leaderboard_and_plots(capsys, tiny_data_dir, tmp_path
     stdout = capsys.readouterr().out
     assert "[1/2] MobileNet_0.25: starting" in stdout
     assert "[2/2] MobileNetV3Small (seed 2): ok" in stdout
-    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    rows = read_rows(out)
     assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "MobileNetV3Small"]
     assert all(r["status"] == "ok" and r["weights"] == "random" for r in rows)
     table = (out / "leaderboard.md").read_text()
@@ -100,10 +163,11 @@ def test_a_failed_row_gives_exit_1_and_keeps_the_others(capsys, tiny_data_dir, t
     code = main(["MobileNet_0.25", "Xception", "--data", str(tiny_data_dir), "--out", str(out),
                  *FAST])
     assert code == 1
-    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert {r["backbone"]: r["status"] for r in rows} == {"MobileNet_0.25": "ok",
-                                                          "Xception": "error"}
-    assert "71" in (out / "leaderboard.md").read_text()  # the error is listed under the table
+    rows = {r["backbone"]: r for r in read_rows(out)}
+    assert {name: r["status"] for name, r in rows.items()} == {"MobileNet_0.25": "ok",
+                                                               "Xception": "error"}
+    board = (out / "leaderboard.md").read_text()
+    assert rows["Xception"]["error"] in board  # the error is listed under the table
 
 
 def test_report_rebuilds_from_runs_jsonl(capsys, tiny_data_dir, tmp_path):
@@ -118,7 +182,8 @@ def test_report_rebuilds_from_runs_jsonl(capsys, tiny_data_dir, tmp_path):
 
 def test_report_without_runs_is_a_usage_error(capsys, tmp_path):
     assert main(["report", "--out", str(tmp_path)]) == 2
-    assert "runs.jsonl" in _one_line_error(capsys.readouterr().err)
+    assert _one_line_error(capsys.readouterr().err) == (
+        f"bench: error: No runs.jsonl in {tmp_path}: nothing to report")
 
 
 def test_python_api_returns_a_dataframe(tiny_data, tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.config import RunConfig
+from bench.config import ConfigError, RunConfig
 
 
 def test_defaults_are_the_lesson_protocol():
@@ -15,14 +15,28 @@ def test_native_size_uses_the_registry_size():
     assert RunConfig().size_for(299) == 160
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    (dict(image_size=0), "image_size"),
-    (dict(image_size="big"), "image_size"),
-    (dict(pooling="sum"), "pooling"),
-    (dict(preprocess="imagenet"), "preprocess"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(patience=-1), "patience"),
-])
-def test_invalid_values_are_refused_with_the_received_value(kwargs, fragment):
-    with pytest.raises(ValueError, match=fragment):
+@pytest.mark.parametrize("kwargs, received", [
+    (dict(image_size=0), "received 0"),
+    (dict(image_size="big"), "received 'big'"),
+    (dict(pooling="sum"), "received 'sum'"),
+    (dict(preprocess="imagenet"), "received 'imagenet'"),
+    (dict(protocol="test"), "received 'test'"),
+    (dict(val_fraction=1.0), "received 1.0"),
+    (dict(batch_size=0), "received 0"),
+    (dict(epochs=-3), "received -3"),
+    (dict(seeds=0), "received 0"),
+    (dict(extract_batch_size=0), "received 0"),
+    (dict(patience=-1), "received -1"),
+], ids=lambda v: next(iter(v)) if isinstance(v, dict) else "")
+def test_invalid_values_are_refused_naming_the_field_and_the_received_value(kwargs, received):
+    (field,) = kwargs
+    with pytest.raises(ConfigError) as info:
         RunConfig(**kwargs)
+    assert info.value.name == field  # the command line names the flag from it
+    assert str(info.value).startswith(f"{field} must ") and str(info.value).endswith(received)
+
+
+def test_per_seed_runs_share_the_first_seeds_backbone():
+    runs = RunConfig(seed=7, seeds=3).per_seed()
+    assert [(c.seed, c.seeds, c.effective_backbone_seed) for c in runs] == [
+        (7, 1, 7), (8, 1, 7), (9, 1, 7)]

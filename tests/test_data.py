@@ -12,17 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_dataset
 
-from bench import data
-from bench.data import (
-    DEFAULT_DIR,
-    DOLLARSTREET_CLASSES,
-    FILES,
-    DataError,
-    Dataset,
-    from_arrays,
-    load_dataset,
-)
+from bench import dollarstreet
+from bench.data import FILES, DataError, Dataset, from_arrays, load_dataset
+from bench.dollarstreet import DEFAULT_DIR
 
 
 def make_arrays(n_train=12, n_val=6, k=3, h=5, w=7, dtype=np.uint8, seed=0):
@@ -33,19 +27,12 @@ def make_arrays(n_train=12, n_val=6, k=3, h=5, w=7, dtype=np.uint8, seed=0):
     return train_images, np.arange(n_train) % k, val_images, np.arange(n_val) % k
 
 
-def write_folder(folder: Path, arrays=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in zip(FILES, arrays if arrays is not None else make_arrays(), strict=True):
-        np.save(folder / name, arr)
-    return folder
-
-
-def raises_one_line(match: str | None, func, *args, **kwargs) -> DataError:
-    """Assert a DataError matching ``match`` whose message is a single line."""
-    with pytest.raises(DataError, match=match) as info:
+def raises_one_line(match: str | None, func, *args, error=DataError, **kwargs) -> Exception:
+    """Assert an `error` (a DataError unless told) matching ``match`` whose message is a single
+    line."""
+    with pytest.raises(error, match=match) as info:
         func(*args, **kwargs)
     assert "\n" not in str(info.value)
-    assert isinstance(info.value, ValueError)
     return info.value
 
 
@@ -54,7 +41,7 @@ def raises_one_line(match: str | None, func, *args, **kwargs) -> DataError:
 
 def test_load_folder_basic(tmp_path):
     arrays = make_arrays()
-    folder = write_folder(tmp_path / "ds", arrays)
+    folder = write_dataset(tmp_path / "ds", arrays)
     ds = load_dataset(folder)
     assert isinstance(ds, Dataset)
     assert ds.source == str(folder)
@@ -69,7 +56,7 @@ def test_load_folder_basic(tmp_path):
 
 
 def test_load_accepts_str_path_and_keeps_it_as_given(tmp_path, monkeypatch):
-    write_folder(tmp_path / "ds")
+    write_dataset(tmp_path / "ds", make_arrays())
     monkeypatch.chdir(tmp_path)
     assert load_dataset("ds").source == "ds"
 
@@ -151,26 +138,26 @@ def test_arrays_are_read_only_but_callers_arrays_are_not():
 
 
 def test_classes_txt(tmp_path):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     (folder / "classes.txt").write_text("cat\ndog\n  bird \n\n")
     assert load_dataset(folder).class_names == ("cat", "dog", "bird")
 
 
 def test_meta_json(tmp_path):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     (folder / "meta.json").write_text('{"classes": ["a", "b", "c"], "seed": 0}')
     assert load_dataset(folder).class_names == ("a", "b", "c")
 
 
 def test_meta_json_without_classes_falls_back(tmp_path):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     (folder / "meta.json").write_text('{"seed": 0}')
     assert load_dataset(folder).class_names == ("class_0", "class_1", "class_2")
 
 
 @pytest.mark.parametrize("kind", ["classes.txt", "meta.json"])
 def test_class_list_of_wrong_length(tmp_path, kind):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     if kind == "classes.txt":
         (folder / "classes.txt").write_text("cat\ndog\n")
     else:
@@ -180,7 +167,7 @@ def test_class_list_of_wrong_length(tmp_path, kind):
 
 
 def test_bad_meta_json(tmp_path):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     (folder / "meta.json").write_text("{not json")
     raises_one_line(r"meta\.json: expected JSON", load_dataset, folder)
     (folder / "meta.json").write_text('{"classes": "abc"}')
@@ -196,10 +183,10 @@ def test_from_arrays_class_names():
 
 def test_dollar_street_folder_gets_the_lesson_class_names(tmp_path):
     ten = make_arrays(n_train=20, k=10, n_val=10)
-    folder = write_folder(tmp_path / "dataset_dollarstreet", ten)
-    assert load_dataset(folder).class_names == DOLLARSTREET_CLASSES
-    assert DOLLARSTREET_CLASSES[0] == "day bed" and DOLLARSTREET_CLASSES[9] == "washing machine"
-    other = write_folder(tmp_path / "other", ten)
+    folder = write_dataset(tmp_path / "dataset_dollarstreet", ten)
+    assert load_dataset(folder).class_names == dollarstreet.CLASSES
+    assert dollarstreet.CLASSES[0] == "day bed" and dollarstreet.CLASSES[9] == "washing machine"
+    other = write_dataset(tmp_path / "other", ten)
     assert load_dataset(other).class_names[0] == "class_0"
 
 
@@ -208,7 +195,7 @@ def test_dollar_street_folder_gets_the_lesson_class_names(tmp_path):
 
 def test_checksum_is_stable_and_sensitive(tmp_path):
     arrays = make_arrays()
-    folder = write_folder(tmp_path / "ds", arrays)
+    folder = write_dataset(tmp_path / "ds", arrays)
     first = load_dataset(folder).checksum()
     assert re.fullmatch(r"[0-9a-f]{64}", first)
     assert load_dataset(folder).checksum() == first
@@ -236,14 +223,13 @@ def test_path_is_a_file(tmp_path):
 
 @pytest.mark.parametrize("name", FILES)
 def test_one_file_missing(tmp_path, name):
-    folder = write_folder(tmp_path / "ds")
-    (folder / name).unlink()
+    folder = write_dataset(tmp_path / "ds", make_arrays(), **{name.removesuffix(".npy"): None})
     err = raises_one_line(r"missing " + re.escape(name), load_dataset, folder)
     assert str(folder) in str(err)
 
 
 def test_truncated_npy(tmp_path):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     path = folder / "train_images.npy"
     path.write_bytes(path.read_bytes()[:200])
     raises_one_line(re.escape(str(path)) + r": .*corrupt or truncated", load_dataset, folder)
@@ -251,34 +237,31 @@ def test_truncated_npy(tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00"])
 def test_empty_or_header_only_npy(tmp_path, content):
-    folder = write_folder(tmp_path / "ds")
-    (folder / "test_labels.npy").write_bytes(content)
+    folder = write_dataset(tmp_path / "ds", make_arrays(), test_labels=content)
     raises_one_line(r"test_labels\.npy: expected a readable \.npy array", load_dataset, folder)
 
 
 def test_object_dtype_npy(tmp_path):
-    folder = write_folder(tmp_path / "ds")
-    np.save(folder / "train_labels.npy", np.array([0, "a", None], dtype=object), allow_pickle=True)
+    folder = write_dataset(tmp_path / "ds", make_arrays(),
+                           train_labels=np.array([0, "a", None], dtype=object))
     raises_one_line(r"train_labels\.npy: .*object arrays are refused \(allow_pickle=False\)",
                     load_dataset, folder)
 
 
 def test_pickled_file(tmp_path):
-    folder = write_folder(tmp_path / "ds")
-    with open(folder / "train_labels.npy", "wb") as fh:
-        pickle.dump(list(range(12)), fh)
+    folder = write_dataset(tmp_path / "ds", make_arrays(),
+                           train_labels=pickle.dumps(list(range(12))))
     raises_one_line(r"train_labels\.npy: .*pickled Python object.*allow_pickle=False",
                     load_dataset, folder)
 
 
 def test_not_an_npy_file(tmp_path):
-    folder = write_folder(tmp_path / "ds")
-    (folder / "test_images.npy").write_text("hello")
+    folder = write_dataset(tmp_path / "ds", make_arrays(), test_images=b"hello")
     raises_one_line(r"test_images\.npy: .*not \.npy", load_dataset, folder)
 
 
 def test_npz_under_npy_name(tmp_path):
-    folder = write_folder(tmp_path / "ds")
+    folder = write_dataset(tmp_path / "ds", make_arrays())
     with open(folder / "train_images.npy", "wb") as fh:
         np.savez(fh, a=np.arange(3))
     raises_one_line(r"train_images\.npy: expected a single \.npy array; received an \.npz",
@@ -287,7 +270,7 @@ def test_npz_under_npy_name(tmp_path):
 
 def test_file_messages_name_the_file(tmp_path):
     ti, tl, vi, vl = make_arrays()
-    folder = write_folder(tmp_path / "ds", (ti, tl, vi[:, :, :, :2], vl))
+    folder = write_dataset(tmp_path / "ds", (ti, tl, vi[:, :, :, :2], vl))
     raises_one_line(r"^test_images\.npy: expected 1 or 3 channels", load_dataset, folder)
 
 
@@ -303,7 +286,7 @@ def test_images_not_nhwc_exact_message():
 
 def test_images_not_nhwc_from_file_exact_message(tmp_path):
     ti, tl, vi, vl = make_arrays(n_train=10)
-    folder = write_folder(tmp_path / "ds", (np.zeros((10, 64), np.uint8), tl, vi, vl))
+    folder = write_dataset(tmp_path / "ds", (np.zeros((10, 64), np.uint8), tl, vi, vl))
     err = raises_one_line(None, load_dataset, folder)
     assert str(err) == ("train_images.npy: expected images N×H×W×3 (or N×H×W / N×H×W×1 "
                         "grayscale); received shape (10, 64)")
@@ -385,7 +368,7 @@ def test_catalogue(case):
 
 def test_gap_from_files_names_the_file(tmp_path):
     ti, tl, vi, vl = make_arrays()
-    folder = write_folder(tmp_path / "ds", (ti, np.array([0, 1, 3] * 4), vi, vl))
+    folder = write_dataset(tmp_path / "ds", (ti, np.array([0, 1, 3] * 4), vi, vl))
     raises_one_line(r"^train_labels\.npy: .*class 2 has no training images", load_dataset,
                     folder)
 
@@ -437,7 +420,7 @@ def test_default_folder_is_downloaded_then_loaded(tmp_path, monkeypatch, keras_u
         assert fname.removesuffix(".part") in origin and algorithm == "md5"
     assert sorted(p.name for p in (tmp_path / DEFAULT_DIR).iterdir()) == sorted(FILES)
     assert ds.source == str(DEFAULT_DIR) and ds.n_train == 20
-    assert ds.class_names == DOLLARSTREET_CLASSES
+    assert ds.class_names == dollarstreet.CLASSES
     # Second call: everything present, nothing downloaded.
     calls.clear()
     load_dataset(DEFAULT_DIR)
@@ -447,7 +430,7 @@ def test_default_folder_is_downloaded_then_loaded(tmp_path, monkeypatch, keras_u
 def test_download_only_fetches_missing_files(tmp_path, monkeypatch, keras_utils):
     monkeypatch.chdir(tmp_path)
     arrays = make_arrays(n_train=20, n_val=10, k=10)
-    write_folder(tmp_path / DEFAULT_DIR, arrays)
+    write_dataset(tmp_path / DEFAULT_DIR, arrays)
     (tmp_path / DEFAULT_DIR / "test_labels.npy").unlink()
     calls = []
     monkeypatch.setattr(keras_utils, "get_file", fake_get_file(arrays, calls))
@@ -457,7 +440,7 @@ def test_download_only_fetches_missing_files(tmp_path, monkeypatch, keras_utils)
 
 def test_download_failure_message_and_cleanup(tmp_path, monkeypatch, keras_utils):
     monkeypatch.chdir(tmp_path)
-    url = data.DOLLARSTREET_FILES["train_images.npy"][0]
+    url = dollarstreet.DOWNLOADS["train_images.npy"][0]
     exc = Exception(f"URL fetch failure on {url}: None -- [Errno -3] Temporary failure in "
                     "name resolution")
     calls = []
@@ -479,7 +462,7 @@ def test_download_failure_midway_leaves_only_complete_files(tmp_path, monkeypatc
     monkeypatch.setattr(keras_utils, "get_file",
                         fake_get_file(make_arrays(), calls, "test_images.npy", exc, True))
     raises_one_line(r"^Could not download .*test_images\.npy: Incomplete or corrupted",
-                    data.download_dollarstreet, dest)
+                    dollarstreet.download, dest, error=dollarstreet.DownloadError)
     assert sorted(p.name for p in dest.iterdir()) == ["train_images.npy", "train_labels.npy"]
 
 
@@ -495,8 +478,8 @@ def test_download_off_or_other_folder_never_downloads(tmp_path, monkeypatch, ker
 
 
 def _file_table(tmp_path, arrays, bad_md5=False):
-    """DOLLARSTREET_FILES pointing at local file:// copies, with their real (or wrong) md5."""
-    src = write_folder(tmp_path / "zenodo", arrays)
+    """dollarstreet.DOWNLOADS pointing at local file:// copies, with their real (or wrong) md5."""
+    src = write_dataset(tmp_path / "zenodo", arrays)
     table = {}
     for name in FILES:
         md5 = hashlib.md5((src / name).read_bytes()).hexdigest()
@@ -506,18 +489,18 @@ def _file_table(tmp_path, arrays, bad_md5=False):
 
 def test_real_get_file_lands_files_directly_in_dest(tmp_path, monkeypatch, keras_utils):
     arrays = make_arrays()
-    monkeypatch.setattr(data, "DOLLARSTREET_FILES", _file_table(tmp_path, arrays))
+    monkeypatch.setattr(dollarstreet, "DOWNLOADS", _file_table(tmp_path, arrays))
     dest = tmp_path / "nested" / "dataset_dollarstreet"
-    data.download_dollarstreet(dest)
+    dollarstreet.download(dest)
     assert sorted(p.name for p in dest.iterdir()) == sorted(FILES)
     assert load_dataset(dest).checksum() == from_arrays(*arrays).checksum()
 
 
 def test_real_get_file_hash_mismatch_leaves_nothing(tmp_path, monkeypatch, keras_utils):
-    monkeypatch.setattr(data, "DOLLARSTREET_FILES", _file_table(tmp_path, make_arrays(), True))
+    monkeypatch.setattr(dollarstreet, "DOWNLOADS", _file_table(tmp_path, make_arrays(), True))
     dest = tmp_path / "dataset_dollarstreet"
     raises_one_line(r"^Could not download the Dollar Street 10 dataset into .*file hash",
-                    data.download_dollarstreet, dest)
+                    dollarstreet.download, dest, error=dollarstreet.DownloadError)
     assert not dest.exists()
 
 

@@ -1,0 +1,234 @@
+"""What python -m bench's commands do, once their arguments are parsed: run, list, report.
+
+No argparse here and no TensorFlow at import: a command that needs no model never loads it.
+A user's mistake raises UsageError (or ConfigError, from the options) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import ConfigError, RunConfig, knob
+from bench.dollarstreet import DEFAULT_DIR
+
+DEFAULT_OUT_DIR = Path("results")
+
+
+class UsageError(Exception):
+    """A user error: printed as one line on stderr, exit code 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a sweep; str(err) says where the finished rows are and how to resume."""
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep is run (what, where, on which executor), as opposed to the protocol."""
+
+    backbones: Sequence[str] = knob(
+        (), "backbone names or globs, case-insensitive ('EfficientNet*', 'MobileNet_0.25'); "
+        "see --list", metavar="NAME", nargs="*", positional=True)
+    all: bool = knob(False, "every keras.applications constructor (the 40 canonical entries)")
+    list: bool = knob(False, "print the registry and exit")
+    dry_run: bool = knob(
+        False, "train nothing: print each backbone's GFLOPs per image at its size and its "
+        "extraction time predicted from a short calibration on this machine")
+    data: str = knob(
+        str(DEFAULT_DIR), "folder with train/test _images/_labels .npy files; the default one is "
+        "downloaded from Zenodo record 10970014 when missing", metavar="DIR")
+    out: str = knob(str(DEFAULT_OUT_DIR), "the folder of runs.jsonl, the leaderboard and plots",
+                    metavar="DIR")
+    # a crash, an out-of-memory kill or a hang of one backbone must not end a sweep of several
+    no_isolate: bool = knob(
+        False, "run every backbone in this process (default: a sweep of several runs each "
+        "backbone in its own child process, so a crash is one error row)")
+    timeout_min: float | None = knob(
+        None, "wall-clock limit per backbone in minutes (isolated runs only)", metavar="N",
+        type=float)
+    ray: str | None = knob(
+        None, "run each (backbone, seed) as a Ray task on the cluster at ADDRESS (as ray.init "
+        "takes it: HOST:PORT, auto, ray://HOST:10001), or on a local Ray instance when no "
+        "ADDRESS is given; needs pip install -e .[ray]", metavar="ADDRESS", nargs="?", const="")
+    # fractions allowed: 0.5 GPU puts two tasks on one GPU
+    gpus_per_task: float | None = knob(
+        None, "GPUs each Ray task asks for (default: 1 if the cluster has GPUs, else 0)",
+        metavar="N", type=float)
+    cpus_per_task: float | None = knob(
+        None, "CPUs each Ray task asks for (default: 1)", metavar="N", type=float)
+    rerun: bool = knob(
+        False, "run backbones again even when runs.jsonl has an ok row for the same config hash "
+        "(default: skip them, so a re-run resumes)")
+    quiet: bool = knob(False, "no Keras progress bars")
+
+    def __post_init__(self) -> None:
+        if self.timeout_min is not None and (self.timeout_min <= 0 or self.no_isolate):
+            extra = " with --no-isolate" if self.no_isolate else ""
+            raise ConfigError("timeout_min", "needs a positive number of minutes and isolated "
+                              f"runs (received {self.timeout_min}{extra})")
+        for name in ("gpus_per_task", "cpus_per_task"):
+            amount = getattr(self, name)
+            if amount is not None and not amount >= 0:
+                raise ConfigError(name, f"must be a number >= 0; received {amount}")
+        if self.ray is None and (self.gpus_per_task, self.cpus_per_task) != (None, None):
+            raise ConfigError("gpus_per_task", "and --cpus-per-task apply to --ray runs")
+        if self.ray is not None and (self.no_isolate or self.timeout_min is not None):
+            raise ConfigError("no_isolate", "and --timeout-min do not apply to --ray runs (each "
+                              "(backbone, seed) is a Ray task in a Ray worker process)")
+
+    @property
+    def verbose(self) -> int:
+        """RunConfig.verbose: progress bars redraw in a terminal; a log reads better with one
+        line per extraction."""
+        return 0 if self.quiet else (1 if sys.stdout.isatty() else 2)
+
+
+def list_backbones() -> None:
+    """Prints the registry as a table."""
+    from tabulate import tabulate
+
+    from backbones import rows
+
+    _load_extras()
+    table = rows()
+    print(tabulate(table, headers="keys", tablefmt="github", intfmt=","))
+    n_canonical = sum(1 for r in table if r["canonical"])
+    n_baselines = sum(1 for r in table if r["family"] == "baseline")
+    print(f"\n{n_canonical} keras.applications constructors and {n_baselines} from-scratch "
+          f"baselines (--all), {len(table) - n_canonical - n_baselines} width variants "
+          f"(select by name or glob).")
+
+
+def report(out: str) -> None:
+    """Rebuilds leaderboard.md, leaderboard.csv and the plots from out/runs.jsonl."""
+    from bench import report, runlog
+
+    folder = Path(out)
+    if not (folder / runlog.RUNS_FILE).is_file():
+        raise UsageError(f"No {runlog.RUNS_FILE} in {folder}: nothing to report")
+    print(f"Wrote {report.write_report(folder)['markdown']}")
+
+
+def run(options: SweepOptions, config: RunConfig) -> int:
+    """The sweep (or its dry run) the options ask for; returns how many rows failed."""
+    specs = _select(options)
+    _check_weights(specs, config)
+    if options.dry_run:
+        from bench.data import DataError
+        from bench.dryrun import dry_run
+
+        try:
+            dry_run(specs, config, Path(options.data))
+        except DataError as err:
+            raise UsageError(str(err)) from None
+        return 0
+    out = _writable(Path(options.out))
+    data = _load(options.data)
+    from bench.sweep import run_sweep
+
+    executor = _executor(options, specs)
+    try:
+        outcome = run_sweep(specs, config, data, out, log=_print, executor=executor,
+                            rerun=options.rerun)
+    except KeyboardInterrupt:
+        raise Interrupted(f"finished rows are kept in {out / 'runs.jsonl'}. Run the same "
+                          "command again to resume (finished backbones are skipped)") from None
+    failed = len(outcome.failed)
+    skipped = f", {len(outcome.skipped)} skipped (already done)" if outcome.skipped else ""
+    print(f"Leaderboard: {out / 'leaderboard.md'} ({len(outcome.results) - failed} ok, "
+          f"{failed} failed{skipped})")
+    return failed
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _select(options: SweepOptions) -> list:
+    """The registry entries the options name, each once, in the order given."""
+    from backbones import UnknownBackboneError, baselines, canonical, select
+
+    if not options.backbones and not options.all:
+        raise UsageError("name at least one backbone, or pass --all (see: python -m bench --list)")
+    _load_extras()
+    try:
+        specs = (canonical() + baselines() if options.all else []) + (
+            select(list(options.backbones)) if options.backbones else [])
+    except UnknownBackboneError as err:
+        raise UsageError(str(err)) from None
+    return list({s.name: s for s in specs}.values())
+
+
+def _load_extras() -> None:
+    """The rows of the modules named in $BENCH_EXTRA_BACKBONES join the registry."""
+    from backbones import load_extras
+
+    try:
+        load_extras()
+    except (ImportError, ValueError) as err:  # a module that is not there, a name taken
+        raise UsageError(f"BENCH_EXTRA_BACKBONES: {err}") from None
+
+
+def _check_weights(specs: list, config: RunConfig) -> None:
+    """Weights files and folders exist before anything runs."""
+    if config.weights not in ("imagenet", "random"):
+        if len(specs) != 1:
+            raise UsageError(f"--weights FILE applies to a single backbone; received "
+                             f"{len(specs)} ({', '.join(s.name for s in specs[:4])}...)")
+        if not Path(config.weights).is_file():
+            raise UsageError(f"--weights: no such file '{config.weights}' (expected imagenet, "
+                             f"random or a weights file)")
+    if config.weights_dir and not Path(config.weights_dir).is_dir():
+        raise UsageError(f"--weights-dir: no such folder '{config.weights_dir}'")
+
+
+def _writable(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".bench-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out: cannot write to '{out}' ({err.strerror or err})") from None
+    return out
+
+
+def _load(folder: str):
+    """The dataset, checked, with what the loader changed said on stdout."""
+    from bench.data import FILES, DataError, load_dataset
+
+    if not all((Path(folder) / name).is_file() for name in FILES):
+        from bench.engine.quiet import import_tensorflow
+
+        import_tensorflow()  # the download goes through keras.utils.get_file
+    try:
+        data = load_dataset(folder)
+    except DataError as err:
+        raise UsageError(str(err)) from None
+    _print(f"Data: {data.source}: {data.n_train} train / {data.n_val} validation images "
+           f"{'x'.join(map(str, data.image_shape))}, {data.n_classes} classes")
+    for note in data.notes:
+        _print(f"Data: {note}")
+    return data
+
+
+def _executor(options: SweepOptions, specs: list):
+    """The executor the options ask for; a Ray cluster is connected now, so that no Ray, a bad
+    address or a task no node can hold is a usage error before anything runs."""
+    if options.ray is None:
+        from bench.executors import make_executor
+
+        isolate = not options.no_isolate and (len(specs) > 1 or options.timeout_min is not None)
+        return make_executor(isolate, options.timeout_min)
+    from bench.executors.ray_cluster import ClusterError, RayExecutor
+
+    executor = RayExecutor(options.ray or None, gpus_per_task=options.gpus_per_task,
+                           cpus_per_task=options.cpus_per_task, log=_print)
+    try:
+        executor.connect()
+    except ClusterError as err:
+        raise UsageError(str(err)) from None
+    return executor

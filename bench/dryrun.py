@@ -1,0 +1,70 @@
+"""python -m bench --dry-run: what a sweep will cost, before anything is trained or downloaded.
+
+The prediction itself is bench.engine.cost's; it is imported (with TensorFlow) only when a dry
+run is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import dollarstreet
+from bench.config import RunConfig
+
+
+def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
+    """Prints each backbone's GFLOPs per image and predicted extraction time, and the total.
+
+    Nothing is trained, downloaded or written (but the calibration's graph statistics, cached).
+    """
+    n_images, shape, source = _images(data_dir)
+    from bench.engine.quiet import import_tensorflow
+
+    import_tensorflow()
+    from bench.engine import cost
+
+    _print(f"Dry run: {len(specs)} backbones, {source} {'x'.join(map(str, shape))}, "
+           f"extraction batch {config.extract_batch_size}")
+    _print("Calibrating on this machine ...")
+    calibration = cost.calibrate(config, shape)
+    _print("Calibration: " + ", ".join(f"{name} {n} images in {s:.2f} s"
+                                       for name, n, s, _ in calibration.timings)
+           + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
+           f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
+           f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op")
+    rows = cost.estimate(specs, config, n_images, calibration, shape,
+                         progress=lambda i, n, name: _print(f"[{i}/{n}] {name}"))
+    _print_table(rows)
+
+
+def _images(data_dir: Path) -> tuple[int, tuple[int, ...], str]:
+    """How many images of which shape the sweep would read, and where they come from: the
+    folder when it is there, else the lesson's data (the default folder before its download)."""
+    from bench.data import FILES, load_dataset
+
+    if not all((data_dir / name).is_file() for name in FILES):
+        return (dollarstreet.N_IMAGES, dollarstreet.IMAGE_SHAPE,
+                f"the lesson's Dollar Street 10 (not in {data_dir}): {dollarstreet.N_IMAGES} "
+                "images")
+    data = load_dataset(data_dir)  # a DataError says what is wrong with the folder
+    return (data.n_train + data.n_val, data.image_shape,
+            f"{data.source}: {data.n_train} + {data.n_val} images")
+
+
+def _print_table(rows: list[dict]) -> None:
+    from tabulate import tabulate
+
+    table = [{"backbone": r["backbone"], "size": r["image_size"],
+              "GFLOPs/image": None if r["gflops"] is None else round(r["gflops"], 3),
+              "predicted extraction s": (None if r["predicted_extract_s"] is None
+                                         else round(r["predicted_extract_s"], 1)),
+              "note": r["note"]} for r in rows]
+    print(tabulate(table, headers="keys", tablefmt="github", missingval="-"))
+    total = sum(r["predicted_extract_s"] or 0.0 for r in rows)
+    print(f"Predicted extraction for the sweep: {total:.0f} s ({total / 60:.1f} min), "
+          f"tracing included; the head's epochs and from-scratch baselines come on top. "
+          f"Features already in the cache cost nothing.")
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
