@@ -7,6 +7,7 @@ Ray is an optional extra (pip install -e .[ray]) and is imported only when a Ray
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -16,9 +17,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.config import RunConfig
-from bench.console import captured_stderr
+from bench.console import captured_stderr, one_line
 from bench.data import Dataset
-from bench.executors.isolated import OnStart, Task, _error_row, _pythonpath, _with_source
+from bench.executors.common import (
+    OnStart,
+    Task,
+    child_pythonpath,
+    error_row,
+    with_source,
+    worker_spec,
+)
 from bench.result import RunResult
 
 INSTALL_HINT = "--ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.40')"
@@ -28,6 +36,9 @@ PASSED_ENV = ("BENCH_EXTRA_BACKBONES", "TF_CPP_MIN_LOG_LEVEL")
 # worker; a crash that recurs becomes the row's error instead of a loop.
 MAX_RETRIES = 1
 POLL_S = 1.0  # ray.wait timeout: how soon Ctrl-C is noticed while tasks run
+# Workers' output (Keras, TensorFlow) stays in Ray's log files: the driver prints one line per
+# row, as a local sweep does.
+_QUIET = dict(log_to_driver=False, logging_level=logging.ERROR)
 
 
 class ClusterError(ValueError):
@@ -53,8 +64,6 @@ class RayExecutor:
         num_cpus: CPUs of a local instance (None: Ray counts them, container limits included).
         log: receives one line saying where the sweep runs.
     """
-
-    name = "ray"
 
     def __init__(self, address: str | None = None, gpus_per_task: float | None = None,
                  cpus_per_task: float | None = None, num_cpus: int | None = None,
@@ -82,30 +91,15 @@ class RayExecutor:
             _token_for_local_head(self.address)  # before Ray is imported: it reads it then
         ray = _import_ray()
         if not ray.is_initialized():
-            # Workers' output (Keras, TensorFlow) stays in Ray's log files: the driver prints
-            # one line per row, as a local sweep does.
-            quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
             if self.address:
-                # Ray's C++ client retries for ~20 s, one warning a second on stderr; what it
-                # said goes into the one-line error instead.
-                with captured_stderr() as said:
-                    try:
-                        ray.init(address=self.address, runtime_env=job_runtime_env(), **quiet)
-                        failure = None
-                    except Exception as err:
-                        failure = err
-                if failure is not None:
-                    ray.shutdown()  # whatever ray.init had set up before it failed
-                    reason = _connect_error(self.address, failure, "".join(said))
-                    raise ClusterError(reason) from None
+                self._join(ray)
             else:
                 try:
-                    ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
-                             runtime_env=job_runtime_env(), **quiet)
+                    start_local(self.num_cpus)
                 except Exception as err:
-                    ray.shutdown()
+                    ray.shutdown()  # whatever ray.init had set up before it failed
                     raise ClusterError(f"--ray: could not start a local Ray instance: "
-                                       f"{_one_line(err)}") from None
+                                       f"{_brief(err)}") from None
             self._started = True
         self._ray = ray
         try:
@@ -113,6 +107,19 @@ class RayExecutor:
         except ClusterError:
             self.close()
             raise
+
+    def _join(self, ray) -> None:
+        """ray.init on self.address; ClusterError with what went wrong, in one line."""
+        # Ray's C++ client retries for ~20 s, one warning a second on stderr; what it said goes
+        # into the one-line error instead.
+        with captured_stderr() as said:
+            try:
+                ray.init(address=self.address, runtime_env=job_runtime_env(), **_QUIET)
+                return
+            except Exception as err:
+                failure = err
+        ray.shutdown()  # whatever ray.init had set up before it failed
+        raise ClusterError(_connect_error(self.address, failure, "".join(said))) from None
 
     def _check_resources(self) -> None:
         ray = self._ray
@@ -196,21 +203,18 @@ class RayExecutor:
         try:
             result = RunResult.from_dict(ray.get(ref))
         except ray.exceptions.RayError as err:
-            return _error_row(spec, config, data, _failure(ray, err),
+            return error_row(spec, config, data, _failure(ray, err),
                               time.perf_counter() - submitted)
         if result.git_commit is None:  # the worker ran the driver's code (runtime_env py_modules)
             from bench.provenance import git_commit
 
             result = replace(result, git_commit=git_commit())
-        return _with_source(result, data)
+        return with_source(result, data)
 
 
 def _run_task(backbone: str, config: dict, payload: dict, data_checksum: str) -> dict:
     """Runs in a Ray worker: one (backbone, seed), returned as a plain dict."""
-    from bench.engine.quiet import import_tensorflow
-
-    import_tensorflow()
-    from backbones import get
+    spec = worker_spec(backbone)
     from bench.engine.runner import run_one
 
     # The driver validated these arrays: rebuilt as they are, notes included, not re-normalised.
@@ -220,7 +224,7 @@ def _run_task(backbone: str, config: dict, payload: dict, data_checksum: str) ->
         class_names=tuple(payload["class_names"]), source=payload["source"],
         notes=tuple(payload["notes"]),
     )
-    return run_one(get(backbone), RunConfig(**config), data, data_checksum=data_checksum).to_dict()
+    return run_one(spec, RunConfig(**config), data, data_checksum=data_checksum).to_dict()
 
 
 def _for_workers(config: RunConfig) -> RunConfig:
@@ -250,6 +254,29 @@ def job_runtime_env() -> dict:
     return {"py_modules": [_package_dir(bench), _package_dir(backbones)]}
 
 
+def start_local(num_cpus: int | None = None) -> None:
+    """ray.init of a new Ray instance on this machine, whatever the machine says about others.
+
+    Ray joins an existing cluster when RAY_ADDRESS is set or /tmp/ray/ray_current_cluster names
+    one, and that file outlives a head killed without `ray stop`; address="local" ignores the
+    file, and RAY_ADDRESS is hidden during the start so no process Ray spawns inherits it.
+    """
+    ray = _import_ray()
+    with _hidden_env("RAY_ADDRESS"):
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 runtime_env=job_runtime_env(), **_QUIET)
+
+
+@contextlib.contextmanager
+def _hidden_env(name: str) -> Iterator[None]:
+    value = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[name] = value
+
+
 def _env_vars(gpus_per_task: float) -> dict[str, str]:
     """Each task's environment: the driver's registry extras, and modules importable as here
     (BENCH_EXTRA_BACKBONES names modules on the driver's path: the checkout and its directory).
@@ -259,7 +286,7 @@ def _env_vars(gpus_per_task: float) -> dict[str, str]:
     depend on the thread count, and a task's rows must equal a local run's on the same machine.
     """
     env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-    env["PYTHONPATH"] = f"{_pythonpath()}{os.pathsep}{os.getcwd()}"
+    env["PYTHONPATH"] = f"{child_pythonpath()}{os.pathsep}{os.getcwd()}"
     if gpus_per_task == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # Ray leaves it alone for zero-GPU tasks
     elif gpus_per_task < 1:
@@ -306,8 +333,8 @@ def _connect_error(address: str, err: Exception, stderr: str) -> str:
         return (f"--ray {address}: the cluster wants token authentication: {what} the head's "
                 f"token in ~/.ray/auth_token or $RAY_AUTH_TOKEN (ray get-auth-token prints it)")
     if "RuntimeEnv" in type(err).__name__:
-        return f"--ray {address}: Ray could not hand bench's code to the cluster ({_one_line(err)})"
-    return (f"--ray {address}: could not connect to a Ray cluster there ({_one_line(err)}); "
+        return f"--ray {address}: Ray could not hand bench's code to the cluster ({_brief(err)})"
+    return (f"--ray {address}: could not connect to a Ray cluster there ({_brief(err)}); "
             f"is one running? (ray start --head --port PORT on that machine)")
 
 
@@ -324,17 +351,18 @@ def _failure(ray, err: Exception) -> str:
         what = "was cancelled"
     elif isinstance(err, exc.RayTaskError):
         cause = getattr(err, "cause", None)
-        return f"Ray task failed: {_one_line(cause) if cause else _one_line(err)}"
+        return f"Ray task failed: {_brief(cause) if cause else _brief(err)}"
     else:
-        return f"Ray: {_one_line(err)}"
+        return f"Ray: {_brief(err)}"
     retried = ", also on its retry" if MAX_RETRIES and not isinstance(
         err, exc.TaskCancelledError) else ""
     return (f"the Ray worker process {what}{retried}; see the worker logs under "
             f"/tmp/ray/session_latest/logs on its node")
 
 
-def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+def _brief(err: BaseException) -> str:
+    """The exception's type and the first line of its message (a Ray error's later lines are
+    a traceback), at most 300 characters."""
+    first = next((line for line in str(err).splitlines() if line.strip()), "")
+    text = f"{type(err).__name__}: {one_line(first)}" if first else type(err).__name__
     return text if len(text) <= 300 else text[:297] + "..."

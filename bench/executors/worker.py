@@ -1,6 +1,6 @@
-"""Child-process entry of an isolated sweep: python -m bench.executors.worker REQUEST RESULT.
+"""Child-process entry of an isolated sweep: python -m bench.executors.worker REQUEST OUT_DIR.
 
-The request names the backbone, its single-seed configs and the data folder; the result file
+The request names the backbone, its single-seed configs and the data folder; OUT_DIR/runs.jsonl
 receives one JSON row per config as each finishes. Only JSON and .npy (allow_pickle=False)
 cross the process boundary: no pickle.
 """
@@ -28,23 +28,23 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    request_path, result_path = map(Path, argv)
+    request_path, out_dir = map(Path, argv)
     request = json.loads(request_path.read_text())
     _exit_with_parent(int(request["parent_pid"]))
 
-    from bench.engine.quiet import import_tensorflow
-
-    import_tensorflow()
-    from backbones import get
     from bench.config import RunConfig
     from bench.data import load_dataset
+    from bench.executors.common import worker_spec
+    from bench.runlog import RUNS_FILE
+
+    spec = worker_spec(request["backbone"])
     from bench.engine.runner import run_one
 
     data = load_dataset(request["data"], download=False)
     if data.checksum() != request["data_checksum"]:
         raise RuntimeError(f"the data in {request['data']} changed during the sweep")
-    spec = get(request["backbone"])
-    with open(result_path, "a") as out:
+    # Rows as run_one made them (NaN stays NaN); the driver's append normalises them for good.
+    with open(out_dir / RUNS_FILE, "a") as out:
         for config in request["configs"]:
             result = run_one(spec, RunConfig(**config), data,
                              data_checksum=request["data_checksum"])

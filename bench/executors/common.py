@@ -1,0 +1,76 @@
+"""What every executor shares: the task shape, the row of a run that produced no result, and
+what a worker process (an isolated child or a Ray worker) does before its first run.
+
+Pure on the driver's side: the engine is imported only inside `worker_spec`, which runs in the
+worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.config import RunConfig
+from bench.data import FILES, Dataset
+from bench.identity import path_name, size_or_none
+from bench.result import STATUS_ERROR, RunResult
+
+OnStart = Callable[[object], None]  # called with each spec as its run begins
+Task = tuple[object, list[RunConfig]]  # a spec and its single-seed configs, run in order
+
+
+def error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: float) -> RunResult:
+    """The row of a run that returned no result (a crash, a kill, a timeout, a lost worker)."""
+    return RunResult(
+        backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
+        kind=spec.kind, image_size=size_or_none(spec, config),
+        preprocess=config.preprocess, pooling=config.pooling, path=path_name(spec, config),
+        protocol=config.protocol, seed=config.seed, epochs=config.epochs,
+        patience=config.patience, batch_size=config.batch_size, weights=config.weights,
+        data=data.source, n_train=data.n_train, n_val=data.n_val, n_classes=data.n_classes,
+        total_s=seconds,
+    )
+
+
+def with_source(result: RunResult, data: Dataset) -> RunResult:
+    """Rows name the data as the user gave it, not the copy a worker read."""
+    return replace(result, data=data.source)
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for a worker: it imports the same bench and backbones as this process."""
+    root = str(Path(__file__).resolve().parents[2])
+    rest = os.environ.get("PYTHONPATH")
+    return f"{root}{os.pathsep}{rest}" if rest else root
+
+
+def child_data_folder(data: Dataset, tmp: Path) -> Path:
+    """The data's folder for child processes: its own, or in-memory arrays saved under tmp as
+    .npy (allow_pickle=False: only arrays cross the process boundary)."""
+    source = Path(data.source)
+    if all((source / f).is_file() for f in FILES):
+        return source
+    folder = tmp / "data"
+    folder.mkdir()
+    arrays = (data.train_images, data.train_labels, data.val_images, data.val_labels)
+    for name, array in zip(FILES, arrays, strict=True):
+        np.save(folder / name, np.asarray(array), allow_pickle=False)
+    (folder / "classes.txt").write_text("\n".join(data.class_names) + "\n")
+    return folder
+
+
+def worker_spec(backbone: str):
+    """In a worker process, before its first run: TensorFlow imported quietly, then the
+    registry row of `backbone`, looked up by name as the driver sent it ($BENCH_EXTRA_BACKBONES
+    rows included: the driver passes the variable on)."""
+    from bench.engine.quiet import import_tensorflow
+
+    import_tensorflow()  # before anything imports Keras: its C++ start-up chatter is captured
+    from backbones import get, load_extras
+
+    load_extras()
+    return get(backbone)
