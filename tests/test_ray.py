@@ -1,20 +1,24 @@
 """The sweep on Ray: the same rows as locally, a dead worker is an error row, Ray stays optional.
 
 One local Ray instance (2 CPUs) serves the module; the tests that need it skip without Ray.
+It is always a new instance, whatever a Ray killed earlier on this machine left behind.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_rows
 
 from bench.__main__ import main
 from bench.config import RunConfig
-from bench.executors.isolated import InProcessExecutor
+from bench.executors.inprocess import InProcessExecutor
 from bench.sweep import run_sweep
 
 FAST = dict(weights="random", image_size=32, epochs=3, patience=0, verbose=0)
@@ -23,13 +27,12 @@ FAST = dict(weights="random", image_size=32, epochs=3, patience=0, verbose=0)
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    from bench.executors.ray_cluster import job_runtime_env
+    from bench.executors.ray_cluster import start_local
 
     with pytest.MonkeyPatch.context() as env:
         # workers resolve Test_* rows by name, through the registry's environment variable
         env.setenv("BENCH_EXTRA_BACKBONES", "tests.crashers")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", runtime_env=job_runtime_env())
+        start_local(num_cpus=2)
         try:
             yield ray
         finally:
@@ -37,18 +40,14 @@ def ray_cluster():
 
 
 def _specs(*names: str) -> list:
-    """Registry rows, and the test-only rows of tests/crashers.py (this process's registry was
-    loaded before BENCH_EXTRA_BACKBONES was set; the Ray workers load theirs with it)."""
+    """Registry rows, and the test-only rows of tests/crashers.py (this process never loads
+    $BENCH_EXTRA_BACKBONES; the Ray workers do, as the fixture sets it for them)."""
     import crashers  # tests/ is on sys.path under pytest
 
     from backbones import get
 
     extra = {spec.name: spec for spec in crashers.BACKBONES}
     return [extra[name] if name in extra else get(name) for name in names]
-
-
-def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
 
 
 def _ray_executor():
@@ -68,7 +67,40 @@ def test_an_address_where_nothing_listens_exits_2_at_once(capsys, tiny_data_dir,
     assert err.startswith("bench: error: --ray 127.0.0.1:1: nothing answers there")
 
 
-def test_ray_rows_equal_the_local_rows(ray_cluster, tiny_data, tmp_path):
+# Nothing listens on port 1: what a head killed without `ray stop` leaves behind.
+DEAD_HEAD = "127.0.0.1:1"
+
+
+def test_a_local_sweep_starts_its_own_ray_despite_a_dead_heads_address(monkeypatch):
+    """RAY_ADDRESS and Ray's address file name a head that is gone: --ray without an address
+    still starts (and stops) a new local instance instead of trying to join the dead one."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("this process is already connected to Ray")
+    from bench.executors.ray_cluster import RayExecutor
+
+    # Ray's temp dir (a short path: Ray's socket paths have a length limit) holds the file
+    # `ray start` writes and a killed head never removes.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    (temp_dir / "ray" / "ray_current_cluster").parent.mkdir()
+    (temp_dir / "ray" / "ray_current_cluster").write_text(DEAD_HEAD)
+    monkeypatch.setenv("RAY_TMPDIR", str(temp_dir))
+    monkeypatch.setenv("RAY_ADDRESS", DEAD_HEAD)
+    said = []
+    executor = RayExecutor(num_cpus=1, log=said.append)
+    try:
+        executor.connect()
+        assert ray.is_initialized()
+        assert ray.get(ray.put(7)) == 7
+    finally:
+        executor.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not ray.is_initialized()
+    assert said and said[0].startswith("Ray: a local instance (stopped at the end), 1 node(s)")
+    assert os.environ["RAY_ADDRESS"] == DEAD_HEAD  # hidden for the start only
+
+
+def test_ray_rows_equal_the_localread_rows(ray_cluster, tiny_data, tmp_path):
     specs = _specs("MobileNet_0.25", "Test_tiny", "dense")
     config = RunConfig(seeds=2, **FAST)
     local = run_sweep(specs, config, tiny_data, tmp_path / "local", executor=InProcessExecutor())
@@ -85,7 +117,7 @@ def test_ray_rows_equal_the_local_rows(ray_cluster, tiny_data, tmp_path):
         assert (r.config_hash, r.data, r.predictions) == \
             (mine.config_hash, mine.data, mine.predictions)
     # the driver wrote every row, and the leaderboard
-    assert len(_rows(tmp_path / "ray")) == 6
+    assert len(read_rows(tmp_path / "ray")) == 6
     assert "Test_tiny" in (tmp_path / "ray" / "leaderboard.md").read_text()
 
 
@@ -98,7 +130,7 @@ def test_a_worker_that_dies_is_an_error_row_and_the_sweep_goes_on(ray_cluster, t
     assert rows["Test_segfault"].status == "error"
     assert "worker process died" in rows["Test_segfault"].error
     assert rows["Test_segfault"].data == "synthetic"
-    assert {r["backbone"] for r in _rows(tmp_path / "out")} == {"Test_segfault", "dense"}
+    assert {r["backbone"] for r in read_rows(tmp_path / "out")} == {"Test_segfault", "dense"}
 
 
 def test_resume_on_ray_skips_finished_seeds(ray_cluster, tiny_data, tmp_path):
@@ -109,11 +141,13 @@ def test_resume_on_ray_skips_finished_seeds(ray_cluster, tiny_data, tmp_path):
                        executor=_ray_executor())
     assert second.skipped == ["Test_tiny (seed 2)"]
     assert [(r.seed, r.status) for r in second.results] == [(3, "ok")]
-    assert [r["seed"] for r in _rows(out)] == [2, 3]
+    assert [r["seed"] for r in read_rows(out)] == [2, 3]
 
 
-def test_a_task_no_node_can_hold_exits_2_instead_of_waiting(ray_cluster, capsys,
+def test_a_task_no_node_can_hold_exits_2_instead_of_waiting(ray_cluster, capsys, monkeypatch,
                                                             tiny_data_dir, tmp_path):
+    # the fixture names tests.crashers for the workers; this driver runs no Test_* row
+    monkeypatch.delenv("BENCH_EXTRA_BACKBONES")
     code = main(["dense", "--ray", "--cpus-per-task", "64", "--data", str(tiny_data_dir),
                  "--out", str(tmp_path / "o"), "--weights", "random", "--quiet"])
     err = capsys.readouterr().err.strip()
@@ -125,6 +159,7 @@ def test_a_task_no_node_can_hold_exits_2_instead_of_waiting(ray_cluster, capsys,
 def test_ray_flag_without_ray_exits_2_with_how_to_install(monkeypatch, capsys, tiny_data_dir,
                                                          tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    monkeypatch.delenv("BENCH_EXTRA_BACKBONES", raising=False)  # set while ray_cluster lives
     code = main(["dense", "--ray", "--data", str(tiny_data_dir), "--out", str(tmp_path / "o")])
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [
