@@ -50,6 +50,8 @@ class CachedFeatures:
     val: np.ndarray
     extract_s: float  # what computing them cost when they were made
     params_backbone: int
+    # steady-state forward ms per image measured then; None in files written before it was
+    infer_ms: float | None = None
 
 
 @dataclass
@@ -124,7 +126,8 @@ class FeatureCache:
             self.warn(f"Feature cache file {path} is corrupt ({problem}); recomputing it")
             path.unlink(missing_ok=True)
             return None
-        return CachedFeatures(train, val, float(meta["extract_s"]), int(meta["params_backbone"]))
+        return CachedFeatures(train, val, float(meta["extract_s"]), int(meta["params_backbone"]),
+                              meta.get("infer_ms"))
 
     def save(self, key: str, label: str, features: CachedFeatures) -> Path:
         """Writes to a temporary file in the same folder, then renames: readers never see half."""
@@ -135,6 +138,7 @@ class FeatureCache:
             "digest": _digest(features.train, features.val),
             "extract_s": features.extract_s,
             "params_backbone": features.params_backbone,
+            "infer_ms": features.infer_ms,
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:

@@ -18,6 +18,7 @@ LESSON_IMAGE_SIZE = 160
 PREPROCESS_CHOICES = ("native", "lesson")
 PROTOCOL_CHOICES = ("lesson", "holdout")
 POOLING_CHOICES = ("max", "avg")
+PROBE_CHOICES = ("linear", "knn")
 
 
 class ConfigError(ValueError):
@@ -98,6 +99,12 @@ class RunConfig:
     # speed only. 16 measured fastest on two CPU cores (results/PERF.md): bigger batches spill
     # the activations out of the caches.
     extract_batch_size: int = knob(16, "inference batch for the frozen backbone", metavar="N")
+    # extra accuracy columns from the same features; off in the lesson. Not in the config hash:
+    # they add columns and leave the head's numbers alone.
+    probes: tuple[str, ...] = knob(
+        (), "also score the cached features with a linear (logistic regression) and/or a "
+        "k-nearest-neighbour probe, each tuned by cross-validation on the training split",
+        choices=PROBE_CHOICES, metavar="linear,knn")
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bars, 2 one line per extraction
     # frozen-backbone features on disk, reused across seeds, epochs, patience
     cache: bool = knob(True, "do not read or write cached features")
@@ -121,6 +128,14 @@ class RunConfig:
         for name in ("batch_size", "epochs", "extract_batch_size", "seeds"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1; received {getattr(self, name)}")
+        # the command line gives "linear,knn" and a config sent as JSON a list: one spelling
+        names = self.probes.split(",") if isinstance(self.probes, str) else self.probes
+        names = (n.strip() for n in names if n.strip())
+        object.__setattr__(self, "probes", tuple(dict.fromkeys(names)))
+        unknown = [n for n in self.probes if n not in PROBE_CHOICES]
+        if unknown:
+            raise ConfigError("probes", f"must be names among {', '.join(PROBE_CHOICES)}; "
+                              f"received {unknown[0]!r}")
         if self.patience < 0:
             raise ConfigError("patience", "must be >= 0 (0 turns early stopping off); "
                               f"received {self.patience}")

@@ -21,7 +21,7 @@ from bench.weights import ResolvedWeights, resolve_weights
 KERAS_VERSION = version("keras")  # features depend on it; importing keras would cost seconds
 
 # Baselines start from random weights and train them all: no pretrained file to name.
-SCRATCH = ResolvedWeights(arg=None, label="none (trained from scratch)", file_name=None)
+SCRATCH = ResolvedWeights(source="scratch", label="none (trained from scratch)", file_name=None)
 
 
 def is_baseline(spec: Spec) -> bool:
@@ -37,7 +37,7 @@ class RunIdentity:
     weights: ResolvedWeights
     weights_id: str  # "random:seed=N", "keras:<file name>", "sha256:<file digest>", "scratch"
     data_checksum: str
-    config_hash: str  # backbone + weights + data + every protocol knob + seed
+    config_hash: str  # backbone + weights + data + every protocol knob + seed (+ holdout split)
     group: str  # the same without the head seed: the rows of one K-seed run share it
 
     def feature_key(self, spec: BackboneSpec, config: RunConfig) -> str:
@@ -65,16 +65,21 @@ def identify(spec: Spec, config: RunConfig, data: Dataset,
             raise ValueError(f"{spec.name} needs an input of at least {spec.min_size}x"
                              f"{spec.min_size}; received --image-size {size}")
         weights = resolve_weights(spec, size, config)
-        if weights.arg is None:
+        if weights.source == "random":
             # a random backbone is whatever its seed draws: the seed is part of its identity
             weights_id = f"random:seed={config.effective_backbone_seed}"
-        elif weights.arg == "imagenet":
+        elif weights.source == "imagenet":
             weights_id = f"keras:{weights.file_name}"
         else:
-            weights_id = f"sha256:{file_sha256(weights.arg)}"
+            weights_id = f"sha256:{file_sha256(weights.path)}"
     kwargs = {} if is_baseline(spec) else dict(spec.kwargs)
     payload = {"backbone": spec.name, "kwargs": kwargs, "weights": weights_id, "data": checksum,
                **config.knobs(), "image_size": size}
+    if config.protocol == "holdout":
+        # The held-out split is drawn from the backbone seed (one split for the K heads of a
+        # K-seed run), which the knobs lack: seed 3 of `--seeds 3` and a later `--seed 3` hold
+        # out different images, so they must not share a hash.
+        payload["holdout_split_seed"] = config.effective_backbone_seed
     group = _hash({**payload, "seed": None})
     return RunIdentity(size, weights, weights_id, checksum, _hash(payload), group)
 
@@ -101,3 +106,11 @@ def path_name(spec: Spec, config: RunConfig) -> str:
 
 def size_or_none(spec: Spec, config: RunConfig) -> int | None:
     return None if is_baseline(spec) else config.size_for(spec.input_size)
+
+
+def configuration(config: RunConfig, data_checksum: str) -> dict:
+    """Every knob that changes the numbers but the seed, and the data: the rows of one
+    leaderboard table share it. The weights are not in it: ImageNet and random weights of one
+    backbone are two entries of one table."""
+    knobs = {k: v for k, v in config.knobs().items() if k != "seed"}
+    return {**knobs, "data_checksum": data_checksum}

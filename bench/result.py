@@ -35,8 +35,11 @@ class RunResult:
     preprocess: str | None = None
     pooling: str | None = None
     path: str | None = None  # "cached" | "end-to-end"
-    weights: str | None = None  # what was loaded: "imagenet", "random" or the file's path
-    weights_file: str | None = None  # Keras' file name for these weights, when pretrained
+    weights: str | None = None  # what was loaded: "imagenet", "random" or a file name (no path)
+    weights_file: str | None = None  # the weights file's name (never a path), when pretrained
+    # Keras' own file name for the run's size when another file stood in for it (MobileNet's
+    # 224 file at 160, say); None when the exact file was loaded
+    weights_substituted_for: str | None = None
     weights_id: str | None = None  # "random:seed=N", "keras:<file>" or "sha256:<file digest>"
     data_checksum: str | None = None  # sha256 of the four arrays
     config_hash: str | None = None  # backbone + weights + data + protocol + seed: the resume key
@@ -70,6 +73,20 @@ class RunResult:
     macro_f1: float | None = None
     imagenet_top1: float | None = None  # the registry's published ImageNet top-1 (%)
     group: str | None = None  # config hash without the seed: rows of one multi-seed run share it
+    # Every knob that changes the numbers, but the seed (and the data's checksum): rows with
+    # equal configurations are ranked in one table; bench.identity.configuration builds it.
+    configuration: dict[str, Any] = field(default_factory=dict)
+
+    # Cost, per image, at the run's input size (frozen backbones only)
+    infer_ms: float | None = None  # steady-state forward ms per image (tracing excluded)
+    gflops: float | None = None  # FLOPs of one forward pass of the backbone, in billions
+
+    # Probes on the same frozen features (--probes linear,knn); Kornblith et al. 2019
+    probe_linear_accuracy: float | None = None  # multinomial logistic regression, L-BFGS
+    probe_linear_s: float | None = None
+    probe_knn_accuracy: float | None = None  # k nearest neighbours, cosine distance
+    probe_knn_s: float | None = None
+    probes: dict[str, Any] = field(default_factory=dict)  # chosen C and k, predictions...
 
     # Provenance
     python_version: str | None = None

@@ -53,6 +53,16 @@ class SweepOutcome:
         return [r for r in self.results if not r.ok]
 
 
+def _finished(row: dict, probes: Sequence[str]) -> bool:
+    """An ok row of a run that needs no repeat. Probes add columns without changing the run
+    (they are not in its hash): a cached row lacking a probe asked for now runs again, and the
+    new row replaces it."""
+    if row.get("status") != "ok" or not row.get("config_hash"):
+        return False
+    missing = set(probes) - set(row.get("probes") or {})
+    return not (missing and row.get("path") == "cached")
+
+
 def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.PathLike | None,
               log: Log | None = None, executor=None, rerun: bool = False) -> SweepOutcome:
     """Runs each spec for each of config.seeds seeds; rows go to `out`/runs.jsonl as they come.
@@ -72,7 +82,7 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     done: set[str] = set()
     if out is not None and not rerun:
         done = {r["config_hash"] for r in runlog.read_records(Path(out))
-                if r.get("status") == "ok" and r.get("config_hash")}
+                if _finished(r, config.probes)}
     order = {spec.name: i for i, spec in enumerate(specs, 1)}
     n = len(specs)
     tasks = []

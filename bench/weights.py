@@ -15,23 +15,38 @@ class WeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """What to hand the Keras constructor, and how a result row should describe it."""
+    """Where a backbone's weights come from, and how a result row names them.
 
-    arg: str | None  # the constructor's `weights=`: None, "imagenet" or a file path
-    label: str  # "imagenet", "random" or the path of the file loaded
-    file_name: str | None  # Keras' own file name for these weights, when pretrained
-    note: str | None = None  # e.g. that a nearby resolution's file stands in for the exact one
+    A row names weights by file name, never by a local path: results move between machines.
+    """
+
+    # "imagenet": Keras' cache or download; "random": weights=None; "file": `path`; "scratch":
+    # a baseline's own weights, trained from scratch
+    source: str
+    label: str  # the row's `weights`: "imagenet", "random" or the loaded file's name
+    file_name: str | None  # Keras' own name for ImageNet weights, or the loaded file's name
+    path: str | None = None  # the local file loaded ("file" only; never written to a row)
+    # Keras' exact file name when another resolution's file stood in for it (MobileNet's 224
+    # file at 160): the row's `weights_substituted_for`
+    substituted_for: str | None = None
+    note: str | None = None  # the substitution in words, for the row's notes
+
+
+def weights_label(weights: str) -> str:
+    """The row's `weights` for a --weights value: the word itself, or a file's name."""
+    return weights if weights in ("imagenet", "random") else Path(weights).name
 
 
 def resolve_weights(spec: BackboneSpec, size: int, config: RunConfig) -> ResolvedWeights:
     """Decides which weights a backbone is built with; never falls back to random silently."""
     if config.weights == "random":
-        return ResolvedWeights(arg=None, label="random", file_name=None)
+        return ResolvedWeights(source="random", label="random", file_name=None)
     if config.weights != "imagenet":
         path = Path(config.weights)
         if not path.is_file():
             raise WeightsError(f"Weights file '{path}' does not exist")
-        return ResolvedWeights(arg=str(path), label=str(path), file_name=path.name)
+        return ResolvedWeights(source="file", label=path.name, file_name=path.name,
+                               path=str(path))
 
     exact = spec.weights_file(size)
     if config.weights_dir:
@@ -39,15 +54,19 @@ def resolve_weights(spec: BackboneSpec, size: int, config: RunConfig) -> Resolve
         for candidate in candidates:
             path = Path(config.weights_dir) / candidate
             if path.is_file():
-                note = None
-                if candidate != candidates[0]:
-                    note = (f"no '{candidates[0]}' in {config.weights_dir}: used '{candidate}', "
-                            f"the nearest resolution found (convolutional weights load at any "
-                            f"size)")
-                elif candidate != exact:
-                    note = (f"used '{candidate}', the nearest resolution to {size}px (Keras "
-                            f"itself would load '{exact}')")
-                return ResolvedWeights(arg=str(path), label=str(path), file_name=candidate,
-                                       note=note)
+                return ResolvedWeights(
+                    source="file", label=candidate, file_name=candidate, path=str(path),
+                    substituted_for=exact if candidate != exact else None,
+                    note=_substitution_note(candidates[0], candidate, exact, size))
     # Keras' own loading: its cache (~/.keras/models) first, then the download.
-    return ResolvedWeights(arg="imagenet", label="imagenet", file_name=exact)
+    return ResolvedWeights(source="imagenet", label="imagenet", file_name=exact)
+
+
+def _substitution_note(nearest: str, used: str, exact: str, size: int) -> str | None:
+    if used != nearest:
+        return (f"no '{nearest}' in --weights-dir: used '{used}', the nearest resolution "
+                f"found (convolutional weights load at any size)")
+    if used != exact:
+        return (f"used '{used}', the nearest resolution to {size}px (Keras itself would load "
+                f"'{exact}')")
+    return None

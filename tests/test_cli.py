@@ -154,8 +154,9 @@ def test_sweep_writes_rows_leaderboard_and_plots(capsys, tiny_data_dir, tmp_path
     assert "MobileNet_0.25" in table and "MobileNetV3Small" in table
     assert (out / "leaderboard.csv").is_file()
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
-        "confusion_MobileNetV3Small.png", "confusion_MobileNet_0.25.png",
+        "confusion_MobileNetV3Small.png", "confusion_MobileNet_0.25.png", "cost.png",
         "history_MobileNetV3Small.png", "history_MobileNet_0.25.png", "summary.png"]
+    assert all(r["infer_ms"] > 0 and r["gflops"] > 0 for r in rows)  # the cost columns' data
 
 
 def test_a_failed_row_gives_exit_1_and_keeps_the_others(capsys, tiny_data_dir, tmp_path):

@@ -1,9 +1,15 @@
+import json
+from dataclasses import replace
+
 import keras
+import numpy as np
 import pytest
 
 from backbones import get
+from bench.cache import reset_process_caches
 from bench.config import RunConfig
-from bench.engine import cost
+from bench.engine import cost, features, paths
+from bench.identity import identify
 
 
 def test_flops_of_one_conv2d_layer_are_its_multiply_adds_plus_bias():
@@ -59,3 +65,59 @@ def test_calibration_times_the_references_through_the_extraction_path():
     # the references took time, so the solved rates cannot both be zero
     assert calibration.seconds_per_gflop + calibration.seconds_per_mvalue > 0
     assert calibration.trace_seconds_per_op > 0
+
+
+def _tiny_extractor() -> keras.Model:
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.GlobalMaxPooling2D()(x))
+
+
+def test_inference_time_leaves_out_the_first_batch_only():
+    extractor, timer = _tiny_extractor(), features.ForwardTimer()
+    images = np.zeros((5, 8, 8, 3), np.uint8)
+    features.extract(extractor, images, 2, verbose=0, timer=timer)  # batches of 2, 2, 1
+    assert (timer.batches_seen, timer.images) == (3, 3)
+    features.extract(extractor, images[:3], 2, verbose=0, timer=timer)  # a second split counts
+    assert (timer.batches_seen, timer.images) == (5, 6)
+    assert timer.ms_per_image == pytest.approx(1000 * timer.seconds / 6) and timer.seconds > 0
+    one_batch = features.ForwardTimer()
+    features.extract(extractor, images, 8, verbose=0, timer=one_batch)
+    assert one_batch.ms_per_image is None  # tracing alone is no steady state
+
+
+def test_cached_path_measures_inference_and_keeps_it_with_the_cached_features(tiny_data,
+                                                                              tmp_path):
+    spec = get("MobileNet_0.25")
+    config = RunConfig(image_size=32, epochs=1, weights="random", cache_dir=str(tmp_path),
+                       verbose=0)
+    ident = identify(spec, config, tiny_data)
+    measured = paths.cached(spec, config, tiny_data, ident)
+    assert not measured.features_cached and measured.infer_ms > 0
+    reset_process_caches()
+    from_disk = paths.cached(spec, config, tiny_data, ident)
+    assert from_disk.features_cached and from_disk.infer_ms == measured.infer_ms
+    # a cache file written before infer_ms was kept: read as unknown, not as zero
+    (path,) = tmp_path.glob("*.npz")
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    del meta["infer_ms"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    reset_process_caches()
+    old = paths.cached(spec, config, tiny_data, ident)
+    assert old.features_cached and old.infer_ms is None
+
+
+def test_a_rows_gflops_are_the_backbones_counted_once_and_none_without_a_backbone(tmp_path):
+    config = RunConfig(image_size=32, cache_dir=str(tmp_path))
+    gflops = cost.run_gflops(get("MobileNet_0.25"), 32, config)
+    assert gflops == cost.backbone_stats(get("MobileNet_0.25"), 32, "max").gflops > 0
+    assert (tmp_path / "graph-stats.json").exists()
+    assert cost.run_gflops(get("scratch-cnn"), 32, config) is None
+    assert cost.run_gflops(get("Xception"), 32, config) is None  # cannot be built at 32
+    no_cache = tmp_path / "off"
+    cost.run_gflops(get("MobileNet_0.25"), 48, replace(config, cache=False,
+                                                       cache_dir=str(no_cache)))
+    assert not no_cache.exists()

@@ -167,3 +167,39 @@ def test_no_pickle_anywhere_in_the_package():
     assert offenders == {}
     # the check read the modules that load arrays (a wrong glob would pass vacuously)
     assert sum(text.count("np.load(") for text in sources.values()) >= 2
+
+
+class _Recorder:
+    """An executor that runs nothing and remembers what it was handed."""
+
+    def __init__(self):
+        self.seeds: dict[str, list[int]] = {}
+
+    def map(self, tasks, data, data_checksum, on_start=None):
+        for spec, configs in tasks:
+            self.seeds[spec.name] = [c.seed for c in configs]
+        return iter(())
+
+
+def test_resume_runs_again_a_cached_row_that_lacks_a_probe_asked_for(tiny_data, tmp_path):
+    """Probes add columns, not a new run: a finished cached row without them runs again (its
+    new row replaces it), while rows of paths without features are never asked for them."""
+    from backbones import get
+    from bench import runlog
+    from bench.config import RunConfig
+    from bench.identity import identify
+    from bench.sweep import run_sweep
+
+    specs = [get("MobileNet_0.25"), get("dense")]
+    config = RunConfig(weights="random", image_size=32, verbose=0)
+    for spec, path in zip(specs, ("cached", "from-scratch"), strict=True):
+        runlog.append_record(tmp_path, {"backbone": spec.name, "status": "ok", "path": path,
+                                        "config_hash": identify(spec, config, tiny_data)
+                                        .config_hash})
+    recorder = _Recorder()
+    run_sweep(specs, config, tiny_data, tmp_path, executor=recorder)
+    assert recorder.seeds == {}  # both done
+    with_probes = RunConfig(weights="random", image_size=32, verbose=0, probes=("linear",))
+    recorder = _Recorder()
+    run_sweep(specs, with_probes, tiny_data, tmp_path, executor=recorder)
+    assert recorder.seeds == {"MobileNet_0.25": [2]}

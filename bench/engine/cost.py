@@ -1,4 +1,5 @@
-"""What a sweep will cost before it runs: FLOPs per image and predicted extraction time.
+"""What a backbone costs: FLOPs per image (a row's gflops) and, before a sweep runs, its
+predicted extraction time.
 
 Each backbone's forward graph for one image gives three numbers: its FLOPs (TensorFlow's own
 count, `tf.compat.v1.profiler`: 2 per multiply-add in convolutions and matmuls, plus bias
@@ -104,6 +105,23 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
     return known_stats[key]
 
 
+def run_gflops(spec: Spec, size: int, config: RunConfig) -> float | None:
+    """A row's gflops: one forward pass of the frozen backbone at `size`, counted once per
+    backbone and size (kept beside the feature cache). None for a baseline (no frozen
+    backbone) and when the count fails: a missing cost never costs a trained row."""
+    if is_baseline(spec):
+        return None
+    try:
+        return backbone_stats(spec, size, config.pooling, _store(config)).gflops
+    except Exception:  # the row already ran this backbone at this size; only counting failed
+        return None
+
+
+def _store(config: RunConfig) -> Path | None:
+    """Where graph-stats.json lives: the feature cache's folder, unless the cache is off."""
+    return Path(config.cache_dir or cache.default_cache_dir()) if config.cache else None
+
+
 def _read_json(path: Path) -> dict:
     try:
         return dict(json.loads(path.read_text()))
@@ -188,7 +206,7 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
     counts takes seconds the first time).
     """
     calibration = calibration or calibrate(config, image_shape)
-    store = (config.cache_dir or cache.default_cache_dir()) if config.cache else None
+    store = _store(config)
     specs = list(specs)
     rows = []
     for i, spec in enumerate(specs, 1):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.utils import file_utils
 
 from backbones import BackboneSpec
 from bench.cache import process_caches
@@ -44,42 +49,120 @@ class Preprocess(keras.layers.Layer):
 
 def build_backbone(spec: BackboneSpec, size: int, config: RunConfig,
                    weights: ResolvedWeights) -> keras.Model:
-    """The frozen backbone with the chosen weights; a failed ImageNet load raises WeightsError."""
+    """The frozen backbone with the chosen weights; a failed load raises WeightsError."""
     try:
-        backbone = spec.build(size, pooling=config.pooling, weights=weights.arg)
+        if weights.source == "file" and spec.factory is None:
+            backbone = _build_from_file(spec, size, config.pooling, weights.path)
+        else:
+            # a row's own factory gets the file verbatim: bench cannot know its ImageNet route
+            arg = {"imagenet": "imagenet", "file": weights.path}.get(weights.source)
+            backbone = spec.build(size, pooling=config.pooling, weights=arg)
     except Exception as err:  # Keras raises bare Exceptions for failed downloads
-        if weights.arg == "imagenet" and _is_download_failure(err):
+        if weights.source == "imagenet" and _is_download_failure(err):
             searched = f" (not found in {config.weights_dir})" if config.weights_dir else ""
             raise WeightsError(
                 f"ImageNet weights '{weights.file_name}' for {spec.name} could not be downloaded"
                 f"{searched}: {_one_line(err)}. Put that file in a folder and pass "
                 f"--weights-dir DIR, or run once with network access"
             ) from err
-        if weights.arg not in (None, "imagenet"):
+        if weights.source == "file":
             raise WeightsError(
-                f"Could not load weights file '{weights.arg}' into {spec.name}: {_one_line(err)}"
+                f"Could not load weights file '{weights.path}' into {spec.name}: "
+                f"{_one_line(err)}"
             ) from err
         raise
     backbone.trainable = False
     return backbone
 
 
+def _build_from_file(spec: BackboneSpec, size: int, pooling: str, path: str) -> keras.Model:
+    """The network Keras builds for weights="imagenet", loaded from `path`.
+
+    Handing Keras the path instead would build another network: EfficientNet adds its stem
+    Rescaling(1/sqrt(stddev)) only for weights="imagenet", and the ImageNet weights assume it.
+    """
+    with _keras_download_answered_by(path) as asked:
+        backbone = spec.build(size, pooling=pooling, weights="imagenet")
+    if not asked:
+        raise WeightsError(f"{spec.name} loaded no weights file through Keras' download")
+    return backbone
+
+
+@contextlib.contextmanager
+def _keras_download_answered_by(path: str) -> Iterator[list[str]]:
+    """Every keras.applications module fetches its weights with `file_utils.get_file`: answer
+    that call with the local file (nothing is downloaded); yields the names Keras asked for."""
+    asked: list[str] = []
+
+    def get_file(fname=None, origin=None, *args, **kwargs) -> str:
+        asked.append(fname)
+        return path
+
+    original = file_utils.get_file
+    file_utils.get_file = get_file
+    try:
+        yield asked
+    finally:
+        file_utils.get_file = original
+
+
+class FrozenBackbone(keras.layers.Layer):
+    """Calls the backbone in inference mode, whatever mode the outer model runs in.
+
+    Keras 3 passes an outer `fit`'s training=True to every layer of a functional graph,
+    overriding the training=False recorded when the backbone was called; dropout inside a
+    frozen EfficientNet (stochastic depth) would then run end to end but not during
+    extraction. An explicit argument of the inner call wins over an outer one.
+    """
+
+    def __init__(self, backbone: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def call(self, x, training=None):  # the outer mode is ignored: see the docstring
+        return self.backbone(x, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.backbone.compute_output_shape(input_shape)
+
+
 def backbone_graph(spec: BackboneSpec, backbone: keras.Model, size: int, config: RunConfig,
                    image_shape: tuple[int, ...], image_dtype: str):
     """Input -> preprocess/resize -> frozen backbone, as (inputs, features) symbolic tensors.
 
-    The backbone is called with training=False, as the Keras transfer-learning guide does, so
-    its BatchNorm and dropout stay in inference mode whichever path trains the head: that is what
-    makes cached features and the end-to-end model compute the same thing.
+    The backbone runs in inference mode (FrozenBackbone), as a fixed feature extractor: its
+    BatchNorm and dropout behave the same whichever path trains the head, which is what makes
+    cached features and the end-to-end model compute the same thing.
     """
     inputs = keras.Input(shape=image_shape, dtype=image_dtype, name="images")
     x = Preprocess(size, config.preprocess, spec.preprocess_input, name="preprocess_resize")(inputs)
-    features = backbone(x, training=False)
+    features = FrozenBackbone(backbone, name=f"frozen_{backbone.name}")(x)
     return inputs, features
 
 
+@dataclass
+class ForwardTimer:
+    """Steady-state inference time over one or more extract() calls: the first batch it sees
+    (tracing, memory allocation) is left out, as is everything outside the forward calls."""
+
+    seconds: float = 0.0
+    images: int = 0
+    batches_seen: int = 0
+
+    def add(self, images: int, seconds: float) -> None:
+        self.batches_seen += 1
+        if self.batches_seen > 1:
+            self.seconds += seconds
+            self.images += images
+
+    @property
+    def ms_per_image(self) -> float | None:
+        """None when nothing but the first batch ran."""
+        return 1000 * self.seconds / self.images if self.images else None
+
+
 def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose: int = 1,
-            jit_compile: bool = False) -> np.ndarray:
+            jit_compile: bool = False, timer: ForwardTimer | None = None) -> np.ndarray:
     """Runs the frozen backbone once over `images`; float32 features (N x width).
 
     Each batch goes into the graph as raw pixels (uint8 when the data is) and is scaled,
@@ -87,7 +170,8 @@ def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose
     upscaled: memory is the features plus a batch, whatever N. XLA stays off unless asked
     for: on a CPU it made extraction 8-10x slower, and XLA's bilinear resize disagrees with
     TensorFlow's at some ratios (32->160, 64->192: whole pixel values), which would change
-    the features (results/PERF.md).
+    the features (results/PERF.md). `timer` receives each batch's forward time, the copy of
+    its features to the host included (that is when the computation has finished).
     """
     forward = _forward(extractor, images.shape[1:], images.dtype, jit_compile)
     n = len(images)
@@ -95,12 +179,15 @@ def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose
     progress = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
     for start in range(0, n, batch_size):
         batch = images[start:start + batch_size]
+        began = time.perf_counter()
         if jit_compile and len(batch) < batch_size:
             # one static shape: XLA would compile the backbone again for a short last batch
             pad = np.zeros((batch_size - len(batch), *batch.shape[1:]), dtype=batch.dtype)
             out[start:] = forward(np.concatenate([batch, pad]))[:len(batch)]
         else:
             out[start:start + len(batch)] = forward(batch)
+        if timer:
+            timer.add(len(batch), time.perf_counter() - began)
         if progress:
             progress.add(len(batch))
     return out

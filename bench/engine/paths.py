@@ -6,7 +6,8 @@ Each returns an Outcome; the runner turns it into a result row.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from backbones import BackboneSpec, BaselineSpec
 from bench.cache import CachedFeatures, FeatureCache, default_cache_dir, process_caches
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import features, head
+from bench.engine import features, head, probes
 from bench.engine.splits import Splits, make_splits
 from bench.identity import RunIdentity
 
@@ -33,6 +34,11 @@ class Outcome:
     feature_width: int | None  # None: a baseline has no frozen features
     extract_s: float = 0.0  # what extracting the features cost (0: the backbone ran in fit)
     features_cached: bool = False
+    # steady-state forward ms per image of the frozen backbone, measured while extracting
+    # (None: no extraction, or an old cache file that did not keep it)
+    infer_ms: float | None = None
+    # the RunResult fields of the --probes run on the cached features ({} when none ran)
+    probe_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
@@ -40,14 +46,17 @@ def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
     """The frozen backbone runs once per split (or not at all, when its features are cached);
     the head trains on the features."""
     found, was_cached = _features(spec, config, data, ident)
+    splits = make_splits(found.train, found.val, data, config)
     keras.utils.set_random_seed(config.seed)
     model = head.build_head(data.n_classes)
     model.build((None, found.train.shape[1]))
     # The full model's counts: the frozen backbone contributes only non-trainable parameters.
-    return _train(model, make_splits(found.train, found.val, data, config), config,
-                  feature_width=int(found.train.shape[1]), on_features=True,
-                  params_backbone=found.params_backbone, extract_s=found.extract_s,
-                  features_cached=was_cached)
+    trained = _train(model, splits, config, feature_width=int(found.train.shape[1]),
+                     on_features=True, params_backbone=found.params_backbone,
+                     extract_s=found.extract_s, features_cached=was_cached)
+    # the probes see what the head saw: its training split, then the test file's images
+    return replace(trained, infer_ms=found.infer_ms,
+                   probe_fields=probes.run(config.probes, splits, config.seed))
 
 
 def end_to_end(spec: BackboneSpec, config: RunConfig, data: Dataset,
@@ -105,12 +114,14 @@ def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
              ident: RunIdentity) -> CachedFeatures:
     backbone, inputs, outputs = _frozen_backbone(spec, config, data, ident)
     extractor = keras.Model(inputs, outputs, name=f"{spec.name}_features")
+    timer = features.ForwardTimer()  # one timer: the validation split's batches count too
     start = time.perf_counter()
     train_x = features.extract(extractor, data.train_images, config.extract_batch_size,
-                               config.verbose)
+                               config.verbose, timer=timer)
     val_x = features.extract(extractor, data.val_images, config.extract_batch_size,
-                             config.verbose)
-    return CachedFeatures(train_x, val_x, time.perf_counter() - start, backbone.count_params())
+                             config.verbose, timer=timer)
+    return CachedFeatures(train_x, val_x, time.perf_counter() - start, backbone.count_params(),
+                          timer.ms_per_image)
 
 
 def _train_on_images(model: keras.Model, config: RunConfig, data: Dataset,

@@ -19,12 +19,20 @@ from bench import stats
 from bench.cache import process_caches
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import paths
+from bench.engine import cost, paths, probes
 from bench.engine.paths import Outcome
-from bench.identity import RunIdentity, file_sha256, identify, is_baseline, path_name, size_or_none
+from bench.identity import (
+    RunIdentity,
+    configuration,
+    file_sha256,
+    identify,
+    is_baseline,
+    path_name,
+    size_or_none,
+)
 from bench.provenance import git_commit
 from bench.result import STATUS_ERROR, STATUS_OK, RunResult
-from bench.weights import WeightsError
+from bench.weights import WeightsError, weights_label
 
 
 def run_one(spec: Spec, config: RunConfig, data: Dataset,
@@ -39,7 +47,7 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
         raise ValueError("run_one trains one seed; call it once per config.per_seed() for "
                          "config.seeds > 1")
     start = time.perf_counter()
-    common = _common_fields(spec, config, data)
+    common = _common_fields(spec, config, data, data_checksum or data.checksum())
     ident = None
     try:
         ident = identify(spec, config, data, data_checksum)
@@ -56,9 +64,10 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
     return _ok_row(outcome, spec, config, data, ident, common, start)
 
 
-def _common_fields(spec: Spec, config: RunConfig, data: Dataset) -> dict:
+def _common_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: str) -> dict:
     """The fields of a row known before it runs, whether it succeeds or fails."""
     return dict(
+        configuration=configuration(config, data_checksum),
         backbone=spec.name,
         family=spec.family,
         kind=spec.kind,
@@ -88,7 +97,9 @@ def _error_row(err: Exception, spec: Spec, config: RunConfig, ident: RunIdentity
     return RunResult(
         status=STATUS_ERROR,
         error=_describe(err),
-        weights=ident.weights.label if ident else config.weights,
+        weights=ident.weights.label if ident else weights_label(config.weights),
+        weights_file=ident.weights.file_name if ident else None,
+        weights_substituted_for=ident.weights.substituted_for if ident else None,
         image_size=ident.size if ident else size_or_none(spec, config),
         config_hash=ident.config_hash if ident else None,
         group=ident.group if ident else None,
@@ -108,8 +119,9 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         notes.append(ident.weights.note)
     if config.preprocess == "lesson" and not is_baseline(spec):
         notes.append(_lesson_preprocess_warning(spec))
+    if config.probes and not outcome.probe_fields:
+        notes.append(probes.not_run_note(path_name(spec, config)))
     per_class = stats.per_class_accuracy(labels, predictions, data.n_classes)
-    weights_file = ident.weights.arg if ident.weights.arg not in (None, "imagenet") else None
     return RunResult(
         status=STATUS_OK,
         val_accuracy=val[-1],
@@ -135,12 +147,16 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         image_size=ident.size,
         weights=ident.weights.label,
         weights_file=ident.weights.file_name,
+        weights_substituted_for=ident.weights.substituted_for,
         weights_id=ident.weights_id,
-        weights_sha256=file_sha256(weights_file) if weights_file else None,
+        weights_sha256=file_sha256(ident.weights.path) if ident.weights.path else None,
         data_checksum=ident.data_checksum,
         config_hash=ident.config_hash,
         group=ident.group,
         features_cached=outcome.features_cached,
+        infer_ms=outcome.infer_ms,
+        gflops=cost.run_gflops(spec, ident.size, config),
+        **outcome.probe_fields,
         notes=notes,
         **common,
     )

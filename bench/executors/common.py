@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.config import RunConfig
 from bench.data import FILES, Dataset
-from bench.identity import path_name, size_or_none
+from bench.identity import configuration, path_name, size_or_none
 from bench.result import STATUS_ERROR, RunResult
 
 OnStart = Callable[[object], None]  # called with each spec as its run begins
@@ -26,6 +26,7 @@ Task = tuple[object, list[RunConfig]]  # a spec and its single-seed configs, run
 def error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: float) -> RunResult:
     """The row of a run that returned no result (a crash, a kill, a timeout, a lost worker)."""
     return RunResult(
+        configuration=configuration(config, data.checksum()),
         backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
         kind=spec.kind, image_size=size_or_none(spec, config),
         preprocess=config.preprocess, pooling=config.pooling, path=path_name(spec, config),
