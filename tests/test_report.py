@@ -1,4 +1,5 @@
-"""The reporter: runs.jsonl in, leaderboard.md / leaderboard.csv / plots out."""
+"""The reporter: runs.jsonl in, one ranked and tested table per configuration, leaderboard.md /
+leaderboard.csv / plots out."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from bench.report import (
     write_report,
 )
 from bench.report.columns import COLUMNS
-from bench.report.markdown import provenance_line
+from bench.report.markdown import provenance_line, recommendation_line
+from bench.report.model import tables, title
 from bench.result import RunResult
 from bench.runlog import append_record
 
@@ -110,6 +112,10 @@ def test_csv_columns_are_those_users_read() -> None:
         "preprocess", "weights", "path", "eval_split", "imagenet_top1", "group", "config_hash",
         "python_version", "keras_version", "tf_version", "numpy_version", "device",
         "weights_sha256", "data_checksum", "git_commit", "started_at", "status", "error",
+        # added later, after every earlier column
+        "table", "rank_low", "rank_high", "vs_top", "p_value", "p_adjusted", "infer_ms",
+        "gflops", "probe_linear_acc", "probe_linear_s", "probe_knn_acc", "probe_knn_s",
+        "weights_file", "weights_substituted_for",
     )  # fmt: skip
 
 
@@ -170,7 +176,6 @@ def mixed_records() -> list[dict]:
         ok_record(
             "EfficientNetB0",
             0.65,
-            preprocess="lesson",
             notes=["lesson preprocessing: EfficientNet expects 0-255 pixels"],
         ),
         error_record("NASNetLarge", "ResourceExhaustedError: OOM\n  when allocating tensor"),
@@ -199,6 +204,7 @@ def test_write_report_returns_what_it_wrote(tmp_path: Path, mixed_records: list[
     assert all(p.exists() for p in [paths["markdown"], paths["csv"], *paths["plots"]])
     # no stored predictions, no ImageNet top-1: neither confusion matrices nor transfer plot
     assert paths["confusion"] == [] and paths["transfer"] is None
+    assert paths["cost"] is None  # no inference times recorded
 
 
 def test_markdown_report(mixed_report: Path) -> None:
@@ -211,14 +217,14 @@ def test_markdown_report(mixed_report: Path) -> None:
         assert knob in text
     # the table: header, then rows best first, readable numbers
     header = next(line for line in lines if line.startswith("|") and "backbone" in line)
-    assert cells(header) == list(MARKDOWN_COLUMNS["lesson"])
-    assert "## Protocol: lesson" in text
+    assert cells(header) == list(MARKDOWN_COLUMNS)
+    assert "## Table 1: lesson protocol" in text and "## Table 2" not in text
     rows = [line for line in lines if line.startswith("|") and cells(line)[0].isdigit()]
     assert [cells(r)[1] for r in rows] == ["MobileNetV2", "DenseNet121", "EfficientNetB0"]
     assert [cells(r)[0] for r in rows] == ["1", "2", "3"]
     dense = rows[1]
     assert "0.712" in dense and "0.7123" not in dense
-    assert "1,234,567" in dense and "4,100" in dense
+    assert "4,100 / 1,234,567" in dense
     assert "12.3" in dense and "0.46" in dense
     assert "NASNetLarge" not in "".join(rows)
     # failures, one line each, newlines collapsed
@@ -422,20 +428,18 @@ def seeded_report(seeded_paths: report.ReportPaths) -> Path:
     return seeded_paths["markdown"].parent
 
 
-def table_rows(text: str, header_starts: str = "|   rank") -> list[dict[str, str]]:
-    """The leaderboard tables of a markdown report, as dicts keyed by column."""
+def table_rows(text: str, first_column: str = "rank") -> list[dict[str, str]]:
+    """The rows of every markdown table whose first column is first_column, as dicts."""
     lines = text.splitlines()
-    tables = []
+    rows = []
     for i, line in enumerate(lines):
-        if line.startswith(header_starts):
+        if line.startswith("|") and cells(line)[0] == first_column:
             header = cells(line)
-            body = []
             for row in lines[i + 2 :]:
                 if not row.startswith("|"):
                     break
-                body.append(dict(zip(header, cells(row), strict=True)))
-            tables.append(body)
-    return [row for table in tables for row in table]
+                rows.append(dict(zip(header, cells(row), strict=True)))
+    return rows
 
 
 def test_seeds_are_one_entry_with_mean_and_sd(seeded_records: list[dict]) -> None:
@@ -451,51 +455,75 @@ def test_seeds_are_one_entry_with_mean_and_sd(seeded_records: list[dict]) -> Non
         assert row["n_eval"] == N_EVAL
 
 
-def test_tie_marks_compare_with_the_top_by_exact_mcnemar(seeded_records: list[dict]) -> None:
+def test_vs_top_is_a_sign_test_over_images_holm_adjusted(seeded_records: list[dict]) -> None:
     table = leaderboard(seeded_records).set_index("backbone")
     assert table.loc["MobileNet_0.25", "vs_top"] == "top"
     assert pd.isna(table.loc["MobileNet_0.25", "p_value"])
-    assert table.loc["MobileNetV2", "vs_top"] == "tied"
+    # every seed has the same mask here: averaged over seeds, the test is McNemar's
+    assert table.loc["MobileNetV2", "vs_top"] == "not distinguishable"
     assert table.loc["MobileNetV2", "p_value"] == pytest.approx(TIED_P)
     assert table.loc["dense", "vs_top"] == "worse"
-    assert table.loc["dense", "p_value"] == pytest.approx(2 / 2**60)  # b = 60, c = 0
+    assert table.loc["dense", "p_value"] == pytest.approx(2 / 2**60)  # 60 images for the top
+    # Holm over 2 comparisons: the smaller p doubled, the larger kept (it is already larger)
+    assert table.loc["dense", "p_adjusted"] == pytest.approx(4 / 2**60)
+    assert table.loc["MobileNetV2", "p_adjusted"] == pytest.approx(TIED_P)
+
+
+def test_holm_turns_two_nominal_wins_into_not_distinguishable() -> None:
+    # each loses 10 images the top gets right and wins 2: raw p = 2 * (1 + 12 + 66) / 2^12
+    top = seeded_runs("Top", [0.80], correct_first(240))
+    close = [i < 230 or 240 <= i < 242 for i in range(N_EVAL)]
+    others = [*seeded_runs("A", [0.78], close), *seeded_runs("B", [0.77], close)]
+    table = leaderboard([*top, *others]).set_index("backbone")
+    raw = 2 * (1 + 12 + 66) / 4096
+    assert raw < 0.05
+    assert list(table.loc[["A", "B"], "p_value"]) == pytest.approx([raw, raw])
+    assert list(table.loc[["A", "B"], "p_adjusted"]) == pytest.approx([2 * raw, 2 * raw])
+    assert list(table.loc[["A", "B"], "vs_top"]) == ["not distinguishable"] * 2
 
 
 def test_seeded_markdown(seeded_report: Path) -> None:
     text = (seeded_report / "leaderboard.md").read_text(encoding="utf-8")
-    header = next(line for line in text.splitlines() if line.startswith("|   rank"))
-    assert cells(header) == list(MARKDOWN_COLUMNS["lesson"])
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("|") and cells(line)[0] == "rank")
+    assert cells(header) == list(MARKDOWN_COLUMNS)
+    assert len(MARKDOWN_COLUMNS) <= 10
     rows = table_rows(text)
     assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "MobileNetV2", "dense"]
     top, tied, worse = rows
-    assert top["val_acc"] == f"{np.mean(TOP_ACC):.3f} ± {np.std(TOP_ACC, ddof=1):.3f}"
-    assert top["val_acc"] == "0.804 ± 0.011"
-    assert [r["K"] for r in rows] == ["5", "5", "5"]
     low, high = stats.wilson_interval(round(np.mean(TOP_ACC) * N_EVAL), N_EVAL)
-    assert top["95% CI"] == f"[{low:.3f}, {high:.3f}]"
+    assert top["accuracy"] == f"0.804 ± 0.011 [{low:.3f}, {high:.3f}]"
+    assert (top["rank"], tied["rank"], worse["rank"]) == ("1 (1–2)", "2 (1–2)", "3")
     assert (top["vs top"], tied["vs top"], worse["vs top"]) == (
         "top",
-        "tied (p=0.453)",
-        "worse (p<0.001)",
+        "not distinguishable (p=0.453, adj. 0.453)",
+        "worse (p<0.001, adj. <0.001)",
     )
-    assert (top["kind"], worse["kind"]) == ("backbone", "baseline")
+    assert top["params"] == "4,100 / 7,041,604"
+    details = table_rows(text, "backbone")
+    assert [d["kind"] for d in details[:3]] == ["backbone", "backbone", "baseline"]
+    assert [d["K"] for d in details[:3]] == ["5", "5", "5"]
     # balanced accuracy and macro-F1 of the stored predictions (every seed alike here)
     predictions = predictions_for(correct_first(240))
     balanced = stats.balanced_accuracy(EVAL_LABELS, predictions, len(CLASSES))
-    assert top["balanced_acc"] == f"{balanced:.3f}"
+    assert details[0]["balanced_acc"] == f"{balanced:.3f}"
     f1 = stats.macro_f1(EVAL_LABELS, predictions, len(CLASSES))
-    assert top["macro_f1"] == f"{f1:.3f}"
-    assert top["epochs"] == "5.0"  # a mean over seeds: one decimal
+    assert details[0]["macro_f1"] == f"{f1:.3f}"
+    assert details[0]["epochs"] == "5.0"  # a mean over seeds: one decimal
+    assert "val_acc" not in details[0]  # under lesson it is the main accuracy
+    assert "probe_linear_acc" not in details[0]  # no probes were run
     assert "seeds 2–6" in text
     # the method, stated under the table
-    method = next(line for line in text.splitlines() if line.startswith("How to read it"))
+    method = next(line for line in lines if line.startswith("How to read it"))
     assert text.index(method) > text.index(header)
-    for phrase in ("Wilson 95 %", "exact McNemar", "same seed", "α = 0.05", "not significantly"):
+    for phrase in ("Wilson 95 %", "sign test", "averaged over the seeds", "Holm-adjusted over "
+                   "this table's 2 comparisons", "adjusted p ≥ 0.05", "1,000 bootstrap"):
         assert phrase in method
     assert "n = 300 images" in method and "±4.5 points" in method
+    assert "tied" not in text
     # per-class recall, with class names
     assert "### Per-class accuracy" in text
-    per_class = next(line for line in text.splitlines() if line.startswith("| backbone"))
+    per_class = next(line for line in lines if line.startswith("| backbone") and "bird" in line)
     assert cells(per_class) == ["backbone", *CLASSES]
 
 
@@ -508,6 +536,8 @@ def test_seeded_csv_has_one_line_per_run(seeded_report: Path) -> None:
         ["MobileNet_0.25"] * 5 + ["MobileNetV2"] * 5 + ["dense"] * 5
     )
     assert table["rank"].tolist() == [1] * 5 + [2] * 5 + [3] * 5
+    assert table["rank_high"].tolist() == [2] * 10 + [3] * 5
+    assert table["vs_top"].tolist() == ["top"] * 5 + ["not distinguishable"] * 5 + ["worse"] * 5
     assert table["seed"].tolist() == [2, 3, 4, 5, 6] * 3
     assert table["val_acc"].tolist() == [*TOP_ACC, *TIED_ACC, *WORSE_ACC]
     assert table["kind"].tolist()[-1] == "baseline" and table["protocol"].eq("lesson").all()
@@ -530,10 +560,6 @@ def test_seeded_plots(seeded_report: Path) -> None:
         "history_MobileNet_0.25.png",
         "history_dense.png",
     ]
-    for name in [*confusion, *history, "summary.png"]:
-        data = (plots / name).read_bytes()
-        assert data.startswith(b"\x89PNG\r\n\x1a\n"), name
-        assert len(data) > 5_000, name
     text = (seeded_report / "leaderboard.md").read_text(encoding="utf-8")
     assert "(plots/confusion_MobileNet_0.25.png)" in text
 
@@ -547,41 +573,52 @@ def test_write_report_returns_the_new_plots(seeded_paths: report.ReportPaths) ->
     ]
     assert seeded_paths["transfer"] is None  # 2 backbones with an ImageNet top-1: no correlation
     assert "at least 3 backbones" in seeded_paths["markdown"].read_text(encoding="utf-8")
-    assert seeded_paths["plots"][-1] == plots / "summary.png"
-    assert seeded_paths["plots"][3:-1] == seeded_paths["confusion"]  # after the 3 histories
+    assert seeded_paths["plots"][3:6] == seeded_paths["confusion"]  # after the 3 histories
     assert all(p.exists() for p in seeded_paths["plots"])
 
 
-def test_tie_uses_the_lowest_seed_both_entries_have() -> None:
-    # top: seeds 2, 3, 4; other: seeds 3, 4, 5. Seed 3 is compared; the top's seed 2
-    # (much worse predictions) must not be used, nor the other's 4 or 5.
+def test_comparison_uses_every_seed_not_the_lowest() -> None:
+    # seed 2 of both is identical; seeds 3 and 4 of Other miss 40 images the top gets right
+    top = seeded_runs("Top", [0.8] * 3, correct_first(240))
+    other = seeded_runs("Other", [0.8, 0.67, 0.67], [correct_first(240), *[correct_first(200)] * 2])
+    table = leaderboard([*top, *other]).set_index("backbone")
+    assert table.loc["Other", "vs_top"] == "worse"
+    assert table.loc["Other", "p_value"] == pytest.approx(2 / 2**40)
+
+
+def test_comparison_uses_the_seeds_both_entries_have() -> None:
+    # top: seeds 2, 3, 4; other: seeds 3, 4, 5. Seeds 3 and 4 are compared; the top's seed 2
+    # (much worse predictions) must not be used, nor the other's seed 5.
     top = seeded_runs("Top", [0.9, 0.9, 0.9], [correct_first(100), *[correct_first(240)] * 2])
     other = seeded_runs(
-        "Other", [0.5, 0.5, 0.5], [correct_first(240), *[correct_first(10)] * 2], first_seed=3
+        "Other", [0.5, 0.5, 0.5], [*[correct_first(240)] * 2, correct_first(10)], first_seed=3
     )
     table = leaderboard([*top, *other]).set_index("backbone")
-    assert table.loc["Other", "vs_top"] == "tied"
-    assert table.loc["Other", "p_value"] == 1.0  # identical predictions on seed 3
+    assert table.loc["Other", "vs_top"] == "not distinguishable"
+    assert table.loc["Other", "p_value"] == 1.0  # identical predictions on seeds 3 and 4
 
 
-def test_tie_falls_back_to_each_entry_lowest_seed() -> None:
+def test_comparison_without_shared_seeds_averages_all_of_each() -> None:
     top = seeded_runs("Top", [0.9, 0.9], [correct_first(100), correct_first(240)])
     other = seeded_runs("Other", [0.5], correct_first(240), first_seed=10)
     table = leaderboard([*top, *other]).set_index("backbone")
-    # top seed 2 (100 right) against other seed 10 (240 right): significant, and not the top's way
+    # the top is right half the time on images 100-239, Other always: significant, Other's way
     assert table.loc["Other", "vs_top"] == "better"
-    assert table.loc["Other", "p_value"] < 0.001
+    assert table.loc["Other", "p_value"] == pytest.approx(2 / 2**140)
 
 
-def test_tie_needs_the_same_images_and_stored_predictions() -> None:
+def test_comparison_needs_the_same_images_and_stored_predictions() -> None:
     top = seeded_runs("Top", [0.9], correct_first(240))
     shuffled = list(reversed(EVAL_LABELS))
-    other = seeded_runs("Other", [0.8], correct_first(200), labels=shuffled)
-    bare = seeded_runs("Bare", [0.7], correct_first(200), labels=[], predictions=[])
+    other = seeded_runs("Other", [0.5], correct_first(150), labels=shuffled)
+    bare = seeded_runs("Bare", [0.4], correct_first(120), labels=[], predictions=[])
     table = leaderboard([*top, *other, *bare]).set_index("backbone")
     assert table.loc["Other", "vs_top"] == "n/a: different images"
     assert table.loc["Bare", "vs_top"] == "n/a"
-    assert pd.isna(table.loc["Bare", "p_value"])
+    assert pd.isna(table.loc["Bare", "p_value"]) and pd.isna(table.loc["Bare", "rank_low"])
+    # the entry on other images has no rank interval either; both stay at their accuracy
+    assert pd.isna(table.loc["Other", "rank_low"])
+    assert (table.loc["Top", "rank_low"], table.loc["Top", "rank_high"]) == (1, 1)
 
 
 def test_metrics_are_computed_from_predictions_when_missing() -> None:
@@ -603,12 +640,11 @@ def test_grouping_follows_the_group_field_then_the_knobs() -> None:
     grouped = [
         ok_record("A", 0.5, seed=2, group="aaaaaaaa11"),
         ok_record("A", 0.7, seed=3, group="aaaaaaaa11"),
-        ok_record("A", 0.4, seed=2, group="bbbbbbbb22", data="data/other"),
+        ok_record("A", 0.4, seed=4, group="bbbbbbbb22"),
     ]
-    table = leaderboard(grouped[:2] + [ok_record("A", 0.4, seed=4, group="bbbbbbbb22")])
+    table = leaderboard(grouped)
     assert sorted(table["k"]) == [1, 2]
     assert table.iloc[0]["val_acc"] == pytest.approx(0.6)
-    assert len(leaderboard(grouped)) == 2
 
 
 def test_holdout_ranks_by_test_accuracy_and_shows_both(tmp_path: Path) -> None:
@@ -623,15 +659,13 @@ def test_holdout_ranks_by_test_accuracy_and_shows_both(tmp_path: Path) -> None:
         stats.wilson_interval(225, N_EVAL)  # the interval is on the test accuracy
     )
     text = write_report(tmp_path, [*a, *b])["markdown"].read_text(encoding="utf-8")
-    assert "## Protocol: holdout" in text and "## Protocol: lesson" not in text
-    header = next(line for line in text.splitlines() if line.startswith("|   rank"))
-    assert cells(header) == list(MARKDOWN_COLUMNS["holdout"])
-    assert cells(header).index("test_acc") < cells(header).index("val_acc")
+    assert "## Table 1: holdout protocol" in text and "lesson protocol" not in text
     rows = table_rows(text)
     assert [r["backbone"] for r in rows] == ["B", "A"]
-    assert (rows[0]["test_acc"], rows[0]["val_acc"]) == ("0.750 ± 0.000", "0.810 ± 0.014")
-    assert rows[0]["protocol"] == "holdout"
-    assert "`test_acc` is the mean ± sd" in text
+    low, high = stats.wilson_interval(225, N_EVAL)
+    assert rows[0]["accuracy"] == f"0.750 ± 0.000 [{low:.3f}, {high:.3f}]"
+    assert table_rows(text, "backbone")[0]["val_acc"] == "0.810 ± 0.014"  # in the details
+    assert "the test accuracy, mean ± sd" in text
 
 
 def test_mixed_protocols_get_one_table_each(tmp_path: Path) -> None:
@@ -642,21 +676,138 @@ def test_mixed_protocols_get_one_table_each(tmp_path: Path) -> None:
     holdout = seeded_runs("A", [0.9], correct_first(200), protocol="holdout", test_accuracy=0.6)
     paths = write_report(tmp_path, [*holdout, *lesson])
     text = paths["markdown"].read_text(encoding="utf-8")
-    assert text.index("## Protocol: lesson") < text.index("## Protocol: holdout")
-    headers = [cells(line) for line in text.splitlines() if line.startswith("|   rank")]
-    assert headers == [list(MARKDOWN_COLUMNS["lesson"]), list(MARKDOWN_COLUMNS["holdout"])]
+    assert text.index("## Table 1: **lesson protocol**") < text.index(
+        "## Table 2: **holdout protocol**"
+    )
     rows = table_rows(text)
     assert [(r["backbone"], r["rank"], r["vs top"]) for r in rows] == [
         ("A", "1", "top"),
-        ("B", "2", "worse (p<0.001)"),
-        ("A", "1", "top"),  # ranks restart per protocol; nothing is compared across them
+        ("B", "2", "worse (p<0.001, adj. <0.001)"),
+        ("A", "1", "top"),  # ranks restart per table; nothing is compared across them
     ]
-    # the same backbone under two protocols: two confusion matrices, told apart by protocol
-    assert sorted(p.name for p in paths["confusion"]) == [
-        "confusion_A__protocol_holdout_.png",
-        "confusion_A__protocol_lesson_.png",
-        "confusion_B.png",
+    assert len(paths["confusion"]) == 3
+    # the same backbone under both protocols: what early stopping on the test file flatters
+    assert "## What the lesson protocol inflates" in text
+    inflation = table_rows(text, "backbone")[-1]
+    assert (inflation["backbone"], inflation["inflation"]) == ("A", "+0.200")
+
+
+def configured(backbone: str, accuracy: float, correct: Sequence[bool], **knobs) -> list[dict]:
+    """A run as the runner writes it now: with its configuration (every knob but the seed)."""
+    configuration = {"protocol": "lesson", "image_size": 160, "preprocess": "native",
+                     "pooling": "max", "epochs": 30, "patience": 5, "batch_size": 32,
+                     "end_to_end": False, "val_fraction": 0.2, "data_checksum": "ab" * 32}
+    configuration.update(knobs)
+    return seeded_runs(backbone, [accuracy], correct, configuration=configuration,
+                       preprocess=configuration["preprocess"], group=f"{backbone}{knobs}")
+
+
+def test_two_configurations_are_two_tables_with_their_own_ranks(tmp_path: Path) -> None:
+    native = [*configured("A", 0.8, correct_first(240)), *configured("B", 0.6, correct_first(180))]
+    lesson = [
+        *configured("A", 0.5, correct_first(150), preprocess="lesson"),
+        *configured("B", 0.7, correct_first(210), preprocess="lesson"),
     ]
+    found = tables(RunResult.from_dict(r) for r in [*native, *lesson])
+    assert [[(e.label, e.rank) for e in t.entries] for t in found] == [
+        [("A", 1), ("B", 2)],
+        [("B", 1), ("A", 2)],  # ranked within its own configuration only
+    ]
+    assert [t.configuration["preprocess"] for t in found] == ["native", "lesson"]
+    assert [t.correction for t in found] == ["Holm", "Holm"]
+    # only the knob that differs stands out; the rest is said plainly
+    assert found[1].title == (
+        "lesson protocol, 160 px, **lesson preprocessing**, max pooling, cached features, "
+        "epochs 30, patience 5, batch 32"
+    )
+    text = write_report(tmp_path, [*native, *lesson])["markdown"].read_text(encoding="utf-8")
+    assert "## Table 1: lesson protocol, 160 px, **native preprocessing**" in text
+    assert "## Table 2: lesson protocol, 160 px, **lesson preprocessing**" in text
+    assert text.count("**Best: ") == 2
+
+
+def test_title_says_the_configuration_in_words() -> None:
+    holdout = {"protocol": "holdout", "val_fraction": 0.1, "image_size": "native",
+               "end_to_end": True, "data_checksum": "0123456789abcdef"}
+    assert title(holdout) == (
+        "holdout protocol, val fraction 0.1, each backbone's native size, end-to-end"
+    )
+    assert title(holdout, {"data_checksum"}).endswith("**data 01234567**")
+
+
+def cost_entries(**costs: tuple[float | None, int]) -> list[dict]:
+    """Entries A (top), B (one image behind), C (far behind), with (infer_ms, params_total)."""
+    masks = {"A": correct_first(240), "B": correct_first(239), "C": correct_first(120)}
+    accuracies = {"A": 0.80, "B": 0.797, "C": 0.40}
+    rows = []
+    for name, (ms, params) in costs.items():
+        rows += seeded_runs(name, [accuracies[name]], masks[name], infer_ms=ms, params_total=params)
+    return rows
+
+
+def test_recommendation_is_the_cheapest_entry_not_distinguishable_from_the_best() -> None:
+    rows = cost_entries(A=(10.0, 4_000_000), B=(2.5, 1_000_000), C=(0.5, 100_000))
+    (table,) = tables(RunResult.from_dict(r) for r in rows)
+    chosen = table.recommendation
+    # C is cheaper still, but clearly worse: not a candidate
+    assert (chosen.best.label, chosen.cheapest.label) == ("A", "B")
+    assert (chosen.speedup, chosen.param_ratio) == pytest.approx((4.0, 4.0))
+    assert recommendation_line(table) == (
+        "**Best: A.** **Cheapest not distinguishable from it: B** (4.0× faster per image, "
+        "4.0× fewer parameters)."
+    )
+
+
+def test_recommendation_falls_back_to_parameters_and_can_be_the_best_itself() -> None:
+    rows = cost_entries(A=(None, 4_000_000), B=(2.5, 8_000_000))
+    (table,) = tables(RunResult.from_dict(r) for r in rows)
+    assert table.recommendation.cheapest is table.recommendation.best  # fewer parameters
+    assert "Cheapest not distinguishable from it: " in recommendation_line(table)
+    assert recommendation_line(table).endswith(" itself.**")
+    rows = cost_entries(A=(None, 4_000_000), B=(None, 1_000_000))
+    (table,) = tables(RunResult.from_dict(r) for r in rows)
+    assert table.recommendation.cheapest.label == "B"
+    assert table.recommendation.speedup is None
+    assert recommendation_line(table).endswith("B** (4.0× fewer parameters).")
+
+
+def test_weights_are_file_names_never_local_paths(tmp_path: Path) -> None:
+    rows = seeded_runs("MobileNet_0.25", [0.8], correct_first(240),
+                       weights="/home/someone/weights/mobilenet_2_5_224_tf_no_top.h5",
+                       weights_file="mobilenet_2_5_224_tf_no_top.h5",
+                       weights_substituted_for="mobilenet_2_5_160_tf_no_top.h5")
+    paths = write_report(tmp_path, rows)
+    text = paths["markdown"].read_text(encoding="utf-8")
+    csv_text = paths["csv"].read_text(encoding="utf-8")
+    assert "/home/someone" not in text and "/home/someone" not in csv_text
+    details = table_rows(text, "backbone")[0]
+    assert details["weights"] == (
+        "mobilenet_2_5_224_tf_no_top.h5 (for mobilenet_2_5_160_tf_no_top.h5)"
+    )
+    line = pd.read_csv(paths["csv"]).iloc[0]
+    assert line["weights"] == "mobilenet_2_5_224_tf_no_top.h5"
+    assert line["weights_substituted_for"] == "mobilenet_2_5_160_tf_no_top.h5"
+
+
+def test_probe_columns_appear_when_probes_ran(tmp_path: Path) -> None:
+    rows = seeded_runs("A", [0.8], correct_first(240), probe_linear_accuracy=0.83,
+                       probe_knn_accuracy=0.71)
+    rows += seeded_runs("B", [0.7], correct_first(210))
+    text = write_report(tmp_path, rows)["markdown"].read_text(encoding="utf-8")
+    details = table_rows(text, "backbone")
+    assert (details[0]["probe_linear_acc"], details[0]["probe_knn_acc"]) == ("0.830", "0.710")
+    assert (details[1]["probe_linear_acc"], details[1]["probe_knn_acc"]) == ("—", "—")
+
+
+def test_pretraining_section_pairs_imagenet_with_random_weights(tmp_path: Path) -> None:
+    rows = seeded_runs("A", [0.8], correct_first(240), group="A/imagenet")
+    rows += seeded_runs("A", [0.4], correct_first(120), weights="random", group="A/random")
+    text = write_report(tmp_path, rows)["markdown"].read_text(encoding="utf-8")
+    assert "## What pretraining bought" in text
+    (row,) = [r for r in table_rows(text, "backbone") if "difference" in r]
+    assert (row["backbone"], row["difference"]) == ("A", "+0.400")
+    assert "random weights" in row["against"]
+    assert "## What the lesson protocol inflates" not in text
 
 
 TOP1 = {"MobileNet_0.25": 50.6, "MobileNetV2": 71.3, "DenseNet121": 75.0, "ResNet50": 74.9}
@@ -754,14 +905,17 @@ def test_old_rows_without_the_new_fields_still_report(tmp_path: Path) -> None:
     append_record(tmp_path, {**ok_record("A", 0.6), "a_field_of_a_later_version": [1, 2]})
     paths = write_report(tmp_path)
     text = paths["markdown"].read_text(encoding="utf-8")
-    assert "## Protocol: lesson" in text
+    assert "## Table 1: lesson protocol" in text
     rows = table_rows(text)
-    assert [(r["backbone"], r["val_acc"], r["kind"], r["vs top"]) for r in rows] == [
-        ("B", "0.700", "backbone", "top"),
-        ("A", "0.600", "backbone", "n/a"),
+    interval = "[{:.3f}, {:.3f}]".format(*stats.wilson_interval(69, 98))
+    assert [(r["backbone"], r["accuracy"], r["vs top"]) for r in rows] == [
+        ("B", f"0.700 {interval}", "top"),
+        ("A", "0.600 [{:.3f}, {:.3f}]".format(*stats.wilson_interval(59, 98)), "n/a"),
     ]
-    assert rows[0]["95% CI"] == "[{:.3f}, {:.3f}]".format(*stats.wilson_interval(69, 98))
-    assert rows[0]["balanced_acc"] == "—" and rows[0]["macro_f1"] == "—"
+    details = table_rows(text, "backbone")[0]
+    assert details["kind"] == "backbone"
+    assert details["balanced_acc"] == "—" and details["macro_f1"] == "—"
+    assert "could be tested against it" in text  # no predictions: no tested recommendation
     assert paths["confusion"] == []
     table = pd.read_csv(paths["csv"])
     assert table["protocol"].tolist() == ["lesson", "lesson"]

@@ -1,4 +1,5 @@
-"""bench.stats against hand-computed values: intervals, McNemar, per-class scores, Spearman."""
+"""bench.stats against hand-computed values: intervals, the sign test, Holm, rank intervals,
+per-class scores, Spearman."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import numpy as np
 import pytest
 
 from bench.stats import (
-    McNemar,
+    SignTest,
     Spearman,
     balanced_accuracy,
+    bootstrap_ranks,
     confusion_matrix,
+    holm,
     macro_f1,
-    mcnemar_exact,
     mean_sd,
     per_class_accuracy,
+    sign_test,
     spearman,
     wilson_interval,
 )
@@ -77,7 +80,7 @@ def test_wilson_rejects_impossible_counts(correct: int, n: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# McNemar
+# The sign test (McNemar on one seed's correctness)
 
 
 def pairs(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,50 +90,115 @@ def pairs(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray
     return np.array(a), np.array(b)
 
 
-def test_mcnemar_hand_computed_2x2() -> None:
+def test_sign_test_is_mcnemar_on_a_hand_computed_2x2() -> None:
     # b = 8, c = 2: p = 2 * sum_{k<=2} C(10, k) / 2^10 = 2 * (1 + 10 + 45) / 1024 = 0.109375
-    result = mcnemar_exact(*pairs(both=70, only_a=8, only_b=2, neither=20))
-    assert result == McNemar(b=8, c=2, n_discordant=10, p_value=pytest.approx(0.109375))
+    result = sign_test(*pairs(both=70, only_a=8, only_b=2, neither=20))
+    assert result == SignTest(a_better=8, b_better=2, n_untied=10, p_value=pytest.approx(0.109375))
     assert result.p_value == pytest.approx(2 * (1 + 10 + 45) / 1024, abs=1e-12)
 
 
-def test_mcnemar_is_symmetric_and_ignores_agreement() -> None:
+def test_sign_test_is_symmetric_and_ignores_agreement() -> None:
     a, b = pairs(both=70, only_a=8, only_b=2, neither=20)
-    swapped = mcnemar_exact(b, a)
-    assert (swapped.b, swapped.c) == (2, 8)
+    swapped = sign_test(b, a)
+    assert (swapped.a_better, swapped.b_better) == (2, 8)
     assert swapped.p_value == pytest.approx(0.109375)
     # concordant images (both right, both wrong) do not change the test
-    more = mcnemar_exact(*pairs(both=700, only_a=8, only_b=2, neither=200))
+    more = sign_test(*pairs(both=700, only_a=8, only_b=2, neither=200))
     assert more.p_value == pytest.approx(0.109375)
 
 
-def test_mcnemar_significant_case() -> None:
-    # b = 10, c = 0: p = 2 / 2^10
-    result = mcnemar_exact(*pairs(both=50, only_a=10, only_b=0, neither=5))
+def test_sign_test_significant_case() -> None:
+    # 10 images for a, none for b: p = 2 / 2^10
+    result = sign_test(*pairs(both=50, only_a=10, only_b=0, neither=5))
     assert result.p_value == pytest.approx(2 / 1024, abs=1e-12)
-    assert result.p_value < 0.05
 
 
-def test_mcnemar_balanced_discordance_is_p_one() -> None:
-    assert mcnemar_exact(*pairs(both=5, only_a=3, only_b=3, neither=1)).p_value == pytest.approx(1)
+def test_sign_test_on_scores_averaged_over_seeds() -> None:
+    # per-image correctness averaged over 3 seeds: only the sign of each difference counts
+    a = np.array([1.0, 2 / 3, 1 / 3, 1.0, 0.0, 1.0])
+    b = np.array([2 / 3, 2 / 3, 0.0, 0.0, 1 / 3, 1.0])
+    result = sign_test(a, b)
+    assert (result.a_better, result.b_better, result.n_untied) == (3, 1, 4)
+    assert result.p_value == pytest.approx(2 * (1 + 4) / 16)
 
 
-def test_mcnemar_without_discordant_pairs() -> None:
+def test_sign_test_balanced_or_no_difference_is_p_one() -> None:
+    assert sign_test(*pairs(both=5, only_a=3, only_b=3, neither=1)).p_value == pytest.approx(1)
     a = np.array([True, False, True, True])
-    assert mcnemar_exact(a, a.copy()) == McNemar(b=0, c=0, n_discordant=0, p_value=1.0)
+    assert sign_test(a, a.copy()) == SignTest(a_better=0, b_better=0, n_untied=0, p_value=1.0)
 
 
 @pytest.mark.parametrize(
     ("a", "b"),
     [
         ([True, False], [True]),  # lengths differ
-        ([1, 0, 1], [1, 1, 0]),  # not boolean
+        (["x", "y"], ["y", "x"]),  # not numbers
         ([[True]], [[True]]),  # not 1-D
     ],
 )
-def test_mcnemar_rejects_bad_inputs(a: list, b: list) -> None:
-    with pytest.raises(ValueError, match="correct_a and correct_b"):
-        mcnemar_exact(a, b)
+def test_sign_test_rejects_bad_inputs(a: list, b: list) -> None:
+    with pytest.raises(ValueError, match="score_a and score_b"):
+        sign_test(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Holm
+
+
+def test_holm_textbook_example() -> None:
+    # Holm (1979) as in Wikipedia's worked example: p = 0.01, 0.04, 0.03, 0.005 (m = 4):
+    # sorted 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_caps_at_one_and_keeps_a_single_p() -> None:
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([0.2]) == pytest.approx([0.2])
+    assert holm([]) == []
+    with pytest.raises(ValueError, match="p-values"):
+        holm([0.1, 1.5])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank intervals
+
+
+def correctness(accuracy: float, seeds: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.random((seeds, n)) < accuracy
+
+
+def right_on(low: int, high: int, seeds: int = 3, n: int = 400) -> np.ndarray:
+    """Every seed right on images low..high-1 only."""
+    return np.tile((np.arange(n) >= low) & (np.arange(n) < high), (seeds, 1))
+
+
+def test_bootstrap_ranks_narrow_when_one_model_dominates() -> None:
+    # 380 and 80 of 400 right; the middle two differ on 16 images only (10 vs 6)
+    scores = [right_on(0, 380), right_on(0, 240), right_on(10, 246), right_on(0, 80)]
+    intervals = bootstrap_ranks(scores, fixed=[math.nan] * 4)
+    assert intervals[0] == (1, 1) and intervals[3] == (4, 4)
+    # two close entries: each interval holds the observed rank and spans both places
+    assert intervals[1] == (2, 3) and intervals[2] == (2, 3)
+
+
+def test_bootstrap_ranks_contain_the_observed_rank_and_are_reproducible() -> None:
+    rng = np.random.default_rng(2)
+    accuracies = (0.70, 0.69, 0.66, 0.50)
+    scores = [correctness(a, 2, 150, rng) for a in accuracies]
+    intervals = bootstrap_ranks(scores, fixed=[math.nan] * 4, resamples=500)
+    observed = np.argsort(np.argsort([-s.mean() for s in scores])) + 1
+    for (low, high), rank in zip(intervals, observed, strict=True):
+        assert low <= rank <= high
+    assert bootstrap_ranks(scores, fixed=[math.nan] * 4, resamples=500) == intervals
+
+
+def test_bootstrap_ranks_keep_entries_without_scores_fixed() -> None:
+    rng = np.random.default_rng(3)
+    scores = [correctness(0.9, 2, 300, rng), None, correctness(0.3, 2, 300, rng)]
+    # the entry without predictions sits at 0.6 in every resample and gets no interval
+    assert bootstrap_ranks(scores, fixed=[0.9, 0.6, 0.3]) == [(1, 1), None, (3, 3)]
+    with pytest.raises(ValueError, match="same images"):
+        bootstrap_ranks([np.ones((1, 3)), np.ones((1, 4))], fixed=[1.0, 1.0])
 
 
 # ---------------------------------------------------------------------------------------------

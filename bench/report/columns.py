@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 FRAME = "frame"  # leaderboard(): one row per entry (a backbone's runs over seeds), unformatted
 CSV = "csv"  # leaderboard.csv: one line per run (every seed), full precision
-MARKDOWN = "markdown"  # leaderboard.md: one table per protocol, every number formatted
-ALL = frozenset({FRAME, CSV, MARKDOWN})
+MARKDOWN = "markdown"  # leaderboard.md's main table, one per configuration, formatted
+DETAILS = "details"  # leaderboard.md's details table under each main table
+ALL = frozenset({FRAME, CSV, MARKDOWN, DETAILS})
 
 MEAN = "mean"  # an entry's value is the mean over its seeds
 FIRST = "first"  # the same for every seed: the lowest seed's
+ENTRY = "entry"  # computed for the entry (rank, tests): each of its runs' csv lines repeats it
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,8 @@ class Column:
     dtype: str = "object"  # "Int64" | "float64" | "object" (pandas)
     fmt: str = ""  # markdown: format spec of a number; "" writes the value as text
     shown: frozenset[str] = ALL
-    per_entry: str = FIRST  # MEAN or FIRST: how the runs of an entry make its value
+    per_entry: str = FIRST  # MEAN, FIRST or ENTRY: how an entry's value is made
+    optional: bool = False  # markdown leaves it out when no entry of the table has it
 
     @property
     def numeric(self) -> bool:
@@ -32,53 +35,76 @@ def _only(*tables: str) -> frozenset[str]:
     return frozenset(tables)
 
 
+_DATA = _only(FRAME, CSV)  # numbers the markdown shows inside a combined cell, or not at all
+
 # Fields the csv copies as they are: how each run was made and identified.
 _CSV_PROVENANCE = (
     "group", "config_hash", "python_version", "keras_version", "tf_version", "numpy_version",
     "device", "weights_sha256", "data_checksum", "git_commit", "started_at", "status",
 )  # fmt: skip
 
+# Order: the columns of earlier versions' csv first and unchanged, so users' scripts keep working.
 COLUMNS: tuple[Column, ...] = (
-    Column("rank", dtype="Int64", fmt="d"),  # within its protocol (in the csv: of the run's entry)
+    # within its table (in the csv: of the run's entry); markdown adds the rank interval
+    Column("rank", dtype="Int64", fmt="d", shown=_only(FRAME, CSV, MARKDOWN), per_entry=ENTRY),
     Column("backbone", "backbone"),
-    Column("kind", "kind"),  # "backbone" | "baseline"
-    Column("protocol", "protocol"),
+    Column("kind", "kind", shown=_only(FRAME, CSV, DETAILS)),  # "backbone" | "baseline"
+    Column("protocol", "protocol", shown=_DATA),  # said in the table's title
     Column("k", dtype="Int64", shown=_only(FRAME)),  # seeds averaged
-    Column("K", dtype="Int64", shown=_only(MARKDOWN)),
+    Column("K", dtype="Int64", shown=_only(DETAILS)),
     Column("seed", "seed", "Int64", shown=_only(CSV)),
     # last epoch under lesson; under holdout the holdout split of the training set
-    Column("val_acc", "val_accuracy", "float64", per_entry=MEAN),
+    Column("val_acc", "val_accuracy", "float64", shown=_only(FRAME, CSV, DETAILS), per_entry=MEAN),
     Column("val_acc_sd", dtype="float64", shown=_only(FRAME)),
-    Column("test_acc", "test_accuracy", "float64", per_entry=MEAN),  # holdout only
+    Column("test_acc", "test_accuracy", "float64", shown=_DATA, per_entry=MEAN),  # holdout only
     Column("test_acc_sd", dtype="float64", shown=_only(FRAME)),
     # Wilson interval of the ranking accuracy (val under lesson, test under holdout)
-    Column("ci_low", dtype="float64", shown=_only(FRAME, CSV)),
-    Column("ci_high", dtype="float64", shown=_only(FRAME, CSV)),
-    Column("95% CI", shown=_only(MARKDOWN)),
-    # images the accuracy, the interval and the McNemar test are computed on
-    Column("n_eval", dtype="Int64", shown=_only(FRAME, CSV)),
-    # "top" | "tied" | "worse" | "better" | "n/a" | "n/a: different images"
-    Column("vs_top", shown=_only(FRAME)),
-    Column("p_value", dtype="float64", shown=_only(FRAME)),  # exact McNemar vs the top entry
-    Column("vs top", shown=_only(MARKDOWN)),  # vs_top with its p-value
+    Column("ci_low", dtype="float64", shown=_DATA),
+    Column("ci_high", dtype="float64", shown=_DATA),
+    # images the accuracy, the interval and the tests are computed on
+    Column("n_eval", dtype="Int64", shown=_DATA),
+    # the main table: ranking accuracy mean ± sd and interval; the test against the top; cost
+    Column("accuracy", shown=_only(MARKDOWN)),
+    Column("vs top", shown=_only(MARKDOWN)),  # vs_top with its raw and adjusted p
+    Column("params", dtype="Int64", shown=_only(MARKDOWN)),  # trainable / total
     # per-class summaries, cost and how the run was made
-    Column("balanced_acc", "balanced_accuracy", "float64", ".3f", per_entry=MEAN),
-    Column("macro_f1", "macro_f1", "float64", ".3f", per_entry=MEAN),
-    Column("best_val_acc", "best_val_accuracy", "float64", ".3f", per_entry=MEAN),
-    Column("epochs", "epochs_run", "Int64", per_entry=MEAN),
-    Column("trainable_params", "params_trainable", "Int64", ","),
-    Column("total_params", "params_total", "Int64", ","),
-    Column("extract_s", "extract_s", "float64", ".1f", per_entry=MEAN),
-    Column("s_per_epoch", "epoch_s", "float64", ".2f", per_entry=MEAN),
-    Column("image_size", "image_size", "Int64", "d"),
-    Column("preprocess", "preprocess"),
-    Column("weights", "weights"),
-    Column("path", "path"),
+    Column("balanced_acc", "balanced_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("macro_f1", "macro_f1", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("best_val_acc", "best_val_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("epochs", "epochs_run", "Int64", shown=_DATA | {DETAILS}, per_entry=MEAN),
+    Column("trainable_params", "params_trainable", "Int64", ",", _DATA),
+    Column("total_params", "params_total", "Int64", ",", _DATA),
+    Column("extract_s", "extract_s", "float64", ".1f", _DATA | {MARKDOWN}, MEAN),
+    Column("s_per_epoch", "epoch_s", "float64", ".2f", _DATA | {MARKDOWN}, MEAN),
+    Column("image_size", "image_size", "Int64", "d", _DATA | {DETAILS}),
+    Column("preprocess", "preprocess", shown=_DATA),  # said in the table's title
+    # "imagenet", "random" or a weights file's name (never its path); markdown: the file name
+    Column("weights", "weights", shown=_DATA | {DETAILS}),
+    Column("path", "path", shown=_DATA | {DETAILS}),
     # the csv's provenance (lists such as predictions are left out)
     Column("eval_split", "eval_split", shown=_only(CSV)),
     Column("imagenet_top1", "imagenet_top1", "float64", shown=_only(CSV)),
     *(Column(name, name, shown=_only(CSV)) for name in _CSV_PROVENANCE),
     Column("error", "error", shown=_only(CSV)),  # on one line
+    # added with per-configuration tables, corrected tests, cost per image and probes
+    Column("table", shown=_DATA, per_entry=ENTRY),  # the entry's table: its configuration in words
+    Column("rank_low", dtype="Int64", shown=_DATA, per_entry=ENTRY),  # 95 % bootstrap interval
+    Column("rank_high", dtype="Int64", shown=_DATA, per_entry=ENTRY),
+    # "top" | "not distinguishable" | "worse" | "better" | "n/a" | "n/a: different images"
+    Column("vs_top", shown=_DATA, per_entry=ENTRY),
+    Column("p_value", dtype="float64", shown=_DATA, per_entry=ENTRY),  # sign test vs the top
+    Column("p_adjusted", dtype="float64", shown=_DATA, per_entry=ENTRY),  # Holm
+    Column("infer_ms", "infer_ms", "float64", ".3g", _DATA | {MARKDOWN}, MEAN),  # per image
+    Column("gflops", "gflops", "float64", ".3g", _DATA | {MARKDOWN}, MEAN),  # per image
+    Column("probe_linear_acc", "probe_linear_accuracy", "float64", ".3f", _DATA | {DETAILS},
+           MEAN, optional=True),
+    Column("probe_linear_s", "probe_linear_s", "float64", shown=_DATA, per_entry=MEAN),
+    Column("probe_knn_acc", "probe_knn_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN,
+           optional=True),
+    Column("probe_knn_s", "probe_knn_s", "float64", shown=_DATA, per_entry=MEAN),
+    Column("weights_file", "weights_file", shown=_DATA),
+    # Keras' own file name for the run's size when another resolution's file stood in
+    Column("weights_substituted_for", "weights_substituted_for", shown=_DATA),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

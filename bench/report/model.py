@@ -1,7 +1,9 @@
-"""The leaderboard as data: runs -> entries (one configuration's runs over seeds), ranked within
-each protocol, each with a Wilson interval and an exact McNemar test against the top entry.
+"""The leaderboard as data: runs -> one table per configuration, each of entries (one backbone's
+runs over seeds) ranked best first, with a rank interval, a Holm-corrected paired test against
+the top entry and a recommendation.
 
-Renderers (markdown, tables, plots) read these entries; none of them ranks or tests anything.
+Renderers (markdown, tables, plots, effects) read these tables; none of them ranks or tests
+anything.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -23,11 +26,19 @@ from bench.runlog import GROUP_KNOBS, group_key
 LESSON = "lesson"  # early stopping watches the test file, which is also what is reported
 HOLDOUT = "holdout"  # early stopping on a split of the training set; the test file once at the end
 
-ALPHA = 0.05  # McNemar: p >= ALPHA vs the top entry is "tied" (not significantly worse)
-CONFIDENCE = 0.95  # Wilson intervals
+ALPHA = 0.05  # family-wise: Holm-adjusted p >= ALPHA vs the top is "not distinguishable"
+CONFIDENCE = 0.95  # Wilson intervals and rank intervals
+CORRECTION = "Holm"  # controls the family-wise error over a table's comparisons, any dependence
+RESAMPLES = 1000  # bootstrap of the rank intervals; seeded, so a report rebuilds identically
 MISSING = "—"  # how a missing value reads in the report's text
 
+TOP = "top"
+NOT_DISTINGUISHABLE = "not distinguishable"
+
 _COMPUTED_METRICS = ("balanced_accuracy", "macro_f1")  # from stored predictions when not recorded
+# What tells configurations apart in rows written before `configuration` existed. Image size and
+# path are left out: they differ between a sweep's backbones and baselines (labels tell them).
+_FALLBACK_KNOBS = ("protocol", "preprocess", "pooling", "epochs", "patience", "batch_size", "data")
 
 
 def is_number(value: Any) -> bool:
@@ -79,8 +90,27 @@ def metric(run: RunResult, name: str) -> float | None:
     return None
 
 
+def weights_name(run: RunResult) -> str | None:
+    """"imagenet", "random" or the weights file's name: never the path of the machine that ran."""
+    value = run.weights
+    if not isinstance(value, str) or not any(sep in value for sep in "/\\"):
+        return value
+    return PurePosixPath(value.replace("\\", "/")).name
+
+
+def weights_file_text(run: RunResult) -> str | None:
+    """The weights file's name, and Keras' own name for the run's size when it stood in."""
+    name = run.weights_file or weights_name(run)
+    if run.weights_substituted_for:
+        return f"{name} (for {run.weights_substituted_for})"
+    return name
+
+
 def run_value(run: RunResult, name: str) -> Any:
-    """A field of the run as recorded, or computed from its predictions where it can be."""
+    """A field of the run as reported: computed from its predictions where it can be, the
+    weights as a name."""
+    if name == "weights":
+        return weights_name(run)
     computed = metric(run, name) if name in _COMPUTED_METRICS else None
     return getattr(run, name) if computed is None else computed
 
@@ -108,13 +138,17 @@ def run_interval(run: RunResult) -> tuple[float | None, float | None]:
 
 @dataclass
 class Entry:
-    """One leaderboard line: the ok runs of one configuration, lowest seed first."""
+    """One leaderboard line: a backbone's ok runs in one configuration, lowest seed first."""
 
     runs: list[RunResult]
     label: str = ""  # backbone, plus the knobs that tell it from a same-named entry
     rank: int | None = None
+    rank_low: int | None = None  # 95 % bootstrap rank interval, over test images and seeds
+    rank_high: int | None = None
+    # "top" | "not distinguishable" | "worse" | "better" | "n/a" | "n/a: different images"
     vs_top: str = "n/a"
-    p_value: float | None = None
+    p_value: float | None = None  # sign test over images against the top, unadjusted
+    p_adjusted: float | None = None  # Holm-adjusted over the table's comparisons
     numbers: dict[str, Any] = field(default_factory=dict)  # by leaderboard() column
 
     @property
@@ -144,6 +178,30 @@ class Entry:
         return self.mean(rank_field(self.protocol))
 
 
+@dataclass
+class Recommendation:
+    """The answer on top of a table: its best entry, and the cheapest one not distinguishable
+    from it (by inference ms per image, else total parameters); the best itself when none is."""
+
+    best: Entry
+    cheapest: Entry
+    speedup: float | None  # best infer_ms / cheapest infer_ms
+    param_ratio: float | None  # best params_total / cheapest params_total
+
+
+@dataclass
+class Table:
+    """The entries of one configuration, ranked and tested among themselves only."""
+
+    key: str  # the configuration as json with sorted keys
+    configuration: dict
+    title: str  # the configuration in words
+    protocol: str
+    entries: list[Entry]  # best first, each with .rank
+    correction: str  # of the comparisons with the top: "Holm"
+    recommendation: Recommendation | None
+
+
 def labels(runs: Sequence[RunResult]) -> list[str]:
     """Backbone names, with the knobs that differ appended where a name repeats."""
     counts = Counter(r.backbone for r in runs)
@@ -153,10 +211,10 @@ def labels(runs: Sequence[RunResult]) -> list[str]:
         if counts[run.backbone] > 1:
             same = [r for r in runs if r.backbone == run.backbone]
             differing = [
-                k for k in GROUP_KNOBS if len({json.dumps(getattr(r, k)) for r in same}) > 1
+                k for k in GROUP_KNOBS if len({json.dumps(run_value(r, k)) for r in same}) > 1
             ]
             if differing:
-                name += " (" + ", ".join(f"{k}={getattr(run, k)}" for k in differing) + ")"
+                name += " (" + ", ".join(f"{k}={run_value(run, k)}" for k in differing) + ")"
         names.append(name)
     return names
 
@@ -177,8 +235,50 @@ def entries(runs: Iterable[RunResult]) -> list[Entry]:
     return found
 
 
-def _protocol_order(protocol: str) -> tuple[int, str]:
-    return ({LESSON: 0, HOLDOUT: 1}.get(protocol, 2), protocol)
+def configuration_of(run: RunResult) -> dict:
+    """The run's configuration: every knob but the seed; rebuilt from its fields for old rows."""
+    if run.configuration:
+        return dict(run.configuration)
+    return {**{k: getattr(run, k) for k in _FALLBACK_KNOBS}, "data_checksum": run.data_checksum}
+
+
+def _knob_text(name: str, value: Any) -> str:
+    """One knob of a configuration in words."""
+    if name == "protocol":
+        return f"{value} protocol"
+    if name == "image_size":
+        return "each backbone's native size" if value == "native" else f"{value} px"
+    if name in ("preprocess", "pooling"):
+        return f"{value} {'preprocessing' if name == 'preprocess' else 'pooling'}"
+    if name == "end_to_end":
+        return "end-to-end" if value else "cached features"
+    if name == "batch_size":
+        return f"batch {value}"
+    if name == "data_checksum":
+        return f"data {str(value)[:8]}" if value else f"data {MISSING}"
+    return f"{name.replace('_', ' ')} {value}"
+
+
+_TITLE_ORDER = ("protocol", "val_fraction", "image_size", "preprocess", "pooling", "end_to_end",
+                "epochs", "patience", "batch_size", "data", "data_checksum")  # fmt: skip
+_TITLE_ONLY_WHEN_DIFFERENT = {"data", "data_checksum"}  # said once above the tables otherwise
+
+
+def title(configuration: dict, differing: Iterable[str] = ()) -> str:
+    """The configuration in words; the knobs in differing (which tell tables apart) in bold."""
+    differing = set(differing)
+    names = [k for k in _TITLE_ORDER if k in configuration]
+    names += sorted(k for k in configuration if k not in _TITLE_ORDER)
+    parts = []
+    for name in names:
+        value = configuration[name]
+        if name == "val_fraction" and configuration.get("protocol") != HOLDOUT:
+            continue
+        if name in _TITLE_ONLY_WHEN_DIFFERENT and name not in differing:
+            continue
+        text = _knob_text(name, value)
+        parts.append(f"**{text}**" if name in differing else text)
+    return ", ".join(parts)
 
 
 def _ranking_key(entry: Entry) -> tuple:
@@ -190,32 +290,89 @@ def _ranking_key(entry: Entry) -> tuple:
     )
 
 
-def ranked_by_protocol(found: Iterable[Entry]) -> dict[str, list[Entry]]:
-    """Entries per protocol (lesson first), best first, ranked 1..n, compared with the top."""
-    by_protocol: dict[str, list[Entry]] = {}
-    for entry in found:
-        by_protocol.setdefault(entry.protocol, []).append(entry)
-    ranked: dict[str, list[Entry]] = {}
-    for protocol in sorted(by_protocol, key=_protocol_order):
-        group = sorted(by_protocol[protocol], key=_ranking_key)
-        for rank, entry in enumerate(group, start=1):
-            entry.rank = rank
-        _compare_with_top(group)
-        for entry in group:
-            entry.numbers = _entry_numbers(entry)
-        ranked[protocol] = group
-    return ranked
+def _scores(entry: Entry, images: np.ndarray) -> dict[Any, np.ndarray]:
+    """Per-image correctness by seed, of the entry's runs on exactly these images."""
+    return {
+        run.seed: arrays[1] == arrays[0]
+        for run in entry.runs
+        if (arrays := eval_arrays(run)) is not None and np.array_equal(arrays[0], images)
+    }
 
 
-def rank(runs: Iterable[RunResult]) -> dict[str, list[Entry]]:
-    """The ok runs as ranked, tested entries per protocol."""
-    return ranked_by_protocol(entries(runs))
+def _reference_images(ranked: Sequence[Entry]) -> np.ndarray | None:
+    """The evaluation labels of the best-ranked entry that stored them."""
+    return next((arrays[0] for e in ranked for r in e.runs if (arrays := eval_arrays(r))), None)
+
+
+def _compare_with_top(ranked: Sequence[Entry]) -> None:
+    """Sets vs_top, p_value and p_adjusted: an exact sign test over the images against the top,
+    on each image's correctness averaged over the seeds both entries have (else all of each),
+    Holm-adjusted over the table."""
+    top, tested = ranked[0], []
+    top.vs_top = TOP
+    images = _reference_images([top])
+    mine = {} if images is None else _scores(top, images)
+    for entry in ranked[1:]:
+        if images is None or _reference_images([entry]) is None:
+            continue  # "n/a": no stored predictions
+        if not (theirs := _scores(entry, images)):
+            entry.vs_top = "n/a: different images"
+            continue
+        seeds = (mine.keys() & theirs.keys()) or None
+        test = stats.sign_test(
+            np.mean([v for k, v in mine.items() if seeds is None or k in seeds], axis=0),
+            np.mean([v for k, v in theirs.items() if seeds is None or k in seeds], axis=0),
+        )
+        entry.p_value = test.p_value
+        tested.append((entry, test))
+    for (entry, test), adjusted in zip(
+        tested, stats.holm([e.p_value for e, _ in tested]), strict=True
+    ):
+        entry.p_adjusted = adjusted
+        if adjusted >= ALPHA:
+            entry.vs_top = NOT_DISTINGUISHABLE
+        else:
+            # ranked by the recorded accuracy, an entry can still beat the top image by image
+            entry.vs_top = "worse" if test.a_better > test.b_better else "better"
+
+
+def _rank_intervals(ranked: Sequence[Entry]) -> None:
+    """Sets rank_low and rank_high of the entries with predictions on the table's images."""
+    images = _reference_images(ranked)
+    if images is None:
+        return
+    scores = [np.array(list(found.values())) if (found := _scores(e, images)) else None
+              for e in ranked]
+    fixed = [math.nan if (a := e.accuracy()) is None else a for e in ranked]
+    intervals = stats.bootstrap_ranks(scores, fixed, RESAMPLES, seed=0, confidence=CONFIDENCE)
+    for entry, interval in zip(ranked, intervals, strict=True):
+        if interval is not None:
+            entry.rank_low, entry.rank_high = interval
+
+
+def recommend(ranked: Sequence[Entry]) -> Recommendation | None:
+    """The best entry and the cheapest entry not distinguishable from it."""
+    if not ranked or ranked[0].accuracy() is None:
+        return None
+    best = ranked[0]
+    candidates = [best, *(e for e in ranked if e.vs_top == NOT_DISTINGUISHABLE)]
+    cheapest = best
+    for cost in ("infer_ms", "params_total"):
+        if all(e.mean(cost) is not None for e in candidates):
+            cheapest = min(candidates, key=lambda e, cost=cost: (e.mean(cost), e.rank))
+            break
+    ratios = [
+        best_cost / cheap_cost if (best_cost := best.mean(c)) and (cheap_cost := cheapest.mean(c))
+        else None
+        for c in ("infer_ms", "params_total")
+    ]
+    return Recommendation(best, cheapest, *ratios)
 
 
 def _entry_numbers(entry: Entry) -> dict[str, Any]:
     """The entry's leaderboard() row: columns read from its runs, then the ones computed here."""
     numbers = {
-        c.name: entry.mean(c.source) if c.per_entry == MEAN else getattr(entry.first, c.source)
+        c.name: entry.mean(c.source) if c.per_entry == MEAN else run_value(entry.first, c.source)
         for c in columns_of(FRAME)
         if c.source is not None
     }
@@ -223,6 +380,8 @@ def _entry_numbers(entry: Entry) -> dict[str, Any]:
     ci_low, ci_high = wilson(entry.accuracy(), n)
     numbers.update(
         rank=entry.rank,
+        rank_low=entry.rank_low,
+        rank_high=entry.rank_high,
         k=len(entry.runs),
         val_acc_sd=entry.mean_sd("val_accuracy")[1],
         test_acc_sd=entry.mean_sd("test_accuracy")[1],
@@ -231,42 +390,42 @@ def _entry_numbers(entry: Entry) -> dict[str, Any]:
         n_eval=n,
         vs_top=entry.vs_top,
         p_value=entry.p_value,
+        p_adjusted=entry.p_adjusted,
     )
     return numbers
 
 
-def _paired_runs(top: Entry, other: Entry) -> tuple[RunResult, RunResult]:
-    """The runs to compare: the lowest seed both have, else each one's lowest seed."""
-    shared = {r.seed for r in top.runs} & {r.seed for r in other.runs}
-    for run in top.runs:  # lowest seed first
-        if run.seed in shared:
-            return run, next(r for r in other.runs if r.seed == run.seed)
-    return top.first, other.first
+def _ranked_table(key: str, runs: list[RunResult], title_text: str) -> Table:
+    ranked = sorted(entries(runs), key=_ranking_key)
+    for position, entry in enumerate(ranked, start=1):
+        entry.rank = position
+    if ranked:
+        _compare_with_top(ranked)
+        _rank_intervals(ranked)
+    for entry in ranked:
+        entry.numbers = _entry_numbers(entry)
+    configuration = json.loads(key)
+    protocol = str(configuration.get("protocol") or runs[0].protocol)
+    return Table(key, configuration, title_text, protocol, ranked, CORRECTION, recommend(ranked))
 
 
-def _compare_with_top(ranked: Sequence[Entry]) -> None:
-    """Sets vs_top and p_value: exact McNemar of each entry against the first, same images."""
-    if not ranked:
-        return
-    top = ranked[0]
-    top.vs_top, top.p_value = "top", None
-    for entry in ranked[1:]:
-        entry.vs_top, entry.p_value = "n/a", None
-        top_run, run = _paired_runs(top, entry)
-        top_arrays, arrays = eval_arrays(top_run), eval_arrays(run)
-        if top_arrays is None or arrays is None:
-            continue
-        if not np.array_equal(top_arrays[0], arrays[0]):
-            entry.vs_top = "n/a: different images"
-            continue
-        test = stats.mcnemar_exact(top_arrays[1] == top_arrays[0], arrays[1] == arrays[0])
-        entry.p_value = test.p_value
-        if test.p_value >= ALPHA:
-            entry.vs_top = "tied"
-        else:
-            # b: only the top is right; c: only this one is. Ranked by the mean over seeds, an
-            # entry can still beat the top on the one seed compared; say so rather than hide it.
-            entry.vs_top = "worse" if test.b > test.c else "better"
+def _protocol_order(protocol: str) -> int:
+    return {LESSON: 0, HOLDOUT: 1}.get(protocol, 2)
+
+
+def tables(runs: Iterable[RunResult]) -> list[Table]:
+    """One ranked, tested table per configuration; lesson tables first, then as they appear."""
+    by_key: dict[str, list[RunResult]] = {}
+    for run in runs:
+        if run.ok:
+            by_key.setdefault(json.dumps(configuration_of(run), sort_keys=True), []).append(run)
+    configurations = [json.loads(k) for k in by_key]
+    names = {name for c in configurations for name in c}
+    differing = {n for n in names if len({json.dumps(c.get(n)) for c in configurations}) > 1}
+    found = [
+        _ranked_table(key, rows, title(json.loads(key), differing)) for key, rows in by_key.items()
+    ]
+    return sorted(found, key=lambda t: _protocol_order(t.protocol))
 
 
 def transfer_points(ranked: Sequence[Entry]) -> list[tuple[float, float, str]]:

@@ -1,11 +1,15 @@
-"""Point labels on a scatter plot that overlap neither each other nor the markers."""
+"""Where things go on a figure: panels with fixed margins, axis limits with room for labels,
+and point labels that overlap neither each other nor the markers."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import matplotlib
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -74,3 +78,44 @@ def place_labels(fig: Figure, ax: Any, points: Sequence[tuple[float, float, str]
         offset, box = _best_offset(ax, renderer, points[index], [*placed, *others], frame)
         _annotate(ax, points[index][2], points[index][:2], offset)
         placed.append(box)
+
+
+def save(fig: Figure, path: Path) -> None:
+    """Writes the figure as a png and frees it."""
+    # A Figure with its own Agg canvas: no pyplot, no global figure registry, nothing to close.
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png")
+    fig.clear()
+
+
+def palette(n: int) -> list[Any]:
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    return [matplotlib.colormaps["tab20"](i % 20) for i in range(n)]
+
+
+def panels(n: int, width: float, height: float, right: float) -> tuple[Figure, list[Any]]:
+    """A figure of n panels, one above the other; margins fixed in inches, because label
+    placement measures pixel positions, which must not move afterwards."""
+    total = n * height
+    fig = Figure(figsize=(width, total), dpi=100)
+    axes = list(np.atleast_1d(fig.subplots(n, 1)))
+    bottom, top, gap = 0.7, 0.9, 1.0  # inches: x label; suptitle and title; between panels
+    panel = (total - bottom - top - (n - 1) * gap) / n
+    fig.subplots_adjust(
+        left=0.8 / width,
+        right=right,
+        bottom=bottom / total,
+        top=1 - top / total,
+        hspace=gap / panel,
+    )
+    return fig, axes
+
+
+def log_limits(ax: Any, xs: Sequence[float], lows: Sequence[float], highs: Sequence[float]) -> None:
+    """Log x and y limits with margins, so labels at the edges stay inside the axes."""
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 2.2)
+    span = max(max(highs) - min(lows), 0.02)
+    ax.set_ylim(min(lows) - 0.08 * span, max(highs) + 0.12 * span)
+    ax.grid(alpha=0.3, which="both")

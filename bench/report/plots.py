@@ -1,54 +1,57 @@
-"""plots/: training curves and a confusion matrix per entry, accuracy against model size, and
-accuracy against ImageNet top-1. Figures are drawn without pyplot (no global state)."""
+"""plots/: training curves and a confusion matrix per entry, and per table (one panel each):
+accuracy against inference time per image with its Pareto front, accuracy against model size,
+and accuracy against ImageNet top-1. Figures are drawn without pyplot (no global state)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench import stats
 from bench.report.model import (
     HOLDOUT,
     Entry,
+    Table,
     eval_arrays,
     is_number,
     n_classes,
-    rank_field,
     seeds_text,
     transfer_points,
 )
-from bench.report.placement import place_labels
+from bench.report.placement import log_limits, palette, panels, place_labels, save
 from bench.result import RunResult
 from bench.runlog import safe_name
 
 PLOTS_DIR = "plots"
 SUMMARY_PLOT = "summary.png"
 TRANSFER_PLOT = "transfer.png"
+COST_PLOT = "cost.png"
+BASELINE = "baseline"  # Entry.kind of a model trained from scratch: no backbone to time
 
 Point = tuple[float, float, str]  # x, y, label
+Panel = Callable[[Figure, Any, Table], None]  # draws one table on one axes
 
 
 @dataclass
 class Plots:
-    """What write_plots drew, as (entry label, file) pairs in leaderboard order."""
+    """What write_plots drew; per entry, (label, file) pairs in table and rank order."""
 
     history: list[tuple[str, Path]] = field(default_factory=list)
     confusion: list[tuple[str, Path]] = field(default_factory=list)
-    transfer: Path | None = None  # accuracy against ImageNet top-1, when >= 3 backbones have it
-    summary: Path | None = None
+    transfer: Path | None = None  # accuracy against ImageNet top-1, per table with >= 3 backbones
+    cost: Path | None = None  # accuracy against inference ms per image, per table
+    summary: Path | None = None  # accuracy against total parameters, per table
 
     @property
     def files(self) -> list[Path]:
-        """Every png: histories, confusion matrices, transfer, summary."""
+        """Every png: histories, confusion matrices, transfer, cost, summary."""
         files = [p for _, p in self.history] + [p for _, p in self.confusion]
-        return files + [p for p in (self.transfer, self.summary) if p is not None]
+        return files + [p for p in (self.transfer, self.cost, self.summary) if p is not None]
 
 
 def _unique_files(folder: Path, labels: Sequence[str], prefix: str) -> list[Path]:
@@ -64,13 +67,6 @@ def _unique_files(folder: Path, labels: Sequence[str], prefix: str) -> list[Path
         seen.add(candidate.lower())
         files.append(folder / f"{candidate}.png")
     return files
-
-
-def _save(fig: Figure, path: Path) -> None:
-    # A Figure with its own Agg canvas: no pyplot, no global figure registry, nothing to close.
-    FigureCanvasAgg(fig)
-    fig.savefig(path, format="png")
-    fig.clear()
 
 
 def _history_panel(ax: Any, runs: Sequence[RunResult], metrics: Sequence[str], best: Any) -> None:
@@ -124,91 +120,207 @@ def _plot_history(runs: Sequence[RunResult], title: str, path: Path) -> None:
     if len(runs) > 1:
         title += f" ({seeds_text(runs)}, one line each)"
     fig.suptitle(title)
-    _save(fig, path)
+    save(fig, path)
 
 
-def _palette(n: int) -> list[Any]:
-    if n <= 10:
-        return [f"C{i}" for i in range(n)]
-    return [matplotlib.colormaps["tab20"](i % 20) for i in range(n)]
+def _title(table: Table) -> str:
+    """The table's title as plain text (the markdown sets the knobs that differ in bold)."""
+    return table.title.replace("**", "")
 
 
-def _accuracy_label(protocols: Sequence[str]) -> str:
-    if set(protocols) == {HOLDOUT}:
+def _accuracy_label(protocol: str) -> str:
+    if protocol == HOLDOUT:
         return "test accuracy (mean over seeds)"
-    if HOLDOUT not in protocols:
-        return "validation accuracy, last epoch (mean over seeds)"
-    return "accuracy (lesson: val, holdout: test; mean over seeds)"
+    return "validation accuracy, last epoch (mean over seeds)"
 
 
-def _size_points(ranked: Sequence[Entry]) -> tuple[list[Point], list[str], list[float]]:
-    """(total parameters, accuracy, label), family and sd of each entry a log axis can show."""
-    points, families, errors = [], [], []
-    for entry in ranked:
+def interval(entry: Entry) -> tuple[float, float] | None:
+    """The 95 % interval of the entry's ranking accuracy, when it has one."""
+    low, high = entry.numbers.get("ci_low"), entry.numbers.get("ci_high")
+    return (float(low), float(high)) if is_number(low) and is_number(high) else None
+
+
+def _bars(entries: Sequence[Entry], ys: Sequence[float]) -> np.ndarray:
+    """Error bar lengths (below, above) of each accuracy: its 95 % interval, 0 without one."""
+    bars = np.zeros((2, len(entries)))
+    for i, (entry, y) in enumerate(zip(entries, ys, strict=True)):
+        if (ci := interval(entry)) is not None:
+            bars[:, i] = max(y - ci[0], 0.0), max(ci[1] - y, 0.0)
+    return bars
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, accuracy) that no other point beats on both, that is with a
+    cost as low and an accuracy as high and one of them strictly; cheapest first."""
+    front = [
+        i
+        for i, (x, y) in enumerate(points)
+        if not any(ox <= x and oy >= y and (ox < x or oy > y) for ox, oy in points)
+    ]
+    return sorted(front, key=lambda i: points[i])
+
+
+def _role(table: Table, entry: Entry) -> str:
+    """The entry's part in the table's recommendation, as its label says it."""
+    chosen = table.recommendation
+    if chosen is None:
+        return ""
+    if entry is chosen.best:
+        return " (best, recommended)" if entry is chosen.cheapest else " (best)"
+    return " (recommended)" if entry is chosen.cheapest else ""
+
+
+def _cost_entries(table: Table) -> list[tuple[Entry, float, float]]:
+    """(entry, inference ms per image, accuracy) of the entries a log axis can show."""
+    found = []
+    for entry in table.entries:
+        ms, accuracy = entry.mean("infer_ms"), entry.accuracy()
+        if entry.kind != BASELINE and ms is not None and ms > 0 and accuracy is not None:
+            found.append((entry, ms, accuracy))
+    return found
+
+
+def _baselines(ax: Any, table: Table) -> list[float]:
+    """Each baseline (no backbone, no inference time) as a labelled line at its accuracy."""
+    ys = []
+    for entry in table.entries:
+        if entry.kind == BASELINE and (y := entry.accuracy()) is not None:
+            ax.axhline(y, color="grey", linestyle=":", linewidth=1, zorder=1)
+            ax.text(
+                0.995,
+                y,
+                f"{entry.label} (from scratch)",
+                transform=ax.get_yaxis_transform(),
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color="dimgrey",
+            )
+            ys.append(y)
+    return ys
+
+
+def _cost_panel(fig: Figure, ax: Any, table: Table) -> None:
+    found = _cost_entries(table)
+    entries = [e for e, _, _ in found]
+    xs, ys = np.array([x for _, x, _ in found]), np.array([y for _, _, y in found])
+    bars = _bars(entries, ys)
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=bars,
+        fmt="o",
+        markersize=4,
+        color="C0",
+        elinewidth=1,
+        capsize=2,
+        zorder=3,
+        label="backbone (bars: 95 % interval)",
+    )
+    front = pareto_front(list(zip(xs, ys, strict=True)))
+    ax.plot(
+        xs[front],
+        ys[front],
+        drawstyle="steps-post",
+        color="C1",
+        linestyle="--",
+        linewidth=1.2,
+        zorder=2,
+        label="Pareto front (nothing faster is as accurate)",
+    )
+    chosen = [i for i, e in enumerate(entries) if _role(table, e)]
+    if chosen:
+        ax.scatter(
+            xs[chosen],
+            ys[chosen],
+            s=170,
+            facecolors="none",
+            edgecolors="C3",
+            linewidths=1.8,
+            zorder=4,
+            label="best; cheapest not distinguishable from it",
+        )
+    baselines = _baselines(ax, table)
+    log_limits(ax, xs, [*(ys - bars[0]), *baselines], [*(ys + bars[1]), *baselines])
+    ax.set_xlabel("inference ms per image at the run's size (log scale)")
+    ax.set_ylabel(_accuracy_label(table.protocol))
+    ax.set_title(_title(table), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    labels = [e.label + _role(table, e) for e in entries]
+    place_labels(fig, ax, list(zip(xs, ys, labels, strict=True)))
+
+
+def _per_table(
+    shown: Sequence[Table], draw: Panel, path: Path, size: tuple[float, float, float], title: str
+) -> bool:
+    """One panel per table, drawn by draw; False (nothing written) without tables."""
+    if not shown:
+        return False
+    width, height, right = size  # inches; right: where the axes end, as a share of the width
+    fig, axes = panels(len(shown), width, height, right)
+    for ax, table in zip(axes, shown, strict=True):
+        draw(fig, ax, table)
+    fig.suptitle(title)
+    save(fig, path)
+    return True
+
+
+def _plot_cost(tables: Sequence[Table], path: Path) -> bool:
+    """Accuracy against inference ms per image, a panel per table with timed backbones."""
+    shown = [t for t in tables if _cost_entries(t)]
+    title = "Accuracy against inference time per image"
+    return _per_table(shown, _cost_panel, path, (12, 6.5, 0.75), title)
+
+
+def _size_points(entries: Sequence[Entry]) -> tuple[list[Entry], list[Point], list[str]]:
+    """The entries a log axis of total parameters can show, their points and families."""
+    shown, points, families = [], [], []
+    for entry in entries:
         accuracy, params = entry.accuracy(), entry.first.params_total
         if accuracy is None or not is_number(params) or params <= 0:
             continue  # a log axis cannot show a missing or zero size
+        shown.append(entry)
         points.append((float(params), accuracy, entry.label))
         families.append(entry.first.family or entry.kind)
-        errors.append(entry.mean_sd(rank_field(entry.protocol))[1] or 0.0)
-    return points, families, errors
+    return shown, points, families
 
 
-def _scatter_families(
-    ax: Any, points: Sequence[Point], families: Sequence[str], errors: Sequence[float]
-) -> None:
-    # colour by family: related architectures are easy to compare at a glance
-    names = list(dict.fromkeys(families))
-    for family, colour in zip(names, _palette(len(names)), strict=True):
-        mine = [i for i, f in enumerate(families) if f == family]
-        xs = [points[i][0] for i in mine]
-        ys = [points[i][1] for i in mine]
-        ax.scatter(xs, ys, s=20, color=colour, label=family, zorder=3)
-        if any(errors[i] for i in mine):  # sd over seeds
-            ax.errorbar(
-                xs,
-                ys,
-                yerr=[errors[i] for i in mine],
-                fmt="none",
-                ecolor=colour,
-                elinewidth=1,
-                capsize=2,
-                alpha=0.7,
-                zorder=2,
-            )
-
-
-def _plot_summary(ranked: Sequence[Entry], path: Path) -> bool:
-    """Mean accuracy against total parameters; False (nothing written) if nothing to plot."""
-    points, families, errors = _size_points(ranked)
-    if not points:
-        return False
-    fig = Figure(figsize=(11, 7), dpi=100)
-    ax = fig.subplots()
-    with_legend = 1 < len(set(families)) <= 20
-    # fixed margins rather than a layout engine: label placement measures pixel positions,
-    # which must not move afterwards
-    fig.subplots_adjust(left=0.08, right=0.84 if with_legend else 0.97, bottom=0.09, top=0.94)
-    _scatter_families(ax, points, families, errors)
-    ax.set_xscale("log")
-    xs = [p[0] for p in points]
+def _summary_panel(fig: Figure, ax: Any, table: Table) -> None:
+    entries, points, families = _size_points(table.entries)
     ys = [p[1] for p in points]
-    # margins so labels at the edges stay inside the axes
-    ax.set_xlim(min(xs) / 1.6, max(xs) * 2.2)
-    span = max(max(ys) - min(ys), 0.02)
-    ax.set_ylim(min(ys) - 0.08 * span - max(errors), max(ys) + 0.12 * span + max(errors))
+    bars = _bars(entries, ys)
+    names = list(dict.fromkeys(families))  # colour by family: relatives compare at a glance
+    for family, colour in zip(names, palette(len(names)), strict=True):
+        mine = [i for i, f in enumerate(families) if f == family]
+        ax.errorbar(
+            [points[i][0] for i in mine],
+            [ys[i] for i in mine],
+            yerr=bars[:, mine],
+            fmt="o",
+            markersize=4,
+            color=colour,
+            elinewidth=1,
+            capsize=2,
+            alpha=0.85,
+            zorder=3,
+            label=family,
+        )
+    log_limits(ax, [p[0] for p in points], np.subtract(ys, bars[0]), np.add(ys, bars[1]))
     ax.set_xlabel("total parameters (log scale)")
-    ax.set_ylabel(_accuracy_label([e.protocol for e in ranked]))
-    bars = " (bars: ± sd over seeds)" if any(errors) else ""
-    ax.set_title(f"Accuracy against model size{bars}")
-    ax.grid(alpha=0.3, which="both")
-    if with_legend:
+    ax.set_ylabel(_accuracy_label(table.protocol))
+    ax.set_title(_title(table), fontsize=9)
+    if len(names) <= 20:
         ax.legend(
             title="family", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
         )
     place_labels(fig, ax, points)
-    _save(fig, path)
-    return True
+
+
+def _plot_summary(tables: Sequence[Table], path: Path) -> bool:
+    """Mean accuracy (bars: 95 % interval) against total parameters, a panel per table."""
+    shown = [t for t in tables if _size_points(t.entries)[0]]
+    title = "Accuracy against model size (bars: 95 % interval)"
+    return _per_table(shown, _summary_panel, path, (11, 7, 0.84), title)
 
 
 def _draw_matrix(ax: Any, matrix: np.ndarray, names: Sequence[str]) -> None:
@@ -250,41 +362,37 @@ def _plot_confusion(entry: Entry, path: Path) -> bool:
         f"seed {run.seed}",
         fontsize=10,
     )
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
-def _plot_transfer(ranked: dict[str, list[Entry]], path: Path) -> bool:
-    """Accuracy against ImageNet top-1, one panel per protocol with >= 3 backbones."""
-    panels = [(p, pts) for p, group in ranked.items() if len(pts := transfer_points(group)) >= 3]
-    if not panels:
-        return False
-    fig = Figure(figsize=(8 * len(panels), 6.5), dpi=100)
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    fig.subplots_adjust(left=0.09 / len(panels), right=0.98, bottom=0.1, top=0.88, wspace=0.2)
-    for ax, (protocol, points) in zip(axes, panels, strict=True):
-        xs = [p[0] for p in points]
-        ys = [p[1] for p in points]
-        ax.scatter(xs, ys, s=25, color="C0", zorder=3)
-        x_span = max(max(xs) - min(xs), 1.0)
-        y_span = max(max(ys) - min(ys), 0.02)
-        ax.set_xlim(min(xs) - 0.12 * x_span, max(xs) + 0.25 * x_span)
-        ax.set_ylim(min(ys) - 0.1 * y_span, max(ys) + 0.15 * y_span)
-        ax.set_xlabel("ImageNet top-1 accuracy (%, registry)")
-        accuracy = "test" if protocol == HOLDOUT else "validation"
-        ax.set_ylabel(f"{accuracy} accuracy on this data set (mean over seeds)")
-        result = stats.spearman(xs, ys)
-        rho = (
-            f"Spearman rho = {result.rho:.2f}, p = {result.p_value:.3g}, n = {result.n}"
-            if result.rho is not None
-            else f"Spearman rho undefined, n = {result.n}"
-        )
-        ax.set_title(f"Protocol {protocol}: {rho}", fontsize=10)
-        ax.grid(alpha=0.3)
-        place_labels(fig, ax, points)
-    fig.suptitle("Does ImageNet accuracy predict transfer accuracy?")
-    _save(fig, path)
-    return True
+def _transfer_panel(fig: Figure, ax: Any, table: Table) -> None:
+    points = transfer_points(table.entries)
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    ax.scatter(xs, ys, s=25, color="C0", zorder=3)
+    x_span = max(max(xs) - min(xs), 1.0)
+    y_span = max(max(ys) - min(ys), 0.02)
+    ax.set_xlim(min(xs) - 0.12 * x_span, max(xs) + 0.25 * x_span)
+    ax.set_ylim(min(ys) - 0.1 * y_span, max(ys) + 0.15 * y_span)
+    ax.set_xlabel("ImageNet top-1 accuracy (%, registry)")
+    ax.set_ylabel(_accuracy_label(table.protocol).replace("accuracy", "accuracy here", 1))
+    result = stats.spearman(xs, ys)
+    rho = (
+        f"Spearman rho = {result.rho:.2f}, p = {result.p_value:.3g}, n = {result.n}"
+        if result.rho is not None
+        else f"Spearman rho undefined, n = {result.n}"
+    )
+    ax.set_title(f"{_title(table)}\n{rho}", fontsize=9)
+    ax.grid(alpha=0.3)
+    place_labels(fig, ax, points)
+
+
+def _plot_transfer(tables: Sequence[Table], path: Path) -> bool:
+    """Accuracy against ImageNet top-1, a panel per table with >= 3 such backbones."""
+    shown = [t for t in tables if len(transfer_points(t.entries)) >= 3]
+    title = "Does ImageNet accuracy predict transfer accuracy?"
+    return _per_table(shown, _transfer_panel, path, (9, 6.5, 0.97), title)
 
 
 def _remove_stale(folder: Path, current: Sequence[Path]) -> None:
@@ -295,17 +403,16 @@ def _remove_stale(folder: Path, current: Sequence[Path]) -> None:
     ours = {
         *folder.glob("history_*.png"),
         *folder.glob("confusion_*.png"),
-        folder / TRANSFER_PLOT,
-        folder / SUMMARY_PLOT,
+        *(folder / name for name in (TRANSFER_PLOT, COST_PLOT, SUMMARY_PLOT)),
     }
     for stale in ours - set(current):
         stale.unlink(missing_ok=True)
 
 
-def write_plots(out_dir: Path, ranked: dict[str, list[Entry]]) -> Plots:
-    """Draws every plot of the ranked entries into out_dir/plots/ and removes stale ones."""
+def write_plots(out_dir: Path, tables: Sequence[Table]) -> Plots:
+    """Draws every plot of the tables into out_dir/plots/ and removes stale ones."""
     folder = out_dir / PLOTS_DIR
-    entries = [e for group in ranked.values() for e in group]
+    entries = [e for table in tables for e in table.entries]
     plots = Plots()
     if entries:
         folder.mkdir(exist_ok=True)
@@ -317,9 +424,11 @@ def write_plots(out_dir: Path, ranked: dict[str, list[Entry]]) -> Plots:
             plots.history.append((entry.label, history))
             if _plot_confusion(entry, confusion):
                 plots.confusion.append((entry.label, confusion))
-        if _plot_transfer(ranked, folder / TRANSFER_PLOT):
+        if _plot_transfer(tables, folder / TRANSFER_PLOT):
             plots.transfer = folder / TRANSFER_PLOT
-        if _plot_summary(entries, folder / SUMMARY_PLOT):
+        if _plot_cost(tables, folder / COST_PLOT):
+            plots.cost = folder / COST_PLOT
+        if _plot_summary(tables, folder / SUMMARY_PLOT):
             plots.summary = folder / SUMMARY_PLOT
     _remove_stale(folder, plots.files)
     return plots

@@ -1,5 +1,5 @@
 """The leaderboard as pandas tables: leaderboard() (one row per entry) and leaderboard.csv (one
-line per run)."""
+line per run), both in table order (one table per configuration) and rank order within each."""
 
 from __future__ import annotations
 
@@ -9,9 +9,24 @@ from typing import Any
 import pandas as pd
 
 from bench.console import one_line
-from bench.report.columns import CSV, CSV_COLUMNS, FRAME, LEADERBOARD_COLUMNS, MEAN, columns_of
-from bench.report.model import Entry, n_eval, rank, run_interval, run_value
+from bench.report.columns import (
+    CSV,
+    CSV_COLUMNS,
+    ENTRY,
+    FRAME,
+    LEADERBOARD_COLUMNS,
+    MEAN,
+    columns_of,
+)
+from bench.report.model import Entry, Table, n_eval, run_interval, run_value, tables
 from bench.result import RunResult
+
+TABLE = "table"  # the column that names an entry's table (its configuration in words)
+
+
+def table_name(table: Table) -> str:
+    """The table's title as plain text (the markdown sets the knobs that differ in bold)."""
+    return table.title.replace("**", "")
 
 
 def _as_ints(frame: pd.DataFrame, names: Sequence[str]) -> None:
@@ -22,9 +37,14 @@ def _as_ints(frame: pd.DataFrame, names: Sequence[str]) -> None:
             pass
 
 
-def entry_frame(ranked: Sequence[Entry]) -> pd.DataFrame:
+def _entry_row(table: Table, entry: Entry) -> dict[str, Any]:
+    return {**entry.numbers, TABLE: table_name(table)}
+
+
+def entry_frame(found: Sequence[Table]) -> pd.DataFrame:
     """One row per entry, numbers unformatted; means over seeds are floats."""
-    frame = pd.DataFrame([e.numbers for e in ranked], columns=list(LEADERBOARD_COLUMNS))
+    rows = [_entry_row(t, e) for t in found for e in t.entries]
+    frame = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
     columns = columns_of(FRAME)
     _as_ints(frame, [c.name for c in columns if c.dtype == "Int64" and c.per_entry != MEAN])
     for column in columns:
@@ -35,26 +55,29 @@ def entry_frame(ranked: Sequence[Entry]) -> pd.DataFrame:
 
 
 def leaderboard(records: Sequence[dict]) -> pd.DataFrame:
-    """One row per entry (ok runs over seeds), ranked within each protocol, lesson first.
+    """One row per entry (ok runs over seeds), one ranked table per configuration after another,
+    lesson tables first.
 
     Columns as in LEADERBOARD_COLUMNS; accuracies are means over the seeds, unformatted.
     """
-    ranked = rank(RunResult.from_dict(r) for r in records)
-    return entry_frame([e for group in ranked.values() for e in group])
+    return entry_frame(tables(RunResult.from_dict(r) for r in records))
 
 
-def _csv_line(run: RunResult, rank_of_entry: int | None) -> dict[str, Any]:
+def _csv_line(run: RunResult, table: Table | None, entry: Entry | None) -> dict[str, Any]:
     line = {c.name: run_value(run, c.source) for c in columns_of(CSV) if c.source is not None}
+    if table is not None and entry is not None:  # rank, rank interval, tests: the entry's
+        row = _entry_row(table, entry)
+        line.update({c.name: row.get(c.name) for c in columns_of(CSV) if c.per_entry == ENTRY})
     line["ci_low"], line["ci_high"] = run_interval(run)
-    line.update(rank=rank_of_entry, n_eval=n_eval(run), error=one_line(run.error) or None)
+    line.update(n_eval=n_eval(run), error=one_line(run.error) or None)
     return line
 
 
-def csv_frame(ranked: dict[str, list[Entry]], failed: Sequence[RunResult]) -> pd.DataFrame:
-    """One line per run: the ok ones by entry rank and seed, then the failed ones; floats as
-    the runs recorded them."""
-    lines = [_csv_line(run, e.rank) for group in ranked.values() for e in group for run in e.runs]
-    lines += [_csv_line(run, None) for run in failed]
+def csv_frame(found: Sequence[Table], failed: Sequence[RunResult]) -> pd.DataFrame:
+    """One line per run: the ok ones by table, entry rank and seed, then the failed ones; floats
+    as the runs recorded them."""
+    lines = [_csv_line(run, t, e) for t in found for e in t.entries for run in e.runs]
+    lines += [_csv_line(run, None, None) for run in failed]
     frame = pd.DataFrame(lines, columns=list(CSV_COLUMNS))
     _as_ints(frame, [c.name for c in columns_of(CSV) if c.dtype == "Int64"])
     return frame
