@@ -806,7 +806,7 @@ def test_pretraining_section_pairs_imagenet_with_random_weights(tmp_path: Path) 
     assert "## What pretraining bought" in text
     (row,) = [r for r in table_rows(text, "backbone") if "difference" in r]
     assert (row["backbone"], row["difference"]) == ("A", "+0.400")
-    assert "random weights" in row["against"]
+    assert "weights=random" in row["against"]
     assert "## What the lesson protocol inflates" not in text
 
 

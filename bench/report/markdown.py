@@ -128,6 +128,7 @@ def _epochs_text(entry: Entry) -> str:
 # The cells that combine several numbers of an entry; every other cell is one formatted number.
 _COMPOSITE_CELLS: dict[str, Callable[[Entry], str]] = {
     "rank": _rank_text,
+    "backbone": lambda e: e.label,  # with the knob that tells two entries of a name apart
     "accuracy": _accuracy_text,
     "vs top": _vs_top_text,
     "params": _params_text,
@@ -299,7 +300,7 @@ def _pretraining_lines(found: Sequence[effects.Pretraining]) -> list[str]:
     rows = [
         [
             e.backbone,
-            e.control.label + (" (random weights)" if e.control.kind != "baseline" else ""),
+            e.control.label,
             e.title.replace("**", ""),
             f"{e.difference:+.3f}",
             f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]",
