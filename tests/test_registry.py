@@ -236,11 +236,12 @@ def test_weights_file_is_what_keras_downloads(keras_request, name: str, size: in
 
 
 @pytest.mark.slow
-@every_row
-def test_weights_file_is_what_keras_downloads_for_every_row(keras_request, spec: BackboneSpec):
-    _check_against_keras(keras_request, spec, spec.min_size)
-    if spec.weight_sizes is not None:  # and one side that has a file of its own
-        _check_against_keras(keras_request, spec, min(spec.weight_sizes))
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if s.weight_sizes is not None], ids=_name)
+def test_weights_file_is_what_keras_downloads_at_a_side_with_a_file(keras_request,
+                                                                     spec: BackboneSpec):
+    # min_size, where most rows fall back to another side's file, is checked with every row's
+    # build from a file (tests/test_weights_files.py); here, a side that has a file of its own
+    _check_against_keras(keras_request, spec, min(spec.weight_sizes))
 
 
 def test_real_weights_file_loads(real_weights_dir: Path):
@@ -272,12 +273,6 @@ def _check_build(spec: BackboneSpec, size: int) -> None:
                                   "DenseNet121"])
 def test_small_rows_build_with_the_recorded_width_and_params(name: str):
     _check_build(get(name), 32)
-
-
-@pytest.mark.slow
-@every_row
-def test_every_row_builds_at_min_size_with_the_recorded_width_and_params(spec: BackboneSpec):
-    _check_build(spec, spec.min_size)
 
 
 def test_build_passes_kwargs_and_pooling_through():

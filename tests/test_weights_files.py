@@ -50,17 +50,29 @@ def _from_file(spec: BackboneSpec, size: int, path: Path) -> keras.Model:
 
 
 def _keras_imagenet_build(spec: BackboneSpec, size: int, path: Path,
-                          monkeypatch: pytest.MonkeyPatch) -> keras.Model:
-    """Keras' own weights="imagenet" build, its download answered with `path`."""
+                          monkeypatch: pytest.MonkeyPatch) -> tuple[keras.Model, list[str]]:
+    """Keras' own weights="imagenet" build, its download answered with `path`; with the file
+    names it asked for."""
+    asked: list[str] = []
+
+    def get_file(fname=None, *args, **kwargs) -> str:
+        asked.append(fname)
+        return str(path)
+
     with monkeypatch.context() as patch:
-        patch.setattr(file_utils, "get_file", lambda *args, **kwargs: str(path))
-        return spec.build(size, weights="imagenet")
+        patch.setattr(file_utils, "get_file", get_file)
+        return spec.build(size, weights="imagenet"), asked
 
 
 def _check_file_route(spec: BackboneSpec, tmp_path: Path,
                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One build of each kind, three facts: the row's recorded width and parameter count, the
+    file name Keras asks for, and bench's build from that file being Keras' network with the
+    file's weights."""
     size = spec.min_size
     saved = spec.build(size, weights=None)
+    assert saved.output_shape == (None, spec.feature_width)
+    assert saved.count_params() == spec.params
     expected_weights = _fingerprint(saved)
     path = _save_as_keras_does(saved, tmp_path / spec.weights_file(size))
     del saved
@@ -69,8 +81,11 @@ def _check_file_route(spec: BackboneSpec, tmp_path: Path,
     bench_layers, bench_weights = _layers(bench_model), _fingerprint(bench_model)
     del bench_model
     keras.backend.clear_session()
-    keras_layers = _layers(_keras_imagenet_build(spec, size, path, monkeypatch))
+    keras_model, asked = _keras_imagenet_build(spec, size, path, monkeypatch)
+    keras_layers = _layers(keras_model)
+    del keras_model
     path.unlink()  # pytest keeps recent tmp_paths, and the largest files are gigabytes
+    assert asked == [spec.weights_file(size)]
     assert bench_layers == keras_layers
     assert bench_weights == expected_weights  # and the file's weights are what it holds
 
@@ -83,7 +98,8 @@ def test_small_rows_from_a_file_are_keras_imagenet_network(name, tmp_path, monke
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", REGISTRY, ids=_name)
 def test_every_row_from_a_file_is_keras_imagenet_network(spec, tmp_path, monkeypatch):
-    """Every row at its min_size, through a real file (ConvNeXtXLarge's is 1.4 GB)."""
+    """Every row at its min_size, through a real file (ConvNeXtXLarge's is 1.4 GB); also the
+    row's width, parameter count and weights file name, so that each row is built only here."""
     _check_file_route(spec, tmp_path, monkeypatch)
 
 
