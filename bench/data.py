@@ -1,7 +1,9 @@
-"""Load, check and normalise an image-classification dataset in the lesson's four-.npy layout.
+"""Load, check and normalise an image-classification dataset.
 
-The folder holds ``train_images.npy``, ``train_labels.npy``, ``test_images.npy`` and
-``test_labels.npy``; as in the lesson, the test split is used for validation. Every problem a
+Three kinds of source, told apart by what `--data` points at: the lesson's four-.npy folder
+(``train_images.npy``, ``train_labels.npy``, ``test_images.npy``, ``test_labels.npy``; as in the
+lesson, the test split is used for validation), a folder of images per class
+(:mod:`bench.imagefolder`) and ``tfds:NAME[:SPLITS]`` (:mod:`bench.tfdsdata`). Every problem a
 user can cause is a :class:`DataError` whose message is one line saying what was expected and
 what was received. No TensorFlow here: the lesson's data, when missing, are downloaded by
 :mod:`bench.dollarstreet`, which alone imports Keras.
@@ -10,15 +12,16 @@ what was received. No TensorFlow here: the lesson's data, when missing, are down
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from bench import dollarstreet
+from bench.config import LESSON_IMAGE_SIZE
 from bench.dollarstreet import FILES
 
 _IMAGES_SHAPE = "images N×H×W×3 (or N×H×W / N×H×W×1 grayscale)"
@@ -45,6 +48,11 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str  # the folder, as given
     notes: tuple[str, ...] = ()  # what the loader changed and the user should know
+    kind: str = "npy"  # "npy" | "folder" | "tfds" | "arrays"
+    skipped_images: tuple[str, ...] = ()  # corrupt images left out (--skip-bad-images)
+    # the source's own identity when the arrays are a decoded copy of it (an image folder's
+    # files, a TFDS dataset's prepared files); None: the arrays are the identity
+    identity: str | None = None
 
     @property
     def n_classes(self) -> int:
@@ -64,31 +72,107 @@ class Dataset:
         return (int(height), int(width), int(channels))
 
     def checksum(self) -> str:
-        """sha256 over the four arrays' shape, dtype and bytes: an identity of the data."""
-        digest = hashlib.sha256()
-        for name, arr in zip(_ARRAY_NAMES, self._arrays(), strict=True):
-            digest.update(f"{name}:{arr.shape}:{arr.dtype.str};".encode())
-            digest.update(np.ascontiguousarray(arr).data)
-        return digest.hexdigest()
+        """The data's identity: the source's when it has one, else sha256 over the four arrays'
+        shape, dtype and bytes."""
+        if self.identity is not None:
+            return self.identity
+        return arrays_checksum(self)
 
-    def _arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.train_images, self.train_labels, self.val_images, self.val_labels)
+    def source_fields(self) -> dict:
+        """A row's fields saying where its data came from: the source as given, its kind, the
+        images left out as corrupt."""
+        return dict(data=self.source, data_kind=self.kind,
+                    skipped_images=list(self.skipped_images))
 
     def __repr__(self) -> str:  # the dataclass default would print every pixel
         return (
-            f"Dataset(source={self.source!r}, n_train={self.n_train}, n_val={self.n_val}, "
-            f"image_shape={self.image_shape}, dtype={self.train_images.dtype}, "
-            f"n_classes={self.n_classes}, notes={self.notes!r})"
+            f"Dataset(source={self.source!r}, kind={self.kind!r}, n_train={self.n_train}, "
+            f"n_val={self.n_val}, image_shape={self.image_shape}, "
+            f"dtype={self.train_images.dtype}, n_classes={self.n_classes}, "
+            f"notes={self.notes!r})"
         )
 
 
-def load_dataset(path: str | os.PathLike | None = None, download: bool = True) -> Dataset:
-    """Load the four .npy files from ``path`` (default ``data/dataset_dollarstreet``).
+def arrays_checksum(data: Dataset) -> str:
+    """sha256 over the four arrays' shape, dtype and bytes."""
+    digest = hashlib.sha256()
+    arrays = (data.train_images, data.train_labels, data.val_images, data.val_labels)
+    for name, arr in zip(_ARRAY_NAMES, arrays, strict=True):
+        digest.update(f"{name}:{arr.shape}:{arr.dtype.str};".encode())
+        digest.update(np.ascontiguousarray(arr).data)
+    return digest.hexdigest()
+
+
+class LazyDataset(Dataset):
+    """A Dataset whose arrays are made on first use (an image folder decoded, a TFDS dataset
+    read). Its identity, class names and stored image shape are known before, so a sweep with
+    nothing left to run decodes nothing."""
+
+    def __init__(self, make: Callable[[], Dataset], *, identity: str, class_names: Sequence[str],
+                 source: str, kind: str, image_shape: tuple[int, int, int],
+                 counts: tuple[int, int], notes: Sequence[str] = ()) -> None:
+        for name, value in (("_make", make), ("identity", identity), ("source", source),
+                            ("class_names", tuple(class_names)), ("kind", kind),
+                            ("_image_shape", image_shape), ("_counts", counts),
+                            ("notes", tuple(notes))):
+            object.__setattr__(self, name, value)
+
+    @cached_property
+    def loaded(self) -> Dataset:
+        """The arrays, checked as from_arrays checks them (decoded now, once)."""
+        return self._make()
+
+    train_images = property(lambda self: self.loaded.train_images)
+    train_labels = property(lambda self: self.loaded.train_labels)
+    val_images = property(lambda self: self.loaded.val_images)
+    val_labels = property(lambda self: self.loaded.val_labels)
+    skipped_images = property(lambda self: self.loaded.skipped_images)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self._image_shape
+
+    @property
+    def decoded(self) -> bool:
+        return "loaded" in self.__dict__
+
+    @property
+    def n_train(self) -> int:  # the files listed until they are decoded (bad ones may go)
+        return len(self.train_labels) if self.decoded else self._counts[0]
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_labels) if self.decoded else self._counts[1]
+
+    def __repr__(self) -> str:
+        state = "decoded" if self.decoded else "not decoded yet"
+        return (f"LazyDataset(source={self.source!r}, kind={self.kind!r}, "
+                f"image_shape={self.image_shape}, n_classes={self.n_classes}, {state})")
+
+
+def load_dataset(path: str | os.PathLike | None = None, download: bool = True, *,
+                 test_fraction: float = 0.25, skip_bad_images: bool = False,
+                 storage_size: int | None = None, tfds_dir: str | None = None) -> Dataset:
+    """The dataset `path` names (default ``data/dataset_dollarstreet``): ``tfds:NAME[:SPLITS]``,
+    a folder of images per class, or the lesson's four .npy files.
 
     Only the default folder is downloaded when missing, and only with ``download=True``.
+    `test_fraction` splits a ``<class>/``-only image folder; `storage_size` is the side images
+    of mixed sizes are stored at (default the lesson's 160); `skip_bad_images` turns corrupt
+    images into a warning; `tfds_dir` is TFDS's data folder (default $TFDS_DATA_DIR).
     """
+    from bench import imagefolder, npydata
+    from bench.npyfile import load_npy
+
+    images = dict(skip_bad_images=skip_bad_images, storage_size=storage_size or LESSON_IMAGE_SIZE)
+    if isinstance(path, str) and path.startswith("tfds:"):
+        from bench import tfdsdata
+
+        return tfdsdata.load_tfds(path, data_dir=tfds_dir, **images)
     folder = dollarstreet.DEFAULT_DIR if path is None else Path(path)
     source = str(folder)
+    if imagefolder.is_image_folder(folder):
+        return imagefolder.load_image_folder(folder, test_fraction=test_fraction, **images)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{source}: expected a data folder holding {', '.join(FILES)}; "
                         "received a file")
@@ -112,16 +196,18 @@ def load_dataset(path: str | os.PathLike | None = None, download: bool = True) -
                 f"{source}: expected the four files {', '.join(FILES)}; "
                 f"missing {', '.join(missing)}"
             )
-    arrays = [_load_npy(folder / name) for name in FILES]
-    class_names = _read_class_names(folder)
-    return _build(
+    if problem := dollarstreet.verify(folder, refetch=download):  # the default folder only
+        raise DataError(problem)
+    arrays = [load_npy(folder / name) for name in FILES]
+    class_names = npydata.read_class_names(folder)
+    return npydata.with_identity(folder, _build(
         *arrays,
         names=FILES,
         class_names=class_names,
         default_names=(dollarstreet.CLASSES if folder.name == dollarstreet.DEFAULT_DIR.name
                        else None),
         source=source,
-    )
+    ))
 
 
 def from_arrays(
@@ -131,6 +217,9 @@ def from_arrays(
     val_labels: np.ndarray,
     class_names: Sequence[str] | None = None,
     source: str = "<arrays>",
+    kind: str = "arrays",
+    skipped_images: Sequence[str] = (),
+    identity: str | None = None,
 ) -> Dataset:
     """Build a :class:`Dataset` from in-memory arrays, checked and normalised as files are."""
     if class_names is not None:
@@ -144,63 +233,10 @@ def from_arrays(
         class_names=(class_names, "class_names") if class_names is not None else None,
         default_names=None,
         source=source,
+        kind=kind,
+        skipped_images=tuple(skipped_images),
+        identity=identity,
     )
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    """np.load without pickle; every way a file can be unreadable becomes a DataError."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        msg = str(err)
-        if "Object arrays" in msg:
-            raise DataError(f"{path}: expected a numeric array; received an object array "
-                            "(object arrays are refused (allow_pickle=False))") from err
-        if "pickled" in msg:
-            raise DataError(f"{path}: expected a NumPy .npy array; received {_not_npy(path)} "
-                            "(pickled data is refused (allow_pickle=False))") from err
-        raise DataError(f"{path}: expected a readable .npy array; received a corrupt or "
-                        f"truncated file ({msg})") from err
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: expected a readable .npy array; received a corrupt, empty "
-                        f"or unreadable file ({err})") from err
-    if not isinstance(arr, np.ndarray):  # an .npz archive saved under a .npy name
-        arr.close()
-        raise DataError(f"{path}: expected a single .npy array; received an .npz archive")
-    return arr
-
-
-def _not_npy(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    # Pickle protocols 2+ open with 0x80; anything else is simply not a .npy file.
-    return "a pickled Python object" if head[:1] == b"\x80" else "a file that is not .npy"
-
-
-def _read_class_names(folder: Path) -> tuple[tuple[str, ...], str] | None:
-    """Class names from classes.txt (one per line) or meta.json's "classes", with their file."""
-    txt = folder / "classes.txt"
-    if txt.is_file():
-        try:
-            lines = txt.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"{txt}: expected UTF-8 text, one class name a line; "
-                            f"received an unreadable file ({err})") from err
-        return tuple(line.strip() for line in lines if line.strip()), txt.name
-    meta = folder / "meta.json"
-    if meta.is_file():
-        try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{meta}: expected JSON; received an unreadable file ({err})") from err
-        if not isinstance(info, dict) or "classes" not in info:
-            return None  # meta.json may describe other things; class names are optional
-        classes = info["classes"]
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise DataError(f"{meta}: expected \"classes\" to be a list of strings; "
-                            f"received {type(classes).__name__}")
-        return tuple(classes), meta.name
-    return None
 
 
 def _build(
@@ -213,6 +249,7 @@ def _build(
     class_names: tuple[tuple[str, ...], str] | None,
     default_names: tuple[str, ...] | None,
     source: str,
+    **provenance: object,
 ) -> Dataset:
     """Check and normalise the four arrays; ``names`` label them in messages."""
     ti_name, tl_name, vi_name, vl_name = names
@@ -233,6 +270,7 @@ def _build(
         class_names=_class_names(class_names, default_names, n_classes),
         source=source,
         notes=tuple(f"{text} ({', '.join(where)})" for text, where in notes.items()),
+        **provenance,
     )
 
 

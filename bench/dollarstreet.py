@@ -1,11 +1,15 @@
 """The lesson's dataset: Dollar Street 10 on Zenodo, its folder, files, size and class names.
 
-Pure: Keras is imported only inside `download`, for keras.utils.get_file.
+Pure: Keras is imported only inside `download`, for keras.utils.get_file. The files are
+verified on every load of the default folder (`verify`), against the sha256 recorded when
+they were downloaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 
 # Where the lesson's notebooks keep it; the one folder bench downloads when it is missing.
@@ -16,12 +20,16 @@ FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels
 N_IMAGES, IMAGE_SHAPE = 878 + 293, (64, 64, 3)
 
 ZENODO_RECORD = "https://zenodo.org/records/10970014"
-# name -> (url, md5). The md5 values are None because the record's checksums could not be
-# confirmed from any source available when this was written; inventing them would make every
-# download fail. Fill them in from the record's file list to have get_file verify each file.
+# name -> (url, md5). No md5 is pinned: the record's published checksums could not be found in
+# any source available when this was written, and an invented one would fail every download.
+# The files are checked against the sha256 manifest written on their first complete download.
 DOWNLOADS: dict[str, tuple[str, str | None]] = {
     name: (f"{ZENODO_RECORD}/files/{name}?download=1", None) for name in FILES
 }
+# sha256 of each file, recorded next to them once all four are in, checked on every load.
+MANIFEST = "SHA256SUMS"
+# A server that stops sending fails the download after this long instead of hanging it.
+TIMEOUT_S = 60.0
 # Label order as given by the lesson ("Advanced layer types", table "Category | label").
 CLASSES = (
     "day bed",
@@ -44,43 +52,143 @@ class DownloadError(OSError):
 def download(dest: Path) -> None:
     """Download the four Dollar Street 10 files from Zenodo into ``dest`` (present ones kept).
 
-    Each file is fetched under a ``.part`` name and renamed only when complete (and, where an
-    md5 is known, verified), so an interrupted download never leaves a file that looks whole.
+    Each file is fetched under a ``.part`` name and renamed only when complete: as long as the
+    server's Content-Length says (urlretrieve checks it), as long as its own .npy header says,
+    and, where an md5 is known, with that md5. A failed first attempt leaves no folder behind.
+    The first load after it (`verify`) records the files' sha256.
     """
-    import keras  # deferred: importing Keras starts TensorFlow, which plain loading never needs
-
     dest = Path(dest)
-    created = not dest.exists()
+    created = [p for p in (dest, *dest.parents) if not p.exists()]
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _download_error(dest, f"cannot create the folder: {err.strerror or err}") from err
-    for name, (url, md5) in DOWNLOADS.items():
-        target = dest / name
-        if target.is_file():
-            continue
-        part = dest / f"{name}.part"
+    try:
+        for name, (url, md5) in DOWNLOADS.items():
+            if not (dest / name).is_file():
+                _fetch(dest, name, url, md5)
+    except BaseException:
+        for folder in created:  # deepest first; one a file was kept in stays
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _fetch(dest: Path, name: str, url: str, md5: str | None) -> None:
+    import keras  # deferred: importing Keras starts TensorFlow, which plain loading never needs
+
+    from bench.npyfile import DataError, check_size
+
+    part = dest / f"{name}.part"
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(TIMEOUT_S)  # urlretrieve's connection takes the default
+    try:
+        got = keras.utils.get_file(
+            fname=part.name,
+            origin=url,
+            file_hash=md5,
+            hash_algorithm="md5",
+            cache_dir=str(dest.parent),
+            # An absolute subdir is used as is; a relative one lands under /tmp/.keras when
+            # get_file finds cache_dir unwritable.
+            cache_subdir=str(dest.resolve()),
+            force_download=True,  # never take a stale .part from an earlier attempt
+        )
+        if Path(got).resolve() != part.resolve():
+            raise OSError(f"get_file wrote {got} instead of {part}")
         try:
-            got = keras.utils.get_file(
-                fname=part.name,
-                origin=url,
-                file_hash=md5,
-                hash_algorithm="md5",
-                cache_dir=str(dest.parent),
-                # An absolute subdir is used as is; a relative one lands under /tmp/.keras
-                # when get_file finds cache_dir unwritable.
-                cache_subdir=str(dest.resolve()),
-                force_download=True,  # never take a stale .part from an earlier attempt
-            )
-            if Path(got).resolve() != part.resolve():
-                raise OSError(f"get_file wrote {got} instead of {part}")
-            os.replace(part, target)
-        except Exception as err:
-            raise _download_error(dest, f"{name}: {_short_reason(err, url)}") from err
-        finally:
-            part.unlink(missing_ok=True)
-            if created and not any(dest.iterdir()):
-                dest.rmdir()  # leave no empty folder behind a first, failed attempt
+            check_size(part)  # a body cut short where the server sent no Content-Length
+        except DataError as err:
+            raise OSError(f"the download is incomplete: {str(err).split(': ', 1)[-1]}") from None
+        os.replace(part, dest / name)
+    except Exception as err:
+        raise _download_error(dest, f"{name}: {_short_reason(err, url)}") from err
+    finally:
+        socket.setdefaulttimeout(previous)
+        part.unlink(missing_ok=True)
+
+
+def verify(folder: str | os.PathLike, refetch: bool = True) -> str | None:
+    """Checks the default data folder's files against SHA256SUMS (or, before it exists, each
+    file's size against its .npy header, then records it); None when they pass, else one line
+    naming the files that fail. With ``refetch``, failing files are downloaded once more first.
+    Any other folder is the user's own and is not checked here.
+    """
+    folder = Path(folder)
+    if folder.resolve() != DEFAULT_DIR.resolve():
+        return None
+    failing = _failing(folder)
+    if failing and refetch:
+        for name in failing:
+            (folder / name).unlink(missing_ok=True)
+        try:
+            download(folder)
+        except DownloadError as err:
+            return str(err)
+        failing = _failing(folder)
+    if failing:
+        again = " even after downloading them again" if refetch else ""
+        return (f"{folder}: {'; '.join(failing.values())}{again}. Delete {folder} to download "
+                f"it afresh, or pass --data DIR")
+    if not (folder / MANIFEST).is_file():
+        _record(folder)
+    return None
+
+
+def _failing(folder: Path) -> dict[str, str]:
+    """name -> why, for each file that fails its recorded sha256 (or, unrecorded, its pinned
+    md5 and its .npy header's size)."""
+    from bench.npyfile import DataError, check_size
+
+    recorded = _read_manifest(folder / MANIFEST)
+    failing = {}
+    for name in FILES:
+        path = folder / name
+        if name in recorded:
+            digest = _digest(path, "sha256")
+            if digest != recorded[name]:
+                failing[name] = (f"{name} has sha256 {digest[:16]}..., not the "
+                                 f"{recorded[name][:16]}... recorded in {MANIFEST}")
+            continue
+        md5 = DOWNLOADS.get(name, ("", None))[1]
+        if md5 and _digest(path, "md5") != md5:
+            failing[name] = f"{name} does not have the record's md5 {md5}"
+            continue
+        try:
+            check_size(path)
+        except DataError as err:
+            failing[name] = f"{name}: {str(err).split(': ', 1)[-1]}"
+    return failing
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """name -> sha256 from a sha256sum-style file; lines it cannot read are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    pairs = (line.split(maxsplit=1) for line in lines)
+    return {p[1].lstrip("*"): p[0].lower() for p in pairs if len(p) == 2 and len(p[0]) == 64}
+
+
+def _record(folder: Path) -> None:
+    """Writes SHA256SUMS (as sha256sum prints it), atomically; a read-only folder goes
+    unrecorded rather than failing the load."""
+    text = "".join(f"{_digest(folder / name, 'sha256')}  {name}\n" for name in FILES)
+    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / MANIFEST)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, algorithm).hexdigest()
+    except OSError:
+        return "unreadable"
 
 
 def _download_error(dest: Path, reason: str) -> DownloadError:

@@ -39,14 +39,18 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
 
 def _images(data_dir: Path) -> tuple[int, tuple[int, ...], str]:
     """How many images of which shape the sweep would read, and where they come from: the
-    folder when it is there, else the lesson's data (the default folder before its download)."""
+    source when it is there (an image folder or a TFDS dataset is counted, not decoded), else
+    the lesson's data (the default folder before its download)."""
     from bench.data import FILES, load_dataset
 
-    if not all((data_dir / name).is_file() for name in FILES):
+    is_default = data_dir.resolve() == dollarstreet.DEFAULT_DIR.resolve()
+    absent = not data_dir.exists() and not str(data_dir).startswith("tfds:")
+    if absent or (is_default and not all((data_dir / name).is_file() for name in FILES)):
         return (dollarstreet.N_IMAGES, dollarstreet.IMAGE_SHAPE,
                 f"the lesson's Dollar Street 10 (not in {data_dir}): {dollarstreet.N_IMAGES} "
                 "images")
-    data = load_dataset(data_dir)  # a DataError says what is wrong with the folder
+    # a DataError says what is wrong with the source
+    data = load_dataset(str(data_dir), download=False)
     return (data.n_train + data.n_val, data.image_shape,
             f"{data.source}: {data.n_train} + {data.n_val} images")
 

@@ -49,6 +49,9 @@ class RunResult:
     patience: int | None = None
     batch_size: int | None = None
     data: str | None = None
+    data_kind: str | None = None  # "npy" | "folder" | "tfds" | "arrays" (bench.data.Dataset.kind)
+    # corrupt images left out under --skip-bad-images (paths relative to the folder)
+    skipped_images: list[str] = field(default_factory=list)
     n_train: int | None = None
     n_val: int | None = None
     n_classes: int | None = None
@@ -95,12 +98,21 @@ class RunResult:
     weights_sha256: str | None = None  # of the weights file loaded, when there is one
     git_commit: str | None = None  # of bench, when run from a checkout
 
+    # The trained head, for export: its .npz file relative to the results folder (ok rows that
+    # went to a results folder), and its weights in memory on their way from the runner to the
+    # driver that writes that file; the weights are never part of a row's record.
+    head_file: str | None = None
+    head_weights: list[Any] | None = field(default=None, compare=False, repr=False)
+
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The row's record (json types): everything but the head's in-memory weights."""
+        record = dataclasses.asdict(dataclasses.replace(self, head_weights=None))
+        del record["head_weights"]
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> RunResult:

@@ -418,7 +418,8 @@ def test_default_folder_is_downloaded_then_loaded(tmp_path, monkeypatch, keras_u
     for fname, origin, _md5, algorithm in calls:
         assert origin.startswith("https://zenodo.org/records/10970014/files/")
         assert fname.removesuffix(".part") in origin and algorithm == "md5"
-    assert sorted(p.name for p in (tmp_path / DEFAULT_DIR).iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in (tmp_path / DEFAULT_DIR).iterdir()) == sorted(
+        [*FILES, dollarstreet.MANIFEST])
     assert ds.source == str(DEFAULT_DIR) and ds.n_train == 20
     assert ds.class_names == dollarstreet.CLASSES
     # Second call: everything present, nothing downloaded.

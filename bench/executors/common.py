@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import npydata
 from bench.config import RunConfig
-from bench.data import FILES, Dataset
+from bench.data import FILES, Dataset, arrays_checksum
 from bench.identity import configuration, path_name, size_or_none
 from bench.result import STATUS_ERROR, RunResult
 
@@ -32,14 +33,14 @@ def error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: floa
         preprocess=config.preprocess, pooling=config.pooling, path=path_name(spec, config),
         protocol=config.protocol, seed=config.seed, epochs=config.epochs,
         patience=config.patience, batch_size=config.batch_size, weights=config.weights,
-        data=data.source, n_train=data.n_train, n_val=data.n_val, n_classes=data.n_classes,
-        total_s=seconds,
+        n_train=data.n_train, n_val=data.n_val, n_classes=data.n_classes, total_s=seconds,
+        **data.source_fields(),
     )
 
 
 def with_source(result: RunResult, data: Dataset) -> RunResult:
     """Rows name the data as the user gave it, not the copy a worker read."""
-    return replace(result, data=data.source)
+    return replace(result, **data.source_fields())
 
 
 def child_pythonpath() -> str:
@@ -50,10 +51,12 @@ def child_pythonpath() -> str:
 
 
 def child_data_folder(data: Dataset, tmp: Path) -> Path:
-    """The data's folder for child processes: its own, or in-memory arrays saved under tmp as
-    .npy (allow_pickle=False: only arrays cross the process boundary)."""
+    """The data's folder for child processes: its own .npy folder, or the arrays (in memory, or
+    an image folder or TFDS dataset decoded now, once for every child) saved under tmp as .npy
+    (allow_pickle=False: only arrays cross the process boundary), with the data's identity
+    beside them, so that the child's dataset has the checksum the driver's has."""
     source = Path(data.source)
-    if all((source / f).is_file() for f in FILES):
+    if data.kind == "npy" and all((source / f).is_file() for f in FILES):
         return source
     folder = tmp / "data"
     folder.mkdir()
@@ -61,6 +64,7 @@ def child_data_folder(data: Dataset, tmp: Path) -> Path:
     for name, array in zip(FILES, arrays, strict=True):
         np.save(folder / name, np.asarray(array), allow_pickle=False)
     (folder / "classes.txt").write_text("\n".join(data.class_names) + "\n")
+    npydata.write_identity(folder, data, arrays_checksum(data))
     return folder
 
 
