@@ -39,6 +39,9 @@ class Outcome:
     infer_ms: float | None = None
     # the RunResult fields of the --probes run on the cached features ({} when none ran)
     probe_fields: dict[str, Any] = field(default_factory=dict)
+    # what export rebuilds the model from: the head's weights (a baseline's: the whole
+    # model's) as they were when the test file was predicted, in get_weights() order
+    head_weights: list[np.ndarray] | None = None
 
 
 def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
@@ -66,7 +69,8 @@ def end_to_end(spec: BackboneSpec, config: RunConfig, data: Dataset,
     keras.utils.set_random_seed(config.seed)
     model_head = head.build_head(data.n_classes)
     model = keras.Model(inputs, model_head(outputs), name=f"{spec.name}_lesson")
-    return _train_on_images(model, config, data, feature_width=int(outputs.shape[-1]))
+    return _train_on_images(model, config, data, feature_width=int(outputs.shape[-1]),
+                            head_model=model_head)
 
 
 def from_scratch(spec: BaselineSpec, config: RunConfig, data: Dataset) -> Outcome:
@@ -125,15 +129,19 @@ def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
 
 
 def _train_on_images(model: keras.Model, config: RunConfig, data: Dataset,
-                     feature_width: int | None) -> Outcome:
+                     feature_width: int | None, head_model: keras.Model | None = None,
+                     ) -> Outcome:
     splits = make_splits(data.train_images, data.val_images, data, config)
-    return _train(model, splits, config, feature_width=feature_width)
+    return _train(model, splits, config, feature_width=feature_width, head_model=head_model)
 
 
 def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_width: int | None,
            on_features: bool = False, params_backbone: int = 0, extract_s: float = 0.0,
-           features_cached: bool = False) -> Outcome:
-    """The shared training (head.train) and the one prediction on the test file."""
+           features_cached: bool = False, head_model: keras.Model | None = None) -> Outcome:
+    """The shared training (head.train) and the one prediction on the test file.
+
+    `head_model` is the part whose weights export needs (default: all of `model`).
+    """
     trained = head.train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
                          config, restore_best=config.protocol == "holdout")
     return Outcome(
@@ -143,6 +151,7 @@ def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_wid
         params_total=params_backbone + model.count_params(),
         params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         feature_width=feature_width, extract_s=extract_s, features_cached=features_cached,
+        head_weights=(head_model or model).get_weights(),
     )
 
 

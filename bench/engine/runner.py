@@ -80,7 +80,7 @@ def _common_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: 
         epochs=config.epochs,
         patience=config.patience,
         batch_size=config.batch_size,
-        data=data.source,
+        **data.source_fields(),
         n_train=data.n_train,
         n_val=data.n_val,
         n_classes=data.n_classes,
@@ -158,6 +158,7 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         gflops=cost.run_gflops(spec, ident.size, config),
         **outcome.probe_fields,
         notes=notes,
+        head_weights=outcome.head_weights,
         **common,
     )
 

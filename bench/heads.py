@@ -1,0 +1,71 @@
+"""A trained head's weights on disk, beside runs.jsonl: one .npz per ok row, read without pickle.
+
+Pure numpy: the driver writes the file the row names, an isolated child hands its heads over in
+the same format, and export reads it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.fsio import atomic_path
+from bench.result import RunResult
+from bench.runlog import safe_name
+
+HEADS_DIR = "heads"
+_WEIGHT = "weight_"  # np.savez keys: weight_000, weight_001, ... in get_weights() order
+
+
+@dataclass(frozen=True)
+class HeadFile:
+    """What a head file holds: the weights in the model's get_weights() order, and what the
+    model they fit was trained on."""
+
+    weights: list[np.ndarray]
+    class_names: list[str]
+    image_shape: tuple[int, ...] | None  # the training images' shape (a baseline's input)
+
+
+def head_file_name(result: RunResult) -> str:
+    """Where a row's head goes, relative to the results folder; unique per run (config hash)."""
+    return f"{HEADS_DIR}/{safe_name(result.backbone)}-{result.config_hash}.weights.npz"
+
+
+def save_head(path: Path, weights: Sequence[np.ndarray], class_names: Sequence[str] = (),
+              image_shape: Sequence[int] | None = None) -> None:
+    """Writes the file whole or not at all: a kill mid-write leaves no half file to load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{_WEIGHT}{i:03d}": np.asarray(w) for i, w in enumerate(weights)}
+    arrays["class_names"] = np.asarray(list(class_names), dtype=np.str_)
+    if image_shape is not None:
+        arrays["image_shape"] = np.asarray(image_shape, dtype=np.int64)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_head(path: Path) -> HeadFile:
+    """The head file's contents; OSError or ValueError when it is missing or not one."""
+    with np.load(path, allow_pickle=False) as found:
+        keys = sorted(k for k in found.files if k.startswith(_WEIGHT))
+        shape = tuple(int(s) for s in found["image_shape"]) if "image_shape" in found else None
+        return HeadFile([found[k] for k in keys], [str(c) for c in found["class_names"]], shape)
+
+
+def child_head_path(folder: Path, index: int) -> Path:
+    """Where a worker process leaves the head of its `index`-th row for the driver."""
+    return Path(folder) / f"head-{index:03d}.npz"
+
+
+def with_head_file(out: Path, result: RunResult, image_shape: Sequence[int] | None = None,
+                   ) -> RunResult:
+    """Writes an ok row's head under `out` and returns the row naming it (other rows as they
+    are). The weights stay in memory on the returned row; they never go into runs.jsonl."""
+    if not result.ok or result.head_weights is None or not result.config_hash:
+        return result
+    name = head_file_name(result)
+    save_head(Path(out) / name, result.head_weights, result.class_names, image_shape)
+    return replace(result, head_file=name)

@@ -1,0 +1,265 @@
+"""Export: every ok row saves its head; `python -m bench export` writes one Keras model that a
+fresh interpreter without bench loads, and that predicts what the run predicted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_rows, write_dataset
+
+from bench import runlog
+from bench.__main__ import main
+from bench.heads import head_file_name, load_head, save_head, with_head_file
+from bench.result import RunResult
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+# Runs in a fresh interpreter from an empty folder, with bench made unimportable (it is
+# installed in the venv in editable mode): only keras and numpy.
+_LOAD_AND_PREDICT = """
+import sys
+sys.modules["bench"] = None
+import json, numpy as np, keras
+model_file, images_file, logits_file = sys.argv[1:]
+model = keras.models.load_model(model_file)
+logits = model.predict(np.load(images_file, allow_pickle=False), batch_size=16, verbose=0)
+np.save(logits_file, logits)
+print(json.dumps({"bench": sorted(m for m in sys.modules
+                                  if m.split(".")[0] == "bench" and sys.modules[m])}))
+"""
+
+
+def _bench(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _fresh_logits(model_file: Path, images: np.ndarray, tmp: Path) -> np.ndarray:
+    """The exported model's logits, computed where only keras and numpy are importable."""
+    work = tmp / "fresh"
+    work.mkdir()
+    np.save(work / "images.npy", images)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_PREDICT, str(model_file), "images.npy", "logits.npy"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"bench": []}
+    return np.load(work / "logits.npy")
+
+
+def _reference_logits(row: dict, out: Path, data_dir: Path, weights_dir: Path | None):
+    """The run's own pipeline (its Preprocess layer and resize_with_pad, the frozen backbone)
+    under the head file's weights: what the row's predictions came from."""
+    import keras
+
+    from backbones import get
+    from bench.config import RunConfig
+    from bench.data import load_dataset
+    from bench.engine import features, head
+    from bench.identity import identify
+
+    spec, data = get(row["backbone"]), load_dataset(data_dir, download=False)
+    config = RunConfig(image_size=row["image_size"], weights=row["weights"] if
+                       row["weights"] == "random" else "imagenet",
+                       weights_dir=str(weights_dir) if weights_dir else None)
+    ident = identify(spec, config, data)
+    keras.utils.set_random_seed(config.effective_backbone_seed)
+    backbone = features.build_backbone(spec, ident.size, config, ident.weights)
+    inputs, outputs = features.backbone_graph(spec, backbone, ident.size, config,
+                                              data.image_shape, "uint8")
+    extracted = features.extract(keras.Model(inputs, outputs), data.val_images, 16, verbose=0)
+    trained = head.build_head(data.n_classes)
+    trained.build(extracted.shape)
+    trained.set_weights(load_head(out / row["head_file"]).weights)
+    return keras.ops.convert_to_numpy(trained(extracted, training=False)), data.val_images
+
+
+def _export_and_check(tmp: Path, out: Path, data_dir: Path, name: str,
+                      weights_dir: Path | None = None) -> None:
+    (row,) = [r for r in read_rows(out) if r["backbone"] == name]
+    assert (out / row["head_file"]).is_file()
+    model_file = tmp / "exported" / "model.keras"
+    extra = ["--weights-dir", str(weights_dir)] if weights_dir else []
+    proc = _bench("export", name, str(model_file), "--out", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr
+    sidecar = json.loads(model_file.with_suffix(".classes.json").read_text())
+    assert sidecar["class_names"] == row["class_names"]
+    reference, images = _reference_logits(row, out, data_dir, weights_dir)
+    # the head file holds the weights the row's predictions came from
+    assert reference.argmax(-1).tolist() == row["predictions"]
+    logits = _fresh_logits(model_file, images, tmp)
+    assert logits.argmax(-1).tolist() == row["predictions"]
+    np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_mobilenet_export_predicts_what_the_run_predicted(tmp_path, real_weights_dir,
+                                                          real_data_dir):
+    out = tmp_path / "results"
+    proc = _bench("MobileNet_0.25", "--weights-dir", str(real_weights_dir), "--data",
+                  str(real_data_dir), "--epochs", "2", "--quiet", "--out", str(out),
+                  "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr
+    _export_and_check(tmp_path, out, real_data_dir, "MobileNet_0.25", real_weights_dir)
+
+
+@pytest.mark.slow
+def test_efficientnet_export_from_an_isolated_end_to_end_run(tmp_path):
+    """A backbone that rescales inside, random weights, its head from a child process."""
+    data_dir = write_dataset(tmp_path / "data")
+    out = tmp_path / "results"
+    # --timeout-min runs the backbone in a child process: the head crosses as an .npz
+    proc = _bench("EfficientNetB0", "--weights", "random", "--image-size", "32", "--epochs",
+                  "1", "--end-to-end", "--timeout-min", "20", "--quiet", "--data",
+                  str(data_dir), "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr
+    _export_and_check(tmp_path, out, data_dir, "EfficientNetB0")
+
+
+def test_a_baseline_exports_as_its_whole_model(tmp_path):
+    """Its weights come from a child process (--timeout-min isolates it) as an .npz."""
+    import keras
+
+    data_dir = write_dataset(tmp_path / "data")
+    out = tmp_path / "results"
+    assert main(["dense", "--epochs", "2", "--timeout-min", "10", "--quiet", "--data",
+                 str(data_dir), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["export", "dense", str(tmp_path / "dense.keras"), "--out", str(out)]) == 0
+    (row,) = read_rows(out)
+    images = np.load(data_dir / "test_images.npy")
+    model = keras.models.load_model(tmp_path / "dense.keras")
+    assert model.predict(images, verbose=0).argmax(-1).tolist() == row["predictions"]
+
+
+def _row(backbone: str, config_hash: str, val_accuracy: float, seed: int = 2,
+         group: str = "g", head_file: str | None = "heads/x.npz") -> dict:
+    return RunResult(backbone=backbone, status="ok", config_hash=config_hash, group=group,
+                     seed=seed, val_accuracy=val_accuracy, best_val_accuracy=val_accuracy,
+                     protocol="lesson", head_file=head_file).to_dict()
+
+
+def test_without_a_name_the_top_of_the_leaderboard_is_chosen(tmp_path):
+    from bench.export import find_row
+
+    for record in (_row("DenseNet121", "a", 0.5, group="d"),
+                   _row("MobileNet_0.25", "b", 0.7, group="m"),
+                   _row("dense", "c", 0.6, group="x")):
+        runlog.append_record(tmp_path, record)
+    assert find_row(tmp_path, None).backbone == "MobileNet_0.25"
+
+
+def test_a_name_takes_its_latest_run_and_that_runs_best_seed(tmp_path):
+    from bench.export import find_row
+
+    for record in (_row("MobileNet_0.25", "old", 0.9, group="old"),
+                   _row("MobileNet_0.25", "s2", 0.6, seed=2, group="new"),
+                   _row("MobileNet_0.25", "s3", 0.7, seed=3, group="new"),
+                   _row("MobileNet_0.25", "s4", 0.7, seed=4, group="new"),
+                   _row("DenseNet121", "d", 0.95, group="d")):
+        runlog.append_record(tmp_path, record)
+    assert find_row(tmp_path, "mobilenet_0.25").config_hash == "s3"  # ties: the lowest seed
+
+
+@pytest.mark.parametrize("case", ["no runs.jsonl", "unknown name", "no ok row", "no head file",
+                                  "head file missing", "not .keras"])
+def test_a_bad_export_request_is_one_line_and_exit_2(tmp_path, capsys, case):
+    out = tmp_path / "results"
+    if case != "no runs.jsonl":
+        runlog.append_record(out, _row("dense", "a", 0.5, head_file="heads/gone.npz"))
+        runlog.append_record(out, RunResult(backbone="DenseNet121", status="error",
+                                            error="boom").to_dict())
+        runlog.append_record(out, _row("scratch-cnn", "b", 0.4, group="s", head_file=None))
+    name, file = {"unknown name": ("densnet12", "m.keras"),
+                  "no ok row": ("DenseNet121", "m.keras"),
+                  "no head file": ("scratch-cnn", "m.keras"),
+                  "not .keras": ("dense", "m.h5")}.get(case, ("dense", "m.keras"))
+    assert main(["export", name, str(tmp_path / file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
+    expected = {"no runs.jsonl": "No runs.jsonl", "unknown name": "Did you mean DenseNet121",
+                "no ok row": "No ok row of DenseNet121", "no head file": "names no head file",
+                "head file missing": "gone.npz (no such file)", "not .keras": "must end in"}
+    assert expected[case] in err
+    assert not (tmp_path / file).exists()
+
+
+def test_head_files_round_trip_without_pickle(tmp_path):
+    weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, np.float32)]
+    result = RunResult(backbone="Mobile Net/1", status="ok", config_hash="abc",
+                       class_names=["cat", "dog"], head_weights=weights)
+    written = with_head_file(tmp_path, result, (32, 32, 3))
+    assert written.head_file == head_file_name(result) == "heads/Mobile_Net_1-abc.weights.npz"
+    found = load_head(tmp_path / written.head_file)
+    assert [w.tolist() for w in found.weights] == [w.tolist() for w in weights]
+    assert found.class_names == ["cat", "dog"] and found.image_shape == (32, 32, 3)
+    record = written.to_dict()
+    assert "head_weights" not in record and record["head_file"] == written.head_file
+    json.dumps(record)  # the row stays plain json
+    failed = RunResult(backbone="x", status="error", config_hash="abc", head_weights=weights)
+    assert with_head_file(tmp_path / "other", failed).head_file is None
+    save_head(tmp_path / "plain.npz", weights)
+    assert load_head(tmp_path / "plain.npz").image_shape is None
+
+
+def test_ray_tasks_return_the_head_weights(tiny_data):
+    """A Ray task's dict carries the weights as arrays; the driver's row gets them back."""
+    from bench.config import RunConfig
+    from bench.executors.ray_cluster import _run_task
+
+    payload = dict(train_images=tiny_data.train_images, train_labels=tiny_data.train_labels,
+                   val_images=tiny_data.val_images, val_labels=tiny_data.val_labels,
+                   class_names=list(tiny_data.class_names), source="synthetic", notes=[])
+    config = RunConfig(epochs=1, verbose=0, cache=False).to_dict()
+    returned = _run_task("dense", config, payload, tiny_data.checksum())
+    result = RunResult.from_dict(returned)
+    assert result.ok and result.head_weights
+    assert all(isinstance(w, np.ndarray) for w in result.head_weights)
+
+
+# one backbone per preprocessing mode, and the lesson's pixels / 255
+FAMILIES = [("MobileNet_0.25", "native"), ("DenseNet121", "native"), ("ResNet50", "native"),
+            ("EfficientNetB0", "native"), ("MobileNet_0.25", "lesson")]
+
+
+@pytest.mark.parametrize(("name", "preprocess"), FAMILIES, ids=lambda v: v)
+def test_exported_preprocessing_is_the_runs(name, preprocess):
+    """Keras layers equal preprocess_input, and with the resize equal the training input."""
+    import keras
+
+    from backbones import get
+    from bench.engine.export import preprocessing_layers
+    from bench.engine.features import Preprocess
+
+    spec = get(name)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    layers = preprocessing_layers(spec, preprocess)
+    scaled = keras.Sequential(layers).predict(images, verbose=0)
+    expected = (images / np.float32(255) if preprocess == "lesson"
+                else spec.preprocess_input(images.astype(np.float32)))
+    np.testing.assert_allclose(scaled, expected, rtol=1e-6, atol=1e-5)
+    front = keras.Sequential([*preprocessing_layers(spec, preprocess), keras.layers.Resizing(
+        160, 160, interpolation="bilinear", pad_to_aspect_ratio=True)])
+    training = Preprocess(160, preprocess, spec.preprocess_input)(images)
+    np.testing.assert_allclose(front.predict(images, verbose=0), training, rtol=1e-6,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize(("side", "target"), [(64, 160), (32, 32), (100, 32), (33, 160)])
+def test_resizing_equals_resize_with_pad_on_square_images(side, target):
+    import keras
+    import tensorflow as tf
+
+    images = np.random.default_rng(1).random((2, side, side, 3)).astype(np.float32) * 255
+    layer = keras.layers.Resizing(target, target, interpolation="bilinear",
+                                  pad_to_aspect_ratio=True)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer(images)),
+        tf.image.resize_with_pad(images, target, target, method="bilinear").numpy())
