@@ -1,7 +1,8 @@
 """python -m bench: parse arguments, call the command, map errors to exit codes.
 
-Exit codes: 0 every selected backbone ran; 1 some rows failed (all rows still written);
-2 usage or data error (one line on stderr); 130 interrupted (finished rows kept).
+Exit codes (EXIT_CODES_HELP): 0 every selected backbone ran; 1 some rows failed (all rows
+still written); 2 usage or data error; 3 environment failure (disk full, permission, I/O);
+130 interrupted (finished rows kept). Errors and bench's warnings are one line each on stderr.
 
 The flags are generated from the fields of RunConfig (the protocol) and SweepOptions (how the
 sweep runs): a field's metadata holds its help, choices and metavar, its default is the flag's.
@@ -10,15 +11,25 @@ sweep runs): a field's metadata holds its help, choices and metavar, its default
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+import warnings
 from dataclasses import Field, fields
 
 from bench import commands
 from bench.commands import Interrupted, SweepOptions, UsageError
 from bench.config import ConfigError, RunConfig
+from bench.console import one_line
+from bench.fsio import FolderBusy, os_error_line
 
-EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("run", "list", "report")
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every backbone ran; 1 some rows failed (every row is still written); 2 usage "
+    "or data error; 3 environment failure (disk full, permission, I/O error); 130 interrupted "
+    "(finished rows kept). Each error is one line on stderr.")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+COMMANDS = ("run", "list", "report", "export")
 HELP = ("-h", "--help")
 
 
@@ -61,14 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the Carpentries transfer-learning lesson's head on frozen "
         "keras.applications backbones and write a leaderboard.",
         epilog="Without a command, run is meant: python -m bench --all is python -m bench run "
-        "--all. See python -m bench run --help for its flags.")
-    sub = parser.add_subparsers(dest="command", metavar="{run,list,report}")
+        "--all. See python -m bench run --help for its flags. " + EXIT_CODES_HELP)
+    sub = parser.add_subparsers(dest="command", metavar="{run,list,report,export}")
     run = sub.add_parser(
         "run", help="run backbones under the lesson's protocol (the default command)",
         description="Train the lesson's head on each backbone and write runs.jsonl, the "
         "leaderboard and plots. Every default is the lesson's value but --preprocess: native "
         "(each model's own preprocessing); --preprocess lesson reproduces the episode's /255.",
-        epilog="Rebuild the leaderboard from runs.jsonl: python -m bench report --out DIR")
+        epilog="Rebuild the leaderboard from runs.jsonl: python -m bench report --out DIR. "
+        + EXIT_CODES_HELP)
     add_flags(run, SweepOptions)
     add_flags(run, RunConfig)
     sub.add_parser("list", help="print the registry",
@@ -77,7 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="rebuild leaderboard.md, leaderboard.csv and plots from runs.jsonl",
         description="Rebuild leaderboard.md, leaderboard.csv and plots from runs.jsonl.")
     add_flags(report, SweepOptions, only=("out",))
+    _add_export(sub)
     return parser
+
+
+def _add_export(sub) -> None:
+    export = sub.add_parser(
+        "export", help="write a run's trained classifier as one .keras file",
+        description="Write one Keras model (raw uint8 images of any size -> resize and "
+        "preprocessing -> frozen backbone -> trained head -> class logits) for a row of "
+        "runs.jsonl, and its class names in FILE.classes.json. It loads with "
+        "keras.models.load_model, without bench.")
+    export.add_argument("name", nargs="?", metavar="NAME",
+                        help="the backbone whose latest run to export (default: the top of the "
+                        "leaderboard)")
+    export.add_argument("file", metavar="FILE.keras", help="the model file to write")
+    add_flags(export, SweepOptions, only=("out",))
+    add_flags(export, RunConfig, only=("weights_dir",))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -116,18 +144,38 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_ROWS if failed else EXIT_OK
 
 
+def _one_line_warning(other, message, category, filename, lineno, file=None, line=None) -> None:
+    """bench's own warnings (a skipped runs.jsonl line, ...) as one line, like its errors;
+    other libraries' as `other` (Python's usual display) shows them."""
+    if not os.path.abspath(filename).startswith(_PACKAGE_DIR):
+        other(message, category, filename, lineno, file, line)
+        return
+    print(f"bench: warning: {one_line(message)}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    shown = warnings.showwarning
+    warnings.showwarning = functools.partial(_one_line_warning, shown)
     try:
         args = parse(list(sys.argv[1:] if argv is None else argv))
         if args.command == "list":
             commands.list_backbones()
         elif args.command == "report":
             commands.report(args.out)
+        elif args.command == "export":
+            from bench.export import export  # the report's model: only this command needs it
+
+            export(args.name, args.out, args.file, args.weights_dir)
         else:
             return _run(args)
-    except UsageError as err:
+    except (UsageError, FolderBusy) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # disk full, permission, I/O: not the user's arguments, not a bug
+        print(f"bench: error: {os_error_line(err)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    finally:
+        warnings.showwarning = shown
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.fsio import os_error_line
 from bench.runlog import safe_name
 
 CACHE_ENV = "BENCH_CACHE_DIR"
@@ -94,11 +95,13 @@ def _digest(*arrays: np.ndarray) -> str:
 
 
 class FeatureCache:
-    """One .npz per key under `root`; `warn` receives one line per recomputed corrupt file."""
+    """One .npz per key under `root`; `warn` receives one line per recomputed corrupt file and
+    per file that could not be saved or removed."""
 
     def __init__(self, root: str | os.PathLike, warn=None):
         self.root = Path(root)
-        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.warn = warn or (lambda line: print(f"bench: warning: {line}", file=sys.stderr,
+                                                flush=True))
 
     def path(self, key: str, label: str = "") -> Path:
         prefix = f"{safe_name(label)}-" if label else ""
@@ -106,8 +109,6 @@ class FeatureCache:
 
     def load(self, key: str, label: str, n_train: int, n_val: int) -> CachedFeatures | None:
         path = self.path(key, label)
-        if not path.exists():
-            return None
         try:
             with np.load(path, allow_pickle=False) as f:
                 train, val = f["train"], f["val"]
@@ -120,19 +121,37 @@ class FeatureCache:
                            f"{n_train}/{n_val}")
             elif meta.get("digest") != _digest(train, val):
                 problem = "checksum mismatch"
+        except FileNotFoundError:
+            return None
+        except PermissionError as err:  # not damage: the file may be fine for its owner
+            self.warn(f"Feature cache file {path} cannot be read ({os_error_line(err)}); "
+                      "recomputing the features")
+            return None
         except Exception as err:  # zip, npy or json damage all mean the same: recompute
             problem = f"unreadable ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
         if problem:
-            self.warn(f"Feature cache file {path} is corrupt ({problem}); recomputing it")
-            path.unlink(missing_ok=True)
+            self.warn(f"Feature cache file {path} is corrupt ({problem}); recomputing it"
+                      + self._remove(path))
             return None
         return CachedFeatures(train, val, float(meta["extract_s"]), int(meta["params_backbone"]),
                               meta.get("infer_ms"))
 
-    def save(self, key: str, label: str, features: CachedFeatures) -> Path:
-        """Writes to a temporary file in the same folder, then renames: readers never see half."""
+    @staticmethod
+    def _remove(path: Path) -> str:
+        """Removes path; what went wrong, as a clause for a warning, or ""."""
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            return f" (cannot remove it: {os_error_line(err)})"
+        return ""
+
+    def save(self, key: str, label: str, features: CachedFeatures) -> Path | None:
+        """Writes to a temporary file in the same folder, then renames: readers never see half.
+
+        A folder that cannot take the file (full, read-only, gone) is a warning and None: the
+        features are in hand, so the run goes on without caching them.
+        """
         path = self.path(key, label)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "key": key,
             "digest": _digest(features.train, features.val),
@@ -140,15 +159,24 @@ class FeatureCache:
             "params_backbone": features.params_backbone,
             "infer_ms": features.infer_ms,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, train=features.train, val=features.val,
                          meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:
+            if tmp:
+                self._remove(Path(tmp))
+            self.warn(f"Feature cache: cannot save {path} ({os_error_line(err)}); the features "
+                      "are used but not cached")
+            return None
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                self._remove(Path(tmp))
             raise
         return path

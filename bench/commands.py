@@ -1,11 +1,13 @@
 """What python -m bench's commands do, once their arguments are parsed: run, list, report.
 
 No argparse here and no TensorFlow at import: a command that needs no model never loads it.
-A user's mistake raises UsageError (or ConfigError, from the options) with a one-line message.
+A user's mistake raises UsageError (or ConfigError, from the options) with a one-line message;
+a results folder another bench process is writing raises bench.fsio.FolderBusy.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from bench.config import ConfigError, RunConfig, knob
 from bench.dollarstreet import DEFAULT_DIR
+from bench.fsio import writer_lock
 
 DEFAULT_OUT_DIR = Path("results")
 
@@ -38,8 +41,22 @@ class SweepOptions:
         False, "train nothing: print each backbone's GFLOPs per image at its size and its "
         "extraction time predicted from a short calibration on this machine")
     data: str = knob(
-        str(DEFAULT_DIR), "folder with train/test _images/_labels .npy files; the default one is "
-        "downloaded from Zenodo record 10970014 when missing", metavar="DIR")
+        str(DEFAULT_DIR), "the dataset: a folder with train/test _images/_labels .npy files (the "
+        "default one is downloaded from Zenodo record 10970014 when missing); a folder of images "
+        "per class (DIR/train/<class>/ with DIR/test/<class>/ or DIR/val/<class>/, or "
+        "DIR/<class>/ alone, split by --test-fraction); or tfds:NAME[:SPLITS], a TensorFlow "
+        "Datasets dataset already prepared in the TFDS data folder", metavar="DIR|tfds:NAME")
+    # the split of a <class>/-only folder is drawn with a fixed seed, not --seed: every seed
+    # and every later run sees the same split
+    test_fraction: float = knob(
+        0.25, "a DIR/<class>/-only image folder: share of each class held out for evaluation",
+        metavar="F")
+    skip_bad_images: bool = knob(
+        False, "leave corrupt or truncated images out with a warning (their names go in every "
+        "row) instead of stopping")
+    tfds_dir: str | None = knob(
+        None, "tfds:NAME: the TFDS data folder (default: $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets)", metavar="DIR")
     out: str = knob(str(DEFAULT_OUT_DIR), "the folder of runs.jsonl, the leaderboard and plots",
                     metavar="DIR")
     # a crash, an out-of-memory kill or a hang of one backbone must not end a sweep of several
@@ -65,14 +82,16 @@ class SweepOptions:
     quiet: bool = knob(False, "no Keras progress bars")
 
     def __post_init__(self) -> None:
-        if self.timeout_min is not None and (self.timeout_min <= 0 or self.no_isolate):
+        # nan fails no `<= 0` and inf passes every bound: both are refused outright
+        if self.timeout_min is not None and (not (math.isfinite(self.timeout_min)
+                                                  and self.timeout_min > 0) or self.no_isolate):
             extra = " with --no-isolate" if self.no_isolate else ""
-            raise ConfigError("timeout_min", "needs a positive number of minutes and isolated "
-                              f"runs (received {self.timeout_min}{extra})")
+            raise ConfigError("timeout_min", "needs a positive, finite number of minutes and "
+                              f"isolated runs (received {self.timeout_min}{extra})")
         for name in ("gpus_per_task", "cpus_per_task"):
             amount = getattr(self, name)
-            if amount is not None and not amount >= 0:
-                raise ConfigError(name, f"must be a number >= 0; received {amount}")
+            if amount is not None and not (math.isfinite(amount) and amount >= 0):
+                raise ConfigError(name, f"must be a finite number >= 0; received {amount}")
         if self.ray is None and (self.gpus_per_task, self.cpus_per_task) != (None, None):
             raise ConfigError("gpus_per_task", "and --cpus-per-task apply to --ray runs")
         if self.ray is not None and (self.no_isolate or self.timeout_min is not None):
@@ -109,13 +128,15 @@ def report(out: str) -> None:
     folder = Path(out)
     if not (folder / runlog.RUNS_FILE).is_file():
         raise UsageError(f"No {runlog.RUNS_FILE} in {folder}: nothing to report")
-    print(f"Wrote {report.write_report(folder)['markdown']}")
+    with writer_lock(folder):
+        print(f"Wrote {report.write_report(folder)['markdown']}")
 
 
 def run(options: SweepOptions, config: RunConfig) -> int:
     """The sweep (or its dry run) the options ask for; returns how many rows failed."""
     specs = _select(options)
     _check_weights(specs, config)
+    _check_sizes(specs, config)
     if options.dry_run:
         from bench.data import DataError
         from bench.dryrun import dry_run
@@ -125,10 +146,32 @@ def run(options: SweepOptions, config: RunConfig) -> int:
         except DataError as err:
             raise UsageError(str(err)) from None
         return 0
+    created = not Path(options.out).exists()
     out = _writable(Path(options.out))
-    data = _load(options.data)
+    try:
+        # held from before the data is read to the last report file: a second process on
+        # this folder is told at once, before it does any work
+        with writer_lock(out):
+            return _sweep(options, config, specs, out)
+    except UsageError:
+        if created:  # bad data or executor: leave no folder holding only the lock file
+            _remove_if_only_lock(out)
+        raise
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    from bench.fsio import LOCK_FILE
+
+    if [p.name for p in out.iterdir()] == [LOCK_FILE]:
+        (out / LOCK_FILE).unlink()
+        out.rmdir()
+
+
+def _sweep(options: SweepOptions, config: RunConfig, specs: list, out: Path) -> int:
+    """The sweep itself, under out's writer lock; how many rows failed."""
     from bench.sweep import run_sweep
 
+    data = _load(options.data, options, specs, config)
     executor = _executor(options, specs)
     try:
         outcome = run_sweep(specs, config, data, out, log=_print, executor=executor,
@@ -185,6 +228,19 @@ def _check_weights(specs: list, config: RunConfig) -> None:
         raise UsageError(f"--weights-dir: no such folder '{config.weights_dir}'")
 
 
+def _check_sizes(specs: list, config: RunConfig) -> None:
+    """--image-size fits every selected backbone, before any data is read or downloaded."""
+    if config.image_size == "native":
+        return
+    small = [s for s in specs if s.kind != "baseline" and config.image_size < s.min_size]
+    if small:
+        need = max(s.min_size for s in small)
+        names = ", ".join(f"{s.name} ({s.min_size})" for s in small[:4])
+        more = f" and {len(small) - 4} more" if len(small) > 4 else ""
+        raise UsageError(f"--image-size {config.image_size} is below the smallest input side "
+                         f"of {names}{more}: expected at least {need}, or native")
+
+
 def _writable(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -196,23 +252,68 @@ def _writable(out: Path) -> Path:
     return out
 
 
-def _load(folder: str):
-    """The dataset, checked, with what the loader changed said on stdout."""
-    from bench.data import FILES, DataError, load_dataset
+def _load(folder: str, options: SweepOptions | None = None, specs: Sequence = (),
+          config: RunConfig | None = None):
+    """The dataset, checked, with what the loader changed said on stdout.
 
-    if not all((Path(folder) / name).is_file() for name in FILES):
+    An image folder or a TFDS dataset is decoded here when a run of the sweep needs its pixels,
+    so that a bad image is a usage error before any model is built; when every run is already
+    done, it is not decoded at all. Images of mixed sizes are stored at the largest size the
+    selected backbones need.
+    """
+    from bench.data import FILES, DataError, LazyDataset, load_dataset
+
+    options = options or SweepOptions(data=folder)
+    is_default = not folder.startswith("tfds:") and Path(folder).resolve() == DEFAULT_DIR.resolve()
+    if is_default and not all((Path(folder) / name).is_file() for name in FILES):
         from bench.engine.quiet import import_tensorflow
 
         import_tensorflow()  # the download goes through keras.utils.get_file
     try:
-        data = load_dataset(folder)
+        data = load_dataset(folder, test_fraction=options.test_fraction,
+                            skip_bad_images=options.skip_bad_images,
+                            storage_size=_storage_size(specs, config), tfds_dir=options.tfds_dir)
+        _print(f"Data: {data.source} ({data.kind}): {data.n_train} train / {data.n_val} "
+               f"validation images {'x'.join(map(str, data.image_shape))}, "
+               f"{data.n_classes} classes")
+        for note in data.notes:
+            _print(f"Data: {note}")
+        if isinstance(data, LazyDataset) and _needs_pixels(data, options, specs, config):
+            data.loaded  # noqa: B018 -- decoded now: a bad image stops the sweep before it starts
     except DataError as err:
         raise UsageError(str(err)) from None
-    _print(f"Data: {data.source}: {data.n_train} train / {data.n_val} validation images "
-           f"{'x'.join(map(str, data.image_shape))}, {data.n_classes} classes")
-    for note in data.notes:
-        _print(f"Data: {note}")
     return data
+
+
+def _storage_size(specs: Sequence, config: RunConfig | None) -> int | None:
+    """The side images of mixed sizes are stored at: the largest any selected backbone needs."""
+    if config is None:
+        return None
+    from bench.config import LESSON_IMAGE_SIZE
+
+    sizes = [config.size_for(s.input_size) for s in specs if s.kind != "baseline"]
+    return max(sizes, default=config.size_for(LESSON_IMAGE_SIZE))
+
+
+def _needs_pixels(data, options: SweepOptions, specs: Sequence, config: RunConfig | None
+                  ) -> bool:
+    """Whether some (backbone, seed) has no ok row in runs.jsonl yet (the sweep will run it)."""
+    if config is None or options.rerun:
+        return True
+    from bench import runlog
+    from bench.identity import identify
+    from bench.weights import WeightsError
+
+    done = {r.get("config_hash") for r in runlog.read_records(Path(options.out))
+            if r.get("status") == "ok"}
+    for spec in specs:
+        for seed_config in config.per_seed():
+            try:
+                if identify(spec, seed_config, data).config_hash not in done:
+                    return True
+            except (WeightsError, ValueError, OSError):  # the run will report it
+                return True
+    return False
 
 
 def _executor(options: SweepOptions, specs: list):

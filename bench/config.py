@@ -8,6 +8,7 @@ so a knob, its default and its help are written here once. Values are checked on
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -49,6 +50,14 @@ def size_or_word(text: str) -> int | str:
         return int(text)
     except ValueError:
         return text
+
+
+def _check_count(name: str, value: object, low: int, note: str = "") -> None:
+    """An integer >= low: nan, inf or 2.5 given from Python would slip past the bound alone."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ConfigError(name, f"must be an integer >= {low}{note}; received {value}")
+    if value < low:
+        raise ConfigError(name, f"must be >= {low}{note}; received {value}")
 
 
 @dataclass(frozen=True)
@@ -122,12 +131,12 @@ class RunConfig:
             if getattr(self, name) not in choices:
                 raise ConfigError(name, f"must be one of {', '.join(choices)}; "
                                   f"received {getattr(self, name)!r}")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError("val_fraction",
-                              f"must be between 0 and 1; received {self.val_fraction}")
+        # written so that nan fails it too: nan makes every comparison False
+        if not (isinstance(self.val_fraction, numbers.Real) and 0 < self.val_fraction < 1):
+            raise ConfigError("val_fraction", "must be a number strictly between 0 and 1; "
+                              f"received {self.val_fraction}")
         for name in ("batch_size", "epochs", "extract_batch_size", "seeds"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1; received {getattr(self, name)}")
+            _check_count(name, getattr(self, name), 1)
         # the command line gives "linear,knn" and a config sent as JSON a list: one spelling
         names = self.probes.split(",") if isinstance(self.probes, str) else self.probes
         names = (n.strip() for n in names if n.strip())
@@ -136,9 +145,7 @@ class RunConfig:
         if unknown:
             raise ConfigError("probes", f"must be names among {', '.join(PROBE_CHOICES)}; "
                               f"received {unknown[0]!r}")
-        if self.patience < 0:
-            raise ConfigError("patience", "must be >= 0 (0 turns early stopping off); "
-                              f"received {self.patience}")
+        _check_count("patience", self.patience, 0, " (0 turns early stopping off)")
 
     def size_for(self, native_size: int) -> int:
         """The square side images are resized to for a backbone whose native size is given."""

@@ -7,6 +7,7 @@ of them needs TensorFlow for it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -42,10 +43,6 @@ GROUP_KNOBS: tuple[str, ...] = tuple(k for k in RUN_KNOBS if k != "seed")
 _SAFE_NAME_MAX = 120  # well under every file system's 255-byte limit, "history_" + ".png" included
 
 
-class RunLogError(ValueError):
-    """runs.jsonl cannot be read as a sequence of records."""
-
-
 def _json_safe(value: Any) -> Any:
     """Copies value into plain json types; NaN and infinities become None (json has neither)."""
     if isinstance(value, np.ndarray):
@@ -63,49 +60,48 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _repair_tail(path: Path) -> bool:
-    """Makes sure an append starts on a fresh line; returns whether a newline must be prepended.
+def json_line(record: dict) -> str:
+    """The record as runs.jsonl stores it: one line of sorted, plain json, newline included."""
+    # allow_nan=False: _json_safe already turned NaN into null; anything left is a bug.
+    return json.dumps(_json_safe(record), sort_keys=True, allow_nan=False) + "\n"
 
-    A kill mid-write can leave a partial last line. Appending after it would glue two records
-    into one invalid middle line, which read_records refuses, so a torn tail is dropped here
-    (it holds no recoverable record). A complete record merely missing its newline is kept.
+
+def _needs_newline(fd: int, path: Path) -> bool:
+    """Whether the file does not end on a line break, so an append must start with one.
+
+    A kill mid-write leaves a partial last line. It is never cut off here: under the folder's
+    lock the file has one writer, and a repair that truncates could erase a row another writer
+    had just appended. The torn line is kept on its own line instead, and read_records skips it.
     """
-    if not path.exists() or path.stat().st_size == 0:
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return False
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return False
-    start = data.rfind(b"\n") + 1
-    tail = data[start:]
+    data = os.pread(fd, size, 0)
+    tail = data[data.rfind(b"\n") + 1:]
     try:
-        json.loads(tail)
+        json.loads(tail.decode("utf-8"))
     except ValueError:
-        warnings.warn(
-            f"{path}: dropping a torn last line ({len(tail)} bytes) before appending",
-            stacklevel=3,
-        )
-        with path.open("r+b") as f:
-            f.truncate(start)
-            f.flush()
-            os.fsync(f.fileno())
-        return False
+        warnings.warn(f"{path}: a torn last line ({len(tail)} bytes) is kept on its own line; "
+                      "readers skip it", stacklevel=3)
     return True
 
 
 def append_record(out_dir: Path, record: dict) -> Path:
-    """Appends one record as one json line to out_dir/runs.jsonl, durably; returns the file."""
+    """Appends one record as one json line to out_dir/runs.jsonl, durably; returns the file.
+
+    An OSError (disk full, read-only, I/O) propagates; the rows already in the file are never
+    touched, whatever happened to this one.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RUNS_FILE
-    # allow_nan=False: _json_safe already turned NaN into null; anything left is a bug.
-    line = json.dumps(_json_safe(record), sort_keys=True, allow_nan=False) + "\n"
-    if _repair_tail(path):
-        line = "\n" + line
-    data = line.encode("utf-8")
+    data = json_line(record).encode("utf-8")
     # One write on an O_APPEND descriptor: a kill leaves at worst one torn last line, and the
     # fsync means a finished record survives a crash of the machine.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        if _needs_newline(fd, path):
+            data = b"\n" + data
         written = os.write(fd, data)
         while written < len(data):  # short writes are rare on regular files, but legal
             written += os.write(fd, data[written:])
@@ -115,31 +111,45 @@ def append_record(out_dir: Path, record: dict) -> Path:
     return path
 
 
-def read_records(out_dir: Path) -> list[dict]:
-    """Reads out_dir/runs.jsonl; a torn last line is skipped with a warning, [] if missing."""
+def log_state(data: bytes) -> str:
+    """What identifies one content of runs.jsonl: its size and sha256."""
+    return f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
+
+
+def read_log(out_dir: Path) -> tuple[list[dict], str | None]:
+    """out_dir/runs.jsonl's records and log_state of the bytes they came from; ([], None) if
+    there is no file."""
     path = Path(out_dir) / RUNS_FILE
-    if not path.exists():
-        return []
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], None
+    return _parse(path, data), log_state(data)
+
+
+def read_records(out_dir: Path) -> list[dict]:
+    """Reads out_dir/runs.jsonl, [] if missing. Every reader goes through here: a damaged line
+    (torn by a kill, bad json, bytes that are not UTF-8, not an object) is skipped with a
+    warning naming its line number, and the other records are kept."""
+    return read_log(out_dir)[0]
+
+
+def _parse(path: Path, data: bytes) -> list[dict]:
     # split on "\n" only: str.splitlines would also split inside strings on e.g. U+2028.
-    lines = [
-        (number, text)
-        for number, text in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1)
-        if text.strip()
-    ]
+    lines = [(number, raw) for number, raw in enumerate(data.split(b"\n"), start=1)
+             if raw.strip()]
     records: list[dict] = []
-    for position, (number, text) in enumerate(lines):
+    for position, (number, raw) in enumerate(lines):
         try:
-            record = json.loads(text)
+            record = json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError
             if not isinstance(record, dict):
                 raise ValueError(f"expected a json object, found {type(record).__name__}")
         except ValueError as exc:
-            if position == len(lines) - 1:
-                # A run killed mid-append leaves exactly this; the record is lost, not the file.
-                warnings.warn(
-                    f"{path}:{number}: skipping a torn or invalid last line ({exc})", stacklevel=2
-                )
-                continue
-            raise RunLogError(f"{path}:{number}: invalid record: {exc}") from exc
+            # A run killed mid-append leaves a torn last line: the record is lost, not the file.
+            what = "a torn or invalid last line" if position == len(lines) - 1 else "a damaged line"
+            reason = " ".join(str(exc).split())[:200]
+            warnings.warn(f"{path}:{number}: skipping {what} ({reason})", stacklevel=4)
+            continue
         records.append(record)
     return records
 

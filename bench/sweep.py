@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 
 from bench.config import RunConfig
 from bench.data import Dataset, load_dataset
+from bench.fsio import os_error_line
 from bench.result import RunResult
 
 Log = Callable[[str], None]
@@ -69,22 +71,67 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
 
     A (backbone, seed) that already has an ok row with the same config hash in runs.jsonl is
     skipped unless `rerun`. The report is rebuilt from runs.jsonl at the end, and also when the
-    sweep is interrupted, so finished rows are never lost.
+    sweep is interrupted, so finished rows are never lost. The sweep holds `out`'s writer lock
+    throughout (bench.fsio.FolderBusy when another process has it), so which rows are done is
+    decided by the only writer. A row that cannot be appended is printed on stderr as its json
+    line and the sweep stops with the OSError.
     """
+    from bench.fsio import writer_lock
+
+    if out is None:
+        return _sweep(specs, config, data, None, log, executor, rerun)
+    with writer_lock(out):
+        return _sweep(specs, config, data, Path(out), log, executor, rerun)
+
+
+def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, log: Log | None,
+           executor, rerun: bool) -> SweepOutcome:
     from bench import report, runlog
     from bench.executors import InProcessExecutor
-    from bench.identity import identify
-    from bench.weights import WeightsError
 
     executor = executor or InProcessExecutor()
     checksum = data.checksum()
     outcome = SweepOutcome()
     done: set[str] = set()
     if out is not None and not rerun:
-        done = {r["config_hash"] for r in runlog.read_records(Path(out))
+        done = {r["config_hash"] for r in runlog.read_records(out)
                 if _finished(r, config.probes)}
     order = {spec.name: i for i, spec in enumerate(specs, 1)}
     n = len(specs)
+    tasks = _plan(specs, config, data, checksum, done, outcome, log)
+    seeds_of = {spec.name: len(configs) for spec, configs in tasks}
+
+    def started(spec):
+        if log:
+            log(describe_start(order[spec.name], n, spec, config, seeds_of[spec.name]))
+
+    try:
+        for rows in executor.map(tasks, data, checksum, on_start=started):
+            for result in rows:
+                if out is not None:
+                    # the head file first: a row never names a file that is not there
+                    result = _append(out, result, data.image_shape)
+                outcome.results.append(result)
+                if log:
+                    log(describe_result(order.get(result.backbone, 0), n, result))
+    except OSError:
+        # the disk that refused a row would refuse the report too; its stale marker makes the
+        # next run rebuild it
+        out = None
+        raise
+    finally:
+        if out is not None and (outcome.results or not _report_is_current(out)):
+            report.write_report(out)
+    return outcome
+
+
+def _plan(specs: Sequence, config: RunConfig, data: Dataset, checksum: str, done: set[str],
+          outcome: SweepOutcome, log: Log | None) -> list:
+    """The (spec, seed configs) still to run; a (backbone, seed) in `done` is skipped, and said."""
+    from bench.identity import identify
+    from bench.weights import WeightsError
+
+    order = {spec.name: i for i, spec in enumerate(specs, 1)}
     tasks = []
     for spec in specs:
         configs = []
@@ -96,42 +143,39 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
             if key in done:
                 outcome.skipped.append(f"{spec.name} (seed {seed_config.seed})")
                 if log:
-                    log(f"[{order[spec.name]}/{n}] {spec.name} (seed {seed_config.seed}): "
-                        f"skipped, runs.jsonl already has an ok row for this exact run "
-                        f"({key}); --rerun runs it again")
+                    log(f"[{order[spec.name]}/{len(specs)}] {spec.name} (seed "
+                        f"{seed_config.seed}): skipped, runs.jsonl already has an ok row for "
+                        f"this exact run ({key}); --rerun runs it again")
             else:
                 configs.append(seed_config)
         if configs:
             tasks.append((spec, configs))
-    seeds_of = {spec.name: len(configs) for spec, configs in tasks}
+    return tasks
 
-    def started(spec):
-        if log:
-            log(describe_start(order[spec.name], n, spec, config, seeds_of[spec.name]))
+
+def _append(out: Path, result: RunResult, image_shape: Sequence[int] | None) -> RunResult:
+    """Saves the row's head file, then appends the row to out/runs.jsonl; returns the row as
+    stored. When either fails (disk full, read-only, I/O) the row goes to stderr as its json
+    line, so it is not lost, and the OSError says so in one line."""
+    from bench import runlog
+    from bench.heads import with_head_file
 
     try:
-        for rows in executor.map(tasks, data, checksum, on_start=started):
-            for result in rows:
-                outcome.results.append(result)
-                if out is not None:
-                    runlog.append_record(Path(out), result.to_dict())
-                if log:
-                    log(describe_result(order.get(result.backbone, 0), n, result))
-    finally:
-        if out is not None and (outcome.results or not _report_is_current(Path(out))):
-            report.write_report(Path(out))
-    return outcome
+        stored = with_head_file(out, result, image_shape)
+        runlog.append_record(out, stored.to_dict())
+    except OSError as err:
+        print(runlog.json_line(result.to_dict()), end="", file=sys.stderr, flush=True)
+        raise OSError(err.errno, f"cannot save a row in {out} ({os_error_line(err)}); the row "
+                      "is the json line above; the rows before it are kept") from err
+    return stored
 
 
 def _report_is_current(out: Path) -> bool:
-    """The leaderboard was written after the last row was appended: nothing to rebuild."""
-    from bench.report import MARKDOWN_FILE
+    """The report was built, to its end, from runs.jsonl as it is now: nothing to rebuild."""
+    from bench.report import is_current
     from bench.runlog import RUNS_FILE
 
-    board, runs = out / MARKDOWN_FILE, out / RUNS_FILE
-    if not runs.exists():
-        return True
-    return board.exists() and board.stat().st_mtime_ns >= runs.stat().st_mtime_ns
+    return not (out / RUNS_FILE).exists() or is_current(out)
 
 
 def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import read_rows, write_dataset
 
-from backbones import UnknownBackboneError, select
+from backbones import UnknownBackboneError, registry, select
 from bench.__main__ import flag, main, parse, run_options
 from bench.commands import SweepOptions
 from bench.config import RunConfig
@@ -51,7 +51,7 @@ def test_help_names_the_commands_and_run_help_every_flag(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
-    assert "{run,list,report}" in capsys.readouterr().out
+    assert "{run,list,report,export}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     stdout = capsys.readouterr().out
@@ -159,16 +159,20 @@ def test_sweep_writes_rows_leaderboard_and_plots(capsys, tiny_data_dir, tmp_path
     assert all(r["infer_ms"] > 0 and r["gflops"] > 0 for r in rows)  # the cost columns' data
 
 
-def test_a_failed_row_gives_exit_1_and_keeps_the_others(capsys, tiny_data_dir, tmp_path):
+def test_a_failed_row_gives_exit_1_and_keeps_the_others(capsys, tiny_data_dir, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.setenv("BENCH_EXTRA_BACKBONES", "tests.crashers")
+    monkeypatch.setattr(registry, "EXTRAS", {})  # the test rows leave with this test
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))  # "tests." in this process too
     out = tmp_path / "out"
-    code = main(["MobileNet_0.25", "Xception", "--data", str(tiny_data_dir), "--out", str(out),
-                 *FAST])
+    code = main(["MobileNet_0.25", "Test_segfault", "--data", str(tiny_data_dir), "--out",
+                 str(out), *FAST])
     assert code == 1
     rows = {r["backbone"]: r for r in read_rows(out)}
     assert {name: r["status"] for name, r in rows.items()} == {"MobileNet_0.25": "ok",
-                                                               "Xception": "error"}
+                                                               "Test_segfault": "error"}
     board = (out / "leaderboard.md").read_text()
-    assert rows["Xception"]["error"] in board  # the error is listed under the table
+    assert rows["Test_segfault"]["error"] in board  # the error is listed under the table
 
 
 def test_report_rebuilds_from_runs_jsonl(capsys, tiny_data_dir, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 from bench.result import RunResult
 from bench.runlog import (
     RUNS_FILE,
-    RunLogError,
     append_record,
     group_key,
     latest_records,
@@ -130,11 +129,11 @@ def test_append_after_complete_line_without_newline_keeps_it(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("bad", ['{"backbone": "B", "sta', "[1, 2]", "not json"])
-def test_invalid_middle_line_raises_with_line_number(tmp_path: Path, bad: str) -> None:
+def test_invalid_middle_line_is_skipped_with_its_line_number(tmp_path: Path, bad: str) -> None:
     lines = [json.dumps(row("A", 0.5)), "", bad, json.dumps(row("C", 0.7))]
     (tmp_path / RUNS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(RunLogError, match=r"runs\.jsonl:3"):
-        read_records(tmp_path)
+    with pytest.warns(UserWarning, match=r"runs\.jsonl:3"):
+        assert read_records(tmp_path) == [row("A", 0.5), row("C", 0.7)]
 
 
 def test_nan_and_infinity_are_written_as_null(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Ray is an optional extra (pip install -e .[ray]) and is imported only when a Ray
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -88,7 +89,6 @@ class RayExecutor:
                                f"{self.cpus_per_task:g}")
         if self.address:
             _check_reachable(self.address)
-            _token_for_local_head(self.address)  # before Ray is imported: it reads it then
         ray = _import_ray()
         if not ray.is_initialized():
             if self.address:
@@ -112,7 +112,7 @@ class RayExecutor:
         """ray.init on self.address; ClusterError with what went wrong, in one line."""
         # Ray's C++ client retries for ~20 s, one warning a second on stderr; what it said goes
         # into the one-line error instead.
-        with captured_stderr() as said:
+        with captured_stderr() as said, token_auth_for(self.address):
             try:
                 ray.init(address=self.address, runtime_env=job_runtime_env(), **_QUIET)
                 return
@@ -213,7 +213,8 @@ class RayExecutor:
 
 
 def _run_task(backbone: str, config: dict, payload: dict, data_checksum: str) -> dict:
-    """Runs in a Ray worker: one (backbone, seed), returned as a plain dict."""
+    """Runs in a Ray worker: one (backbone, seed), returned as a plain dict (the row, and the
+    head's weights under head_weights)."""
     spec = worker_spec(backbone)
     from bench.engine.runner import run_one
 
@@ -224,7 +225,10 @@ def _run_task(backbone: str, config: dict, payload: dict, data_checksum: str) ->
         class_names=tuple(payload["class_names"]), source=payload["source"],
         notes=tuple(payload["notes"]),
     )
-    return run_one(spec, RunConfig(**config), data, data_checksum=data_checksum).to_dict()
+    result = run_one(spec, RunConfig(**config), data, data_checksum=data_checksum)
+    # the head's weights travel as numpy arrays in Ray's object store; RunResult.from_dict on
+    # the driver takes them back as the row's in-memory head_weights
+    return {**result.to_dict(), "head_weights": result.head_weights}
 
 
 def _for_workers(config: RunConfig) -> RunConfig:
@@ -311,17 +315,47 @@ def _check_reachable(address: str) -> None:
                            f"{host})") from None
 
 
-def _token_for_local_head(address: str) -> None:
-    """A head started on this machine by this user turns token auth on when
-    ~/.ray/auth_token exists (Ray 2.60 writes it with any local instance), but Ray sends the
-    token to an explicit address only under RAY_AUTH_MODE=token: say so for a local head, as
-    `ray start` and address="auto" would. Remote heads and an explicit setting are left alone.
+def is_local_host(address: str) -> bool:
+    """The address's host is this machine: a loopback IP literal (127.0.0.0/8, ::1) or exactly
+    localhost. Anything else, 127.evil.example.com included, is a remote host."""
+    host = address.split("://")[-1].rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: whatever it resolves to, it is not ours to vouch for
+        return False
+
+
+@contextlib.contextmanager
+def token_auth_for(address: str) -> Iterator[None]:
+    """RAY_AUTH_MODE=token while ray.init joins a head on this machine, then as it was.
+
+    A head started on this machine by this user turns token auth on when ~/.ray/auth_token
+    exists (Ray 2.60 writes it with any local instance), but Ray sends the token to an
+    explicit address only under RAY_AUTH_MODE=token, as `ray start` and address="auto" would.
+    A remote host never gets this user's token unasked, and an explicit setting is kept. The
+    variable is restored after ray.init, so processes started later do not inherit it.
     """
-    host = address.split("://")[-1].rpartition(":")[0].strip("[]").lower()
-    local = host in ("localhost", "::1", socket.gethostname().lower()) or host.startswith("127.")
-    if local and "RAY_AUTH_MODE" not in os.environ and (
-            Path.home() / ".ray" / "auth_token").is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    if not (is_local_host(address) and "RAY_AUTH_MODE" not in os.environ
+            and (Path.home() / ".ray" / "auth_token").is_file()):
+        yield
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        _reload_ray_config()
+        yield
+    finally:
+        del os.environ["RAY_AUTH_MODE"]
+
+
+def _reload_ray_config() -> None:
+    """Ray reads RAY_AUTH_MODE into its settings when imported; Ray's own switch to token auth
+    re-reads them this way. The connection ray.init makes keeps the mode it was made with."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def _connect_error(address: str, err: Exception, stderr: str) -> str:

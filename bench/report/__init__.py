@@ -14,19 +14,24 @@ effects (pretraining, protocol) -> tables, markdown, plots (renderers) -> write_
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TypedDict
 
+from bench.fsio import atomic_path, remove_stale_temporaries, write_text_atomic
 from bench.report import model
 from bench.report.columns import CSV_COLUMNS, LEADERBOARD_COLUMNS
 from bench.report.markdown import MARKDOWN_COLUMNS, leaderboard_markdown
 from bench.report.plots import PLOTS_DIR, write_plots
 from bench.report.tables import csv_frame, leaderboard
 from bench.result import RunResult
-from bench.runlog import latest_records, read_records
+from bench.runlog import RUNS_FILE, latest_records, log_state, read_log
 
 MARKDOWN_FILE = "leaderboard.md"
 CSV_FILE = "leaderboard.csv"
+# Written last, holding the log_state of the runs.jsonl the report was built from: the report
+# is current exactly when this matches the file now (file times cannot say that).
+STATE_FILE = ".report-state"
 
 __all__ = [
     "CSV_COLUMNS",
@@ -35,7 +40,9 @@ __all__ = [
     "MARKDOWN_COLUMNS",
     "MARKDOWN_FILE",
     "PLOTS_DIR",
+    "STATE_FILE",
     "ReportPaths",
+    "is_current",
     "leaderboard",
     "write_report",
 ]
@@ -57,19 +64,28 @@ class ReportPaths(TypedDict):
 def write_report(out_dir: Path, records: list[dict] | None = None) -> ReportPaths:
     """Writes leaderboard.md, leaderboard.csv and plots/ into out_dir; returns their paths.
 
-    records None reads out_dir/runs.jsonl. Only the last record of each run counts.
+    records None reads out_dir/runs.jsonl. Only the last record of each run counts. Each file
+    replaces the old one whole (a kill leaves the old or the new, never half), and the state
+    marker is written last, so a report cut short reads as stale. Call it holding the folder's
+    writer lock (bench.fsio.writer_lock).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = read_records(out_dir) if records is None else records
+    (out_dir / STATE_FILE).unlink(missing_ok=True)
+    rows, state = read_log(out_dir) if records is None else (records, None)
+    for folder in (out_dir, out_dir / PLOTS_DIR):
+        remove_stale_temporaries(folder)
     runs = latest_records([RunResult.from_dict(row) for row in rows])
     # model.tables, not a name imported here: the package's `tables` is its tables.py module
     found = model.tables(runs)
     plots = write_plots(out_dir, found)
-    markdown_file = out_dir / MARKDOWN_FILE
-    markdown_file.write_text(leaderboard_markdown(runs, found, plots, out_dir), encoding="utf-8")
+    markdown_file = write_text_atomic(out_dir / MARKDOWN_FILE,
+                                      leaderboard_markdown(runs, found, plots, out_dir))
     csv_file = out_dir / CSV_FILE
-    csv_frame(found, [r for r in runs if not r.ok]).to_csv(csv_file, index=False)
+    with atomic_path(csv_file) as tmp:
+        csv_frame(found, [r for r in runs if not r.ok]).to_csv(tmp, index=False)
+    if state is not None:  # records given by the caller: not a report of runs.jsonl
+        write_text_atomic(out_dir / STATE_FILE, json.dumps({"runs_jsonl": state}) + "\n")
     return {
         "markdown": markdown_file,
         "csv": csv_file,
@@ -78,3 +94,14 @@ def write_report(out_dir: Path, records: list[dict] | None = None) -> ReportPath
         "transfer": plots.transfer,
         "cost": plots.cost,
     }
+
+
+def is_current(out_dir: Path) -> bool:
+    """Whether out_dir's report was built, to its end, from runs.jsonl as it is now."""
+    out_dir = Path(out_dir)
+    try:
+        saved = json.loads((out_dir / STATE_FILE).read_text(encoding="utf-8"))["runs_jsonl"]
+        runs = (out_dir / RUNS_FILE).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):  # no marker, a damaged one, no runs
+        return False
+    return saved == log_state(runs) and (out_dir / MARKDOWN_FILE).is_file()

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bench import stats
+from bench.fsio import atomic_path
 from bench.report.model import (
     HOLDOUT,
     Entry,
@@ -52,6 +53,12 @@ class Plots:
         """Every png: histories, confusion matrices, transfer, cost, summary."""
         files = [p for _, p in self.history] + [p for _, p in self.confusion]
         return files + [p for p in (self.transfer, self.cost, self.summary) if p is not None]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """The png replaces the old one whole: a kill mid-write never leaves a truncated image."""
+    with atomic_path(path) as tmp:
+        save(fig, tmp)
 
 
 def _unique_files(folder: Path, labels: Sequence[str], prefix: str) -> list[Path]:
@@ -120,7 +127,7 @@ def _plot_history(runs: Sequence[RunResult], title: str, path: Path) -> None:
     if len(runs) > 1:
         title += f" ({seeds_text(runs)}, one line each)"
     fig.suptitle(title)
-    save(fig, path)
+    _save(fig, path)
 
 
 def _title(table: Table) -> str:
@@ -261,7 +268,7 @@ def _per_table(
     for ax, table in zip(axes, shown, strict=True):
         draw(fig, ax, table)
     fig.suptitle(title)
-    save(fig, path)
+    _save(fig, path)
     return True
 
 
@@ -362,7 +369,7 @@ def _plot_confusion(entry: Entry, path: Path) -> bool:
         f"seed {run.seed}",
         fontsize=10,
     )
-    save(fig, path)
+    _save(fig, path)
     return True
 
 
