@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# one xdist worker runs this file: its module-scoped fixture is set up once
+pytestmark = pytest.mark.xdist_group("golden")
+
 GOLDEN = Path(__file__).parent / "golden"
 FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
 # What differs from one run, machine or checkout to the next without the results changing.

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# one xdist worker runs this file: its module-scoped fixture is set up once
+pytestmark = pytest.mark.xdist_group("layout")
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "backbones")
 MAX_MODULE_LINES = 450

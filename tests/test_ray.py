@@ -21,6 +21,9 @@ from bench.config import RunConfig
 from bench.executors.inprocess import InProcessExecutor
 from bench.sweep import run_sweep
 
+# one xdist worker runs this file: its module-scoped fixture is set up once
+pytestmark = pytest.mark.xdist_group("ray")
+
 FAST = dict(weights="random", image_size=32, epochs=3, patience=0, verbose=0)
 
 

@@ -25,6 +25,9 @@ from bench.report.model import tables, title
 from bench.result import RunResult
 from bench.runlog import append_record
 
+# one xdist worker runs this file: its module-scoped fixture is set up once
+pytestmark = pytest.mark.xdist_group("report")
+
 
 def ok_record(backbone: str, val: float, best: float | None = None, **overrides) -> dict:
     """A successful run under the lesson's protocol, with a plausible 5-epoch history."""

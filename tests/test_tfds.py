@@ -13,6 +13,9 @@ from conftest import read_rows
 
 from bench.data import DataError, LazyDataset, load_dataset
 
+# one xdist worker runs this file: its module-scoped fixture is set up once
+pytestmark = pytest.mark.xdist_group("tfds")
+
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "bench_tiny_shapes"
 
