@@ -93,23 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_export(sub) -> None:
-    export = sub.add_parser(
-        "export", help="write a run's trained classifier as one .keras file",
-        description="Write one Keras model (raw uint8 images of any size -> resize and "
-        "preprocessing -> frozen backbone -> trained head -> class logits) for a row of "
-        "runs.jsonl, and its class names in FILE.classes.json. It loads with "
-        "keras.models.load_model, without bench.")
+_EXPORT_HELP = "write a run's trained classifier as one .keras file"
+_EXPORT_DESCRIPTION = (
+    "Write one Keras model (raw uint8 images of any size -> resize and preprocessing -> frozen "
+    "backbone -> trained head -> class logits) for a row of runs.jsonl, and its class names in "
+    "FILE.classes.json. It loads with keras.models.load_model, without bench.")
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    export = _Parser(prog="python -m bench export", description=_EXPORT_DESCRIPTION)
     export.add_argument("name", nargs="?", metavar="NAME",
                         help="the backbone whose latest run to export (default: the top of the "
                         "leaderboard)")
     export.add_argument("file", metavar="FILE.keras", help="the model file to write")
     add_flags(export, SweepOptions, only=("out",))
     add_flags(export, RunConfig, only=("weights_dir",))
+    return export
+
+
+def _add_export(sub) -> None:
+    sub.add_parser("export", help=_EXPORT_HELP, description=_EXPORT_DESCRIPTION,
+                   parents=[_export_parser()], add_help=False)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """The arguments, with run meant when no command is named."""
+    if argv[:1] == ["export"]:
+        # NAME, options and FILE in any order: export NAME --out DIR FILE.keras
+        args = _export_parser().parse_intermixed_args(argv[1:])
+        args.command = "export"
+        return args
     if argv[:1] and (argv[0] in COMMANDS or argv[0] in HELP):
         return build_parser().parse_args(argv)
     return build_parser().parse_args(["run", *argv])

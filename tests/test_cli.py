@@ -236,3 +236,19 @@ def test_dry_run_without_the_data_assumes_the_lessons(capsys, tmp_path):
     stdout = capsys.readouterr().out
     assert "the lesson's Dollar Street 10" in stdout and "1171 images 64x64x3" in stdout
     assert not (tmp_path / "absent").exists()  # no download
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "MobileNet_0.25", "--out", "R", "m.keras"],  # as the README writes it
+    ["export", "MobileNet_0.25", "m.keras", "--out", "R"],
+    ["export", "--out", "R", "MobileNet_0.25", "m.keras"],
+])
+def test_export_takes_its_name_options_and_file_in_any_order(argv):
+    args = parse(argv)
+    assert (args.command, args.name, args.file, args.out) == ("export", "MobileNet_0.25",
+                                                              "m.keras", "R")
+
+
+def test_export_without_a_name_takes_the_file():
+    args = parse(["export", "--out", "R", "m.keras"])
+    assert (args.name, args.file) == (None, "m.keras")
