@@ -53,6 +53,8 @@ class CachedFeatures:
     params_backbone: int
     # steady-state forward ms per image measured then; None in files written before it was
     infer_ms: float | None = None
+    # the engine that computed them (engines.EngineInfo.to_fields()); {} in older files
+    engine: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -134,7 +136,7 @@ class FeatureCache:
                       + self._remove(path))
             return None
         return CachedFeatures(train, val, float(meta["extract_s"]), int(meta["params_backbone"]),
-                              meta.get("infer_ms"))
+                              meta.get("infer_ms"), dict(meta.get("engine") or {}))
 
     @staticmethod
     def _remove(path: Path) -> str:
@@ -158,6 +160,7 @@ class FeatureCache:
             "extract_s": features.extract_s,
             "params_backbone": features.params_backbone,
             "infer_ms": features.infer_ms,
+            "engine": features.engine,
         }
         tmp = None
         try:

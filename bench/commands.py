@@ -137,6 +137,7 @@ def run(options: SweepOptions, config: RunConfig) -> int:
     specs = _select(options)
     _check_weights(specs, config)
     _check_sizes(specs, config)
+    _check_engine(config)
     if options.dry_run:
         from bench.data import DataError
         from bench.dryrun import dry_run
@@ -226,6 +227,15 @@ def _check_weights(specs: list, config: RunConfig) -> None:
                              f"random or a weights file)")
     if config.weights_dir and not Path(config.weights_dir).is_dir():
         raise UsageError(f"--weights-dir: no such folder '{config.weights_dir}'")
+
+
+def _check_engine(config: RunConfig) -> None:
+    """--engine openvino needs its package, which a minimal install may lack; auto does not."""
+    import importlib.util
+
+    if config.engine == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise UsageError("--engine openvino needs the openvino package (pip install openvino), "
+                         "which is not installed; --engine auto or tensorflow run without it")
 
 
 def _check_sizes(specs: list, config: RunConfig) -> None:

@@ -25,14 +25,19 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
 
     _print(f"Dry run: {len(specs)} backbones, {source} {'x'.join(map(str, shape))}, "
            f"extraction batch {config.extract_batch_size}")
-    _print("Calibrating on this machine ...")
-    calibration = cost.calibrate(config, shape)
-    _print("Calibration: " + ", ".join(f"{name} {n} images in {s:.2f} s"
-                                       for name, n, s, _ in calibration.timings)
-           + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
-           f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
-           f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op")
-    rows = cost.estimate(specs, config, n_images, calibration, shape,
+    calibrations = {}
+    for engine in cost.engines_to_calibrate(config):
+        _print(f"Calibrating {engine} on this machine ...")
+        calibration = calibrations[engine] = cost.calibrate(config, shape, engine=engine)
+        setup = (f"; to convert: {calibration.setup_seconds_per_op * 1e3:.1f} ms per graph op "
+                 f"+ {calibration.setup_seconds_per_mparam:.2f} s per million weights"
+                 if engine == "openvino" else "")
+        _print(f"Calibration ({engine}): " + ", ".join(
+            f"{name} {n} images in {s:.2f} s" for name, n, s, _ in calibration.timings)
+            + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
+            f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
+            f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op{setup}")
+    rows = cost.estimate(specs, config, n_images, calibrations, shape,
                          progress=lambda i, n, name: _print(f"[{i}/{n}] {name}"))
     _print_table(rows)
 
@@ -60,14 +65,15 @@ def _print_table(rows: list[dict]) -> None:
 
     table = [{"backbone": r["backbone"], "size": r["image_size"],
               "GFLOPs/image": None if r["gflops"] is None else round(r["gflops"], 3),
+              "engine": r.get("engine"),
               "predicted extraction s": (None if r["predicted_extract_s"] is None
                                          else round(r["predicted_extract_s"], 1)),
               "note": r["note"]} for r in rows]
     print(tabulate(table, headers="keys", tablefmt="github", missingval="-"))
     total = sum(r["predicted_extract_s"] or 0.0 for r in rows)
     print(f"Predicted extraction for the sweep: {total:.0f} s ({total / 60:.1f} min), "
-          f"tracing included; the head's epochs and from-scratch baselines come on top. "
-          f"Features already in the cache cost nothing.")
+          f"tracing and OpenVINO's conversions included; the head's epochs and from-scratch "
+          f"baselines come on top. Features already in the cache cost nothing.")
 
 
 def _print(line: str) -> None:

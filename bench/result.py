@@ -84,6 +84,15 @@ class RunResult:
     infer_ms: float | None = None  # steady-state forward ms per image (tracing excluded)
     gflops: float | None = None  # FLOPs of one forward pass of the backbone, in billions
 
+    # The engine that computed the features (--engine; bench.engine.engines.EngineInfo)
+    engine: str | None = None  # tensorflow or openvino
+    engine_version: str | None = None
+    engine_batch: int | None = None
+    engine_images_per_s: float | None = None  # steady extraction, resize and preprocessing in
+    engine_setup_s: float | None = None  # one-time: conversion (0 when cached), compilation
+    engine_probe_s: float | None = None  # --engine auto timing the engine it did not choose
+    engine_note: str | None = None  # how it was chosen
+
     # Probes on the same frozen features (--probes linear,knn); Kornblith et al. 2019
     probe_linear_accuracy: float | None = None  # multinomial logistic regression, L-BFGS
     probe_linear_s: float | None = None

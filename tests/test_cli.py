@@ -217,14 +217,17 @@ def test_dry_run_predicts_from_flops_and_trains_nothing(capsys, tiny_data_dir, t
     stdout = capsys.readouterr().out
     table = _dry_run_table(stdout)
     assert list(table) == ["MobileNet_0.25", "DenseNet121", "dense"]
-    (m_size, m_gflops, m_s, _), (d_size, d_gflops, d_s, _) = table["MobileNet_0.25"], \
-        table["DenseNet121"]
+    (m_size, m_gflops, m_engine, m_s, _), (d_size, d_gflops, d_engine, d_s, _) = \
+        table["MobileNet_0.25"], table["DenseNet121"]
+    # each backbone's predicted extraction is that of the engine --engine auto would choose
+    assert {m_engine, d_engine} <= {"tensorflow", "openvino"}
     assert m_size == d_size == "32"
     # DenseNet121 costs ~10x MobileNet_0.25 per image at any size
     assert float(d_gflops) > 5 * float(m_gflops) > 0
     assert float(d_s) > float(m_s) > 0
     assert "no extraction" in table["dense"][-1]
-    assert "[3/3] dense" in stdout and "Calibration: VGG16" in stdout
+    assert "[3/3] dense" in stdout and "Calibration (tensorflow): VGG16" in stdout
+    assert "Calibration (openvino): VGG16" in stdout  # auto on a CPU weighs both engines
     assert not out.exists()  # nothing ran, nothing written
     assert (tmp_path / "cache" / "graph-stats.json").is_file()  # a second dry run is instant
 

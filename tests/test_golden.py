@@ -29,6 +29,10 @@ VOLATILE_FIELDS = frozenset({
     "extract_s", "epoch_s", "epoch_times", "total_s", "infer_ms", "probe_linear_s",
     "probe_knn_s", "started_at", "keras_version",
     "tf_version", "python_version", "numpy_version", "device", "git_commit",
+    # which engine --engine auto measures fastest, and how fast, is the machine's, not the
+    # result's: the engines' features agree within 1e-5 (tests/test_engines.py)
+    "engine", "engine_version", "engine_batch", "engine_images_per_s", "engine_setup_s",
+    "engine_probe_s", "engine_note",
 })
 TIME_COLUMNS = frozenset({"extract_s", "s_per_epoch", "infer_ms"})
 DATA = "<data>"

@@ -118,7 +118,8 @@ def test_csv_columns_are_those_users_read() -> None:
         # added later, after every earlier column
         "table", "rank_low", "rank_high", "vs_top", "p_value", "p_adjusted", "infer_ms",
         "gflops", "probe_linear_acc", "probe_linear_s", "probe_knn_acc", "probe_knn_s",
-        "weights_file", "weights_substituted_for",
+        "weights_file", "weights_substituted_for", "engine", "engine_version", "engine_batch",
+        "extract_img_s",
     )  # fmt: skip
 
 

@@ -34,11 +34,11 @@ import tensorflow as tf
 from backbones import BackboneSpec, Spec, get
 from bench import cache
 from bench.config import RunConfig
-from bench.engine import features
+from bench.engine import engines, features, openvino_backend
 from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
-COLUMNS = ("backbone", "image_size", "gflops", "predicted_extract_s", "note")
+COLUMNS = ("backbone", "image_size", "gflops", "engine", "predicted_extract_s", "note")
 
 # Graph plumbing that moves no data: left out of the activation count.
 _NO_DATA = frozenset({"Const", "Identity", "NoOp", "Placeholder", "ReadVariableOp", "Shape",
@@ -52,6 +52,7 @@ class GraphStats:
     flops: int
     activations: int  # float values written by the operations that compute something
     ops: int  # operations in the traced graph
+    params: int = 0  # weights: what converting to OpenVINO copies and folds
 
     @property
     def gflops(self) -> float:
@@ -77,7 +78,7 @@ def graph_stats(model: keras.Model, input_shape: tuple[int, ...],
         int(np.prod(out.shape)) for op in operations if op.type not in _NO_DATA
         for out in op.outputs if out.dtype.is_floating and out.shape.is_fully_defined()
     )
-    return GraphStats(flops, activations, len(operations))
+    return GraphStats(flops, activations, len(operations), int(model.count_params()))
 
 
 def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
@@ -88,7 +89,7 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
     numbers are kept in memory and, given `store`, in a JSON file there: a second dry run is
     instant.
     """
-    key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__],
+    key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__, "params"],
                      sort_keys=True, default=str)
     known_stats = cache.process_caches().graph_stats
     if key not in known_stats:
@@ -140,17 +141,26 @@ def _write_json(path: Path, data: dict) -> None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """This machine's extraction speed, solved from two timed reference backbones."""
+    """This machine's extraction speed in one engine, solved from two timed reference
+    backbones."""
 
     seconds_per_gflop: float
     seconds_per_mvalue: float  # per million activation values written
     trace_seconds_per_op: float  # tracing and the first call, per graph operation
     timings: tuple[tuple[str, int, float, float], ...] = ()  # (name, images, s, first call s)
+    engine: str = "tensorflow"
+    # OpenVINO: converting and compiling a backbone, per graph operation and per million
+    # weights (0 for TensorFlow)
+    setup_seconds_per_op: float = 0.0
+    setup_seconds_per_mparam: float = 0.0
 
-    def predict(self, stats: GraphStats, n_images: int) -> float:
+    def predict(self, stats: GraphStats, n_images: int, setup: bool = True) -> float:
         per_image = (stats.gflops * self.seconds_per_gflop
                      + stats.activations / 1e6 * self.seconds_per_mvalue)
-        return stats.ops * self.trace_seconds_per_op + n_images * per_image
+        one_time = stats.ops * self.trace_seconds_per_op + (
+            stats.ops * self.setup_seconds_per_op
+            + stats.params / 1e6 * self.setup_seconds_per_mparam if setup else 0.0)
+        return one_time + n_images * per_image
 
 
 # (reference, images timed): VGG16 is all FLOPs, MobileNet_0.25 all memory traffic and ops.
@@ -158,54 +168,87 @@ REFERENCES = (("VGG16", 16), ("MobileNet_0.25", 96))
 
 
 def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
-              references: tuple[tuple[str, int], ...] = REFERENCES) -> Calibration:
-    """Times the references (random weights, random uint8 images) through features.extract at
-    the size and batch `config` gives; about ten seconds on two CPU cores."""
-    rows, timings, first_call = [], [], []
+              references: tuple[tuple[str, int], ...] = REFERENCES,
+              engine: str = "tensorflow") -> Calibration:
+    """Times the references (random weights, random uint8 images) through the extraction path
+    of `engine` at the size and batch `config` gives; about ten seconds on two CPU cores
+    (OpenVINO: plus converting the two, timed, into a throw-away folder)."""
+    rows, timings, first_call, setups = [], [], [], []
     for name, n_images in references:
         spec = get(name)
         size = config.size_for(spec.input_size)
         keras.utils.set_random_seed(0)
         backbone = spec.build(size, pooling=config.pooling, weights=None)
-        inputs, outputs = features.backbone_graph(spec, backbone, size, config, image_shape,
-                                                  "uint8")
-        extractor = keras.Model(inputs, outputs)
+        bs = min(config.extract_batch_size, n_images)
+        began = time.perf_counter()
+        run = _reference_engine(engine, spec, backbone, size, config, image_shape, bs)
+        setup = time.perf_counter() - began
         images = np.random.default_rng(0).integers(0, 256, (n_images, *image_shape),
                                                    dtype=np.uint8)
-        bs = min(config.extract_batch_size, n_images)
         start = time.perf_counter()
-        features.extract(extractor, images[:bs], bs, verbose=0)  # tracing + one batch
+        engines.extract(run, images[:bs], verbose=0)  # tracing + one batch
         first = time.perf_counter() - start
         start = time.perf_counter()
-        features.extract(extractor, images, bs, verbose=0)
+        engines.extract(run, images, verbose=0)
         seconds = time.perf_counter() - start
         stats = graph_stats(backbone, (size, size, 3))
         rows.append((stats.gflops, stats.activations / 1e6, seconds / n_images))
         first_call.append((stats.ops, max(first - seconds * bs / n_images, 0.0)))
+        setups.append((stats.ops, stats.params / 1e6, setup))
         timings.append((name, n_images, seconds, first))
-        del extractor, backbone
+        del run, backbone
         gc.collect()
     (g1, a1, t1), (g2, a2, t2) = rows[:2]
     per_gflop, per_mvalue = np.linalg.solve([[g1, a1], [g2, a2]], [t1, t2])
     ops, first = max(first_call)  # the reference with the most ops sets the tracing rate
+    per_op, per_mparam = (np.linalg.lstsq([r[:2] for r in setups], [r[2] for r in setups])[0]
+                          if engine == "openvino" else (0.0, 0.0))
     return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
-                       tuple(timings))
+                       tuple(timings), engine, max(float(per_op), 0.0),
+                       max(float(per_mparam), 0.0))
+
+
+def _reference_engine(engine: str, spec: BackboneSpec, backbone: keras.Model, size: int,
+                      config: RunConfig, image_shape: tuple[int, ...], batch: int):
+    if engine == "openvino":
+        # store None: converted into a temporary folder, so the conversion is timed each time
+        return engines.OpenVinoEngine(spec, backbone, size, config, image_shape, "uint8",
+                                      batch, key=f"calibration-{spec.name}", store=None)
+    inputs, outputs = features.backbone_graph(spec, backbone, size, config, image_shape,
+                                              "uint8")
+    return engines.TensorFlowEngine(keras.Model(inputs, outputs), image_shape, "uint8", batch)
+
+
+def engines_to_calibrate(config: RunConfig) -> tuple[str, ...]:
+    """The engines --engine can choose among on this machine."""
+    if config.engine != "auto":
+        return (config.engine,)
+    from bench.engine import choose
+
+    if choose.has_gpu() or openvino_backend.version() is None:
+        return ("tensorflow",)
+    return ("tensorflow", "openvino")
 
 
 def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
-             calibration: Calibration | None = None,
+             calibration: Calibration | dict[str, Calibration] | None = None,
              image_shape: tuple[int, ...] = (64, 64, 3),
              progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
-    """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, and
-    the predicted seconds to extract the features of `n_images` images on this machine
-    (tracing included, as a run's extract_s).
+    """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, the
+    engine --engine would choose, and the predicted seconds to extract the features of
+    `n_images` images on this machine with it (tracing and OpenVINO's conversion included,
+    as a run's extract_s).
 
-    A backbone that cannot be built at that size gets None and a note, as a sweep row would;
-    a from-scratch baseline has no extraction. Calibrates first unless given `calibration`.
-    `progress(i, n, name)` is called before each backbone (building the largest for their
-    counts takes seconds the first time).
+    Each engine's time is its rate measured on an earlier run of this backbone (remembered
+    beside the feature cache) when there is one, else the calibration's model. A backbone
+    that cannot be built at that size gets None and a note, as a sweep row would; a
+    from-scratch baseline has no extraction. Calibrates every engine --engine can choose
+    unless given calibrations. `progress(i, n, name)` is called before each backbone.
     """
-    calibration = calibration or calibrate(config, image_shape)
+    if isinstance(calibration, Calibration):
+        calibration = {calibration.engine: calibration}
+    calibrations = calibration or {name: calibrate(config, image_shape, engine=name)
+                                   for name in engines_to_calibrate(config)}
     store = _store(config)
     specs = list(specs)
     rows = []
@@ -214,18 +257,44 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
             progress(i, len(specs), spec.name)
         if is_baseline(spec):
             rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
-                             predicted_extract_s=0.0,
+                             predicted_extract_s=0.0, engine=None,
                              note="trained from scratch on the raw images: no extraction"))
             continue
         size = config.size_for(spec.input_size)
         row = dict(backbone=spec.name, image_size=size, gflops=None, predicted_extract_s=None,
-                   note="")
+                   engine=None, note="")
         try:
             stats = backbone_stats(spec, size, config.pooling, store)
         except Exception as err:  # one backbone never stops the estimate
             row["note"] = " ".join(str(err).split()) or type(err).__name__
         else:
             row["gflops"] = stats.gflops
-            row["predicted_extract_s"] = calibration.predict(stats, n_images)
+            measured = _remembered_rates(spec, config, size, image_shape, store)
+            predicted = {}
+            for name, cal in calibrations.items():
+                if name in measured:  # the rate a run measured; the one-time costs modelled
+                    predicted[name] = (cal.predict(stats, 0)
+                                       + n_images / measured[name])
+                else:
+                    predicted[name] = cal.predict(stats, n_images)
+            row["engine"] = min(predicted, key=predicted.get)
+            if "openvino" in predicted and "tensorflow" in predicted and (
+                    calibrations["openvino"].predict(stats, 0)
+                    >= 0.5 * predicted["tensorflow"]) and "openvino" not in measured:
+                row["engine"] = "tensorflow"  # auto's rule: not worth converting (choose.py)
+            row["predicted_extract_s"] = predicted[row["engine"]]
+            row["note"] = "; ".join(
+                f"{name} {seconds:.0f} s ({'measured rate' if name in measured else 'model'})"
+                for name, seconds in predicted.items()) if len(predicted) > 1 else ""
         rows.append(row)
     return rows
+
+
+def _remembered_rates(spec: BackboneSpec, config: RunConfig, size: int,
+                      image_shape: tuple[int, ...], store: Path | None) -> dict[str, float]:
+    """Images/s an earlier run of this backbone measured per engine on this machine."""
+    if store is None:
+        return {}
+    from bench.engine import choose
+
+    return choose.remembered_rates(spec, config, size, image_shape, "uint8", store)

@@ -173,7 +173,7 @@ def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose
     the features (results/PERF.md). `timer` receives each batch's forward time, the copy of
     its features to the host included (that is when the computation has finished).
     """
-    forward = _forward(extractor, images.shape[1:], images.dtype, jit_compile)
+    forward = forward_function(extractor, images.shape[1:], images.dtype, jit_compile)
     n = len(images)
     out = np.empty((n, *extractor.output_shape[1:]), dtype=np.float32)
     progress = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
@@ -193,8 +193,8 @@ def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose
     return out
 
 
-def _forward(extractor: keras.Model, image_shape: tuple[int, ...], dtype: np.dtype,
-             jit_compile: bool):
+def forward_function(extractor: keras.Model, image_shape: tuple[int, ...], dtype,
+                     jit_compile: bool = False):
     """One traced forward per extractor and input signature, shared by the train and validation
     calls. It reaches its model through a weak reference, so the cache entry (keyed weakly)
     goes when the runner drops the extractor."""

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from backbones import BackboneSpec, BaselineSpec
 from bench.cache import CachedFeatures, FeatureCache, default_cache_dir, process_caches
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import features, head, probes
+from bench.engine import choose, engines, features, head, probes
 from bench.engine.splits import Splits, make_splits
 from bench.identity import RunIdentity
 
@@ -37,6 +39,8 @@ class Outcome:
     # steady-state forward ms per image of the frozen backbone, measured while extracting
     # (None: no extraction, or an old cache file that did not keep it)
     infer_ms: float | None = None
+    # the RunResult fields of the engine that computed the features (engines.EngineInfo)
+    engine_fields: dict[str, Any] = field(default_factory=dict)
     # the RunResult fields of the --probes run on the cached features ({} when none ran)
     probe_fields: dict[str, Any] = field(default_factory=dict)
     # what export rebuilds the model from: the head's weights (a baseline's: the whole
@@ -58,7 +62,7 @@ def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
                      on_features=True, params_backbone=found.params_backbone,
                      extract_s=found.extract_s, features_cached=was_cached)
     # the probes see what the head saw: its training split, then the test file's images
-    return replace(trained, infer_ms=found.infer_ms,
+    return replace(trained, infer_ms=found.infer_ms, engine_fields=dict(found.engine),
                    probe_fields=probes.run(config.probes, splits, config.seed))
 
 
@@ -69,8 +73,12 @@ def end_to_end(spec: BackboneSpec, config: RunConfig, data: Dataset,
     keras.utils.set_random_seed(config.seed)
     model_head = head.build_head(data.n_classes)
     model = keras.Model(inputs, model_head(outputs), name=f"{spec.name}_lesson")
-    return _train_on_images(model, config, data, feature_width=int(outputs.shape[-1]),
-                            head_model=model_head)
+    trained = _train_on_images(model, config, data, feature_width=int(outputs.shape[-1]),
+                               head_model=model_head)
+    # the backbone ran inside Keras' fit: TensorFlow, whatever --engine says
+    info = engines.EngineInfo("tensorflow", tf.__version__, config.batch_size,
+                              note="end to end: the backbone runs inside model.fit")
+    return replace(trained, engine_fields=info.to_fields())
 
 
 def from_scratch(spec: BaselineSpec, config: RunConfig, data: Dataset) -> Outcome:
@@ -116,16 +124,24 @@ def _features(spec: BackboneSpec, config: RunConfig, data: Dataset,
 
 def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
              ident: RunIdentity) -> CachedFeatures:
+    """extract_s counts everything: conversion, auto's probing, tracing and the batches;
+    the engine's images/s only the batches after the first (steady state)."""
+    start = time.perf_counter()
     backbone, inputs, outputs = _frozen_backbone(spec, config, data, ident)
     extractor = keras.Model(inputs, outputs, name=f"{spec.name}_features")
+    store = Path(config.cache_dir or default_cache_dir()) if config.cache else None
+    engine, done = choose.choose(spec, backbone, extractor, config, ident, data.train_images,
+                                 data.n_train + data.n_val, store)
     timer = features.ForwardTimer()  # one timer: the validation split's batches count too
-    start = time.perf_counter()
-    train_x = features.extract(extractor, data.train_images, config.extract_batch_size,
-                               config.verbose, timer=timer)
-    val_x = features.extract(extractor, data.val_images, config.extract_batch_size,
-                             config.verbose, timer=timer)
+    if done is not None:
+        timer.batches_seen = 1  # the probe's first call (tracing, warm-up) is behind us
+    train_x = engines.extract(engine, data.train_images, config.verbose, timer, done=done)
+    val_x = engines.extract(engine, data.val_images, config.verbose, timer)
+    if timer.ms_per_image:
+        engine.info.images_per_s = 1000 / timer.ms_per_image
+        choose.remember(engine, spec, config, ident, data.train_images, store)
     return CachedFeatures(train_x, val_x, time.perf_counter() - start, backbone.count_params(),
-                          timer.ms_per_image)
+                          timer.ms_per_image, engine.info.to_fields())
 
 
 def _train_on_images(model: keras.Model, config: RunConfig, data: Dataset,

@@ -105,6 +105,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("weights_file", "weights_file", shown=_DATA),
     # Keras' own file name for the run's size when another resolution's file stood in
     Column("weights_substituted_for", "weights_substituted_for", shown=_DATA),
+    # where the frozen backbone ran (--engine) and how fast, resize and preprocessing included
+    Column("engine", "engine", shown=_DATA),
+    Column("engine_version", "engine_version", shown=_DATA),
+    Column("engine_batch", "engine_batch", "Int64", shown=_DATA),
+    Column("extract_img_s", "engine_images_per_s", "float64", ".0f", _DATA, MEAN),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

@@ -1,0 +1,216 @@
+"""--engine auto: which engine runs a backbone's extraction, chosen by measurement, remembered.
+
+On a CUDA GPU TensorFlow runs it (OpenVINO here is a CPU runtime). On a CPU with OpenVINO
+installed, auto times a few batches of the real images in each engine, adds the one-time
+conversion to OpenVINO (0 when the converted model is cached), predicts each engine's whole
+extraction of the dataset, and takes the fastest. The probe batches of the chosen engine are
+the first batches of its extraction; only the other engine's probe is extra work. The choice
+and the measured rates are remembered per backbone, size, input and machine in
+engine-choices.json beside the feature cache: the next run of that backbone probes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backbones import BackboneSpec
+from bench.config import RunConfig
+from bench.engine import openvino_backend
+from bench.engine.engines import Engine, OpenVinoEngine, TensorFlowEngine
+from bench.identity import KERAS_VERSION, RunIdentity
+
+CHOICES_FILE = "engine-choices.json"
+PROBE_BATCHES = 2  # timed after a first call that traces / warms up
+
+
+def has_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def openvino_key(spec: BackboneSpec, config: RunConfig, ident: RunIdentity) -> str:
+    """What makes a converted model: backbone, weights identity, size, pooling, versions."""
+    return openvino_backend.model_key(backbone=spec.name, kwargs=dict(spec.kwargs),
+                                      weights=ident.weights_id, size=ident.size,
+                                      pooling=config.pooling, keras=KERAS_VERSION,
+                                      tensorflow=tf.__version__)
+
+
+def make_engine(name: str, spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
+                config: RunConfig, ident: RunIdentity, image_shape: tuple[int, ...],
+                dtype: str, store: Path | None) -> Engine:
+    """The named engine ("tensorflow" or "openvino") for this backbone."""
+    batch = config.extract_batch_size
+    if name == "tensorflow":
+        return TensorFlowEngine(extractor, image_shape, dtype, batch)
+    return OpenVinoEngine(spec, backbone, ident.size, config, image_shape, dtype, batch,
+                          openvino_key(spec, config, ident), store)
+
+
+def choose(spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
+           config: RunConfig, ident: RunIdentity, images: np.ndarray, n_total: int,
+           store: Path | None) -> tuple[Engine, np.ndarray | None]:
+    """(engine, features of images[:k] it already computed, or None) for config.engine."""
+    shape, dtype = tuple(images.shape[1:]), images.dtype.name
+
+    def build(name: str) -> Engine:
+        return make_engine(name, spec, backbone, extractor, config, ident, shape, dtype, store)
+
+    if config.engine != "auto":
+        engine = build(config.engine)
+        engine.info.note = f"--engine {config.engine}; " + engine.info.note
+        return engine, None
+    if has_gpu() or openvino_backend.version() is None:
+        engine = build("tensorflow")
+        engine.info.note = ("auto: a GPU runs TensorFlow" if has_gpu()
+                            else "auto: OpenVINO is not installed")
+        return engine, None
+    key = _choice_key(spec, config, ident.size, shape, dtype)
+    memory = dict(_read(store).get(key) or {}) if store else {}
+    rates = {k: float(v) for k, v in (memory.get("rates") or {}).items()}
+    cached = openvino_backend.is_cached(openvino_key(spec, config, ident), spec.name, store)
+    conversion = 0.0 if cached else float(
+        memory.get("conversion_s") or CONVERSION_S_PER_LAYER * len(backbone.layers))
+    probed = {}
+    if "tensorflow" not in rates:
+        probed["tensorflow"] = _probe(lambda: build("tensorflow"), images,
+                                      config.extract_batch_size, n_total, warm=2)
+        rates["tensorflow"] = probed["tensorflow"].rate
+    # converting pays only when OpenVINO could win: it would have to be twice as fast as
+    # TensorFlow to save the conversion's time when the conversion costs half TF's extraction
+    if "openvino" not in rates and conversion < 0.5 * n_total / rates["tensorflow"]:
+        probed["openvino"] = _probe(lambda: build("openvino"), images,
+                                    config.extract_batch_size, n_total,
+                                    warm=config.extract_batch_size)
+        rates["openvino"] = probed["openvino"].rate
+        conversion = 0.0  # paid
+        memory["conversion_s"] = round(probed["openvino"].engine.info.setup_s, 2)
+    predicted = {name: (conversion if name == "openvino" else 0.0) + n_total / rate
+                 for name, rate in rates.items()}
+    best = min(predicted, key=predicted.get)
+    if store:
+        _remember(store, key, {**memory, "rates": {k: round(v, 3) for k, v in rates.items()}})
+    return _chosen(best, build, probed, rates, predicted)
+
+
+def remember(engine: Engine, spec: BackboneSpec, config: RunConfig, ident: RunIdentity,
+             images: np.ndarray, store: Path | None) -> None:
+    """Keeps an extraction's steady rate (and a conversion's seconds) for the next auto choice:
+    a whole extraction measures the rate better than the probe's few batches."""
+    if not store or not engine.info.images_per_s or has_gpu():
+        return
+    key = _choice_key(spec, config, ident.size, tuple(images.shape[1:]), images.dtype.name)
+    memory = dict(_read(store).get(key) or {})
+    memory["rates"] = {**(memory.get("rates") or {}),
+                       engine.info.engine: round(engine.info.images_per_s, 3)}
+    if getattr(engine, "conversion_s", None):
+        memory["conversion_s"] = round(engine.conversion_s, 2)
+    _remember(store, key, memory)
+
+
+# What converting a backbone costs before it was ever measured on this machine: 8-34 s for
+# the models of results/PERF.md, about 0.04 s per Keras layer; then measured and remembered.
+CONVERSION_S_PER_LAYER = 0.04
+
+
+@dataclass
+class _Probe:
+    engine: Engine
+    features: np.ndarray  # of the first images
+    rate: float  # images per second, steady
+    seconds: float  # everything the probe took, building the engine included
+
+
+def _probe(make: Callable[[], Engine], images: np.ndarray, batch: int, n_total: int,
+           warm: int) -> _Probe:
+    """Times the engine `make` builds on the first images: a first call on `warm` images
+    (tracing, warm-up), then up to PROBE_BATCHES batches while they cost under 3 % of the
+    predicted extraction."""
+    began = time.perf_counter()
+    engine = make()
+    outputs = [engine(images[:warm])]
+    first = time.perf_counter() - began
+    timed, done = 0.0, len(outputs[0])
+    while done < len(images) and (timed == 0.0 or (
+            done < warm + PROBE_BATCHES * batch
+            and time.perf_counter() - began < 0.03 * n_total * timed / (done - warm))):
+        tick = time.perf_counter()
+        outputs.append(engine(images[done:done + batch]))
+        timed += time.perf_counter() - tick
+        done += len(outputs[-1])
+    rate = (done - warm) / timed if timed > 0 else warm / first
+    return _Probe(engine, np.concatenate(outputs), rate, time.perf_counter() - began)
+
+
+def _chosen(best: str, build, probed: dict, rates: dict, predicted: dict):
+    """The chosen engine, with the features its probe computed; notes for the row."""
+    if best in probed:
+        engine, done = probed[best].engine, probed[best].features
+    else:
+        engine, done = build(best), None
+    engine.info.probe_s = sum(p.seconds for name, p in probed.items() if name != best)
+    how = "remembered" if not probed else "measured " + " and ".join(probed)
+    engine.info.note = (f"auto ({how}): {_rates_text(rates)}; predicted extraction "
+                        + ", ".join(f"{name} {s:.0f} s" for name, s in predicted.items()))
+    return engine, done
+
+
+def remembered_rates(spec: BackboneSpec, config: RunConfig, size: int,
+                     shape: tuple[int, ...], dtype: str, store: Path) -> dict[str, float]:
+    """{engine: images/s} measured by earlier runs of this backbone on this machine."""
+    memory = _read(store).get(_choice_key(spec, config, size, shape, dtype)) or {}
+    return {k: float(v) for k, v in (memory.get("rates") or {}).items() if v}
+
+
+def _rates_text(rates: dict) -> str:
+    return " vs ".join(f"{name} {rate:.1f} img/s" for name, rate in rates.items())
+
+
+def _choice_key(spec: BackboneSpec, config: RunConfig, size: int,
+                shape: tuple[int, ...], dtype: str) -> str:
+    return json.dumps([spec.name, dict(spec.kwargs), size, config.pooling, config.preprocess,
+                       list(shape), dtype, config.extract_batch_size, _machine(),
+                       tf.__version__, openvino_backend.version()], default=str)
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} x{cores}"
+
+
+def _read(store: Path) -> dict:
+    try:
+        return dict(json.loads((store / CHOICES_FILE).read_text()))
+    except (OSError, ValueError, TypeError):  # absent or damaged: probed again
+        return {}
+
+
+def _remember(store: Path, key: str, value: dict) -> None:
+    """Merged into the file and renamed into place; a cache that cannot be written only means
+    the next run probes again."""
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=store, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({**_read(store), key: value}, f, indent=0)
+        os.replace(tmp, store / CHOICES_FILE)
+    except OSError:
+        pass

@@ -1,0 +1,114 @@
+"""Where the frozen backbone runs: TensorFlow's traced graph or OpenVINO's CPU runtime.
+
+An Engine maps a batch of raw images to features. Resize and preprocessing run in TensorFlow
+in both (the Preprocess layer: the lesson's resize_with_pad, exact by definition); only the
+frozen backbone moves. Both compute in float32 and agree within 1e-5 of the features' scale
+(tests/test_engines.py), so the feature cache does not depend on the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backbones import BackboneSpec
+from bench.config import RunConfig
+from bench.engine import features, openvino_backend
+
+
+@dataclass
+class EngineInfo:
+    """What a row records about the engine that computed its features."""
+
+    engine: str  # "tensorflow" or "openvino"
+    version: str
+    batch: int
+    setup_s: float = 0.0  # one-time: conversion (0 when cached) and compilation
+    probe_s: float = 0.0  # --engine auto's timing of the engines it did not choose
+    images_per_s: float | None = None  # steady extraction, resize and preprocessing included
+    note: str = ""  # how it was chosen
+
+    def to_fields(self) -> dict:
+        return {f"engine_{k}" if k != "engine" else k: v for k, v in asdict(self).items()}
+
+
+class Engine:
+    """A batch of raw images (uint8 or float, any size) -> float32 features (batch x width)."""
+
+    info: EngineInfo
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TensorFlowEngine(Engine):
+    """Preprocessing, resize and backbone in one traced TensorFlow function (features.extract's
+    graph): XLA stays off, as its resize differs from TensorFlow's (results/PERF.md)."""
+
+    def __init__(self, extractor: keras.Model, image_shape: tuple[int, ...], dtype: str,
+                 batch_size: int):
+        self.extractor = extractor  # forward_function holds it weakly
+        self.forward = features.forward_function(extractor, image_shape, dtype)
+        self.info = EngineInfo("tensorflow", tf.__version__, batch_size, note="graph")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.forward(images).numpy()
+
+
+class OpenVinoEngine(Engine):
+    """Preprocessing and resize traced in TensorFlow, the backbone compiled by OpenVINO."""
+
+    def __init__(self, spec: BackboneSpec, backbone: keras.Model, size: int, config: RunConfig,
+                 image_shape: tuple[int, ...], dtype: str, batch_size: int, key: str,
+                 store: Path | None):
+        inputs = keras.Input(shape=image_shape, dtype=dtype, name="images")
+        scaled = features.Preprocess(size, config.preprocess, spec.preprocess_input)(inputs)
+        self.preprocess_model = keras.Model(inputs, scaled, name=f"{spec.name}_preprocess")
+        self.preprocess = features.forward_function(self.preprocess_model, image_shape, dtype)
+        found = openvino_backend.converted(backbone, key, spec.name, store)
+        self.backbone = openvino_backend.CompiledBackbone(found.xml, batch_size, size)
+        self.conversion_s = None if found.was_cached else found.seconds
+        self.info = EngineInfo("openvino", openvino_backend.version(), batch_size,
+                               setup_s=found.seconds + self.backbone.compile_s,
+                               note="f32, converted model " + ("from the cache" if found.was_cached
+                                                               else "converted now"))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.backbone(self.preprocess(images).numpy())
+
+
+def extract(engine: Engine, images: np.ndarray, verbose: int = 1,
+            timer: features.ForwardTimer | None = None,
+            done: np.ndarray | None = None) -> np.ndarray:
+    """Runs `engine` over `images` batch by batch; float32 features (N x width).
+
+    `done` holds the features of the first images, already computed (by auto's probe): the
+    extraction starts after them. Only one batch is ever upscaled: memory is the features
+    plus a batch, whatever N.
+    """
+    n, batch_size = len(images), engine.info.batch
+    start = 0 if done is None else len(done)
+    progress = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
+    out = None
+    if done is not None and start:
+        out = np.empty((n, done.shape[1]), dtype=np.float32)
+        out[:start] = done
+        if progress:
+            progress.add(start)
+    for first in range(start, n, batch_size):
+        batch = images[first:first + batch_size]
+        began = time.perf_counter()
+        result = engine(batch)
+        if timer:
+            timer.add(len(batch), time.perf_counter() - began)
+        if out is None:
+            out = np.empty((n, result.shape[1]), dtype=np.float32)
+        out[first:first + len(batch)] = result
+        if progress:
+            progress.add(len(batch))
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)

@@ -1,0 +1,150 @@
+"""The frozen backbone on OpenVINO's CPU runtime: converted once, cached on disk, float32.
+
+Conversion is OpenVINO's documented route for a Keras 3 model: `model.export(dir,
+format="tf_saved_model")`, then `openvino.convert_model(dir)`. The converted model (IR: an
+.xml graph and a .bin of weights) is kept under the feature cache's folder, keyed by
+everything that makes it, and compiled for one batch size with
+INFERENCE_PRECISION_HINT=f32: without the hint OpenVINO may compute in bf16 or f16 on CPUs
+that have them, which changed ConvNeXtTiny's features by 1e-2 (results/PERF.md).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+# float32 arithmetic on every CPU, and one inference request at a time (extraction is
+# synchronous, batch by batch): the latency hint gives that request every core.
+COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
+def version() -> str | None:
+    """OpenVINO's version (e.g. "2026.4.1"), or None when the package is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__.split("-", 1)[0]
+
+
+def _core():
+    import openvino
+
+    from bench.cache import process_caches
+
+    once = process_caches().once
+    if "openvino_core" not in once:
+        once["openvino_core"] = openvino.Core()
+    return once["openvino_core"]
+
+
+def model_key(**parts) -> str:
+    """sha256 of what makes a converted model: backbone, its arguments, weights identity,
+    size, pooling, and the versions of Keras, TensorFlow and OpenVINO that converted it."""
+    text = json.dumps({"format": 1, "openvino": version(), **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A converted backbone on disk and what getting it cost."""
+
+    xml: Path
+    seconds: float  # conversion (0 when it came from the cache) plus reading it
+    was_cached: bool
+
+
+def folder(key: str, label: str, store: Path | None) -> Path | None:
+    """Where the converted model of `key` lives under `store` (None: no store)."""
+    return store / "openvino" / f"{label}-{key[:16]}" if store else None
+
+
+def is_cached(key: str, label: str, store: Path | None) -> bool:
+    final = folder(key, label, store)
+    return bool(final and (final / "model.xml").is_file() and (final / "model.bin").is_file())
+
+
+def converted(backbone: keras.Model, key: str, label: str, store: Path | None) -> Converted:
+    """The backbone as OpenVINO IR: from `store` when converted before, else converted now and
+    saved there (written in a temporary folder, renamed into place: a reader never sees half;
+    two writers racing both succeed, the second rename losing to the first)."""
+    start = time.perf_counter()
+    final = folder(key, label, store)
+    if is_cached(key, label, store):
+        return Converted(final / "model.xml", time.perf_counter() - start, True)
+    parent = final.parent if final else None
+    if parent:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            parent = None  # an unwritable cache: convert into a temporary folder only
+    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+    try:
+        xml = _convert(backbone, work)
+        if final and parent:
+            try:
+                os.replace(work / "ir", final)
+            except OSError:  # another process put it there first, or the folder is full
+                pass
+            if is_cached(key, label, store):
+                xml = final / "model.xml"
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if xml.is_relative_to(work):  # not stored: the IR lives as long as this process
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return Converted(xml, time.perf_counter() - start, False)
+
+
+def _convert(backbone: keras.Model, work: Path) -> Path:
+    import openvino
+
+    from bench.console import captured_stderr
+
+    saved = work / "saved_model"
+    with captured_stderr():
+        backbone.export(str(saved), format="tf_saved_model", verbose=False)
+        model = openvino.convert_model(str(saved))
+    (work / "ir").mkdir()
+    xml = work / "ir" / "model.xml"
+    openvino.save_model(model, str(xml), compress_to_fp16=False)  # float32 weights as trained
+    shutil.rmtree(saved, ignore_errors=True)
+    return xml
+
+
+class CompiledBackbone:
+    """The converted backbone compiled for batches of `batch_size` (size x size x 3, float32).
+
+    A shorter last batch is padded to the compiled shape: one static shape is OpenVINO's
+    fastest, and the padded rows' features are dropped.
+    """
+
+    def __init__(self, xml: Path, batch_size: int, size: int):
+        start = time.perf_counter()
+        core = _core()
+        model = core.read_model(str(xml))
+        model.reshape([batch_size, size, size, 3])
+        self.compiled = core.compile_model(model, "CPU", COMPILE_CONFIG)
+        self.request = self.compiled.create_infer_request()
+        self.batch_size = batch_size
+        self.width = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
+        self.compile_s = time.perf_counter() - start
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        if n < self.batch_size:
+            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
+        self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(self.request.get_output_tensor(0).data[:n], dtype=np.float32)
