@@ -31,7 +31,7 @@ from bench.engine.engines import Engine, OpenVinoEngine, TensorFlowEngine
 from bench.identity import KERAS_VERSION, RunIdentity
 
 CHOICES_FILE = "engine-choices.json"
-PROBE_BATCHES = 2  # timed after a first call that traces / warms up
+PROBE_SECONDS = 0.25  # of timed calls per engine, after a first call that traces / warms up
 
 
 def has_gpu() -> bool:
@@ -84,14 +84,14 @@ def choose(spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
     probed = {}
     if "tensorflow" not in rates:
         probed["tensorflow"] = _probe(lambda: build("tensorflow"), images,
-                                      config.extract_batch_size, n_total, warm=2)
+                                      config.extract_batch_size, warm=2, first_timed=4)
         rates["tensorflow"] = probed["tensorflow"].rate
     # converting pays only when OpenVINO could win: it would have to be twice as fast as
     # TensorFlow to save the conversion's time when the conversion costs half TF's extraction
     if "openvino" not in rates and conversion < 0.5 * n_total / rates["tensorflow"]:
         probed["openvino"] = _probe(lambda: build("openvino"), images,
-                                    config.extract_batch_size, n_total,
-                                    warm=config.extract_batch_size)
+                                    config.extract_batch_size, warm=config.extract_batch_size,
+                                    first_timed=config.extract_batch_size)
         rates["openvino"] = probed["openvino"].rate
         conversion = 0.0  # paid
         memory["conversion_s"] = round(probed["openvino"].engine.info.setup_s, 2)
@@ -131,24 +131,27 @@ class _Probe:
     seconds: float  # everything the probe took, building the engine included
 
 
-def _probe(make: Callable[[], Engine], images: np.ndarray, batch: int, n_total: int,
-           warm: int) -> _Probe:
+def _probe(make: Callable[[], Engine], images: np.ndarray, batch: int, warm: int,
+           first_timed: int) -> _Probe:
     """Times the engine `make` builds on the first images: a first call on `warm` images
-    (tracing, warm-up), then up to PROBE_BATCHES batches while they cost under 3 % of the
-    predicted extraction."""
+    (tracing, warm-up), a timed call on `first_timed`, then full batches until PROBE_SECONDS
+    of timing. A slow backbone is timed on a few images only: for ConvNeXtTiny in TensorFlow
+    (4 img/s) a batch of 16 would cost as much as 10 % of its OpenVINO extraction."""
     began = time.perf_counter()
     engine = make()
     outputs = [engine(images[:warm])]
     first = time.perf_counter() - began
-    timed, done = 0.0, len(outputs[0])
-    while done < len(images) and (timed == 0.0 or (
-            done < warm + PROBE_BATCHES * batch
-            and time.perf_counter() - began < 0.03 * n_total * timed / (done - warm))):
+    spans, done = [], len(outputs[0])
+    while done < len(images) and (not spans or sum(s for _, s in spans) < PROBE_SECONDS):
+        size = first_timed if not spans else batch
         tick = time.perf_counter()
-        outputs.append(engine(images[done:done + batch]))
-        timed += time.perf_counter() - tick
+        outputs.append(engine(images[done:done + size]))
+        spans.append((len(outputs[-1]), time.perf_counter() - tick))
         done += len(outputs[-1])
-    rate = (done - warm) / timed if timed > 0 else warm / first
+    # full batches measure the rate an extraction runs at, when there are any
+    full = spans[1:] or spans
+    timed_images, timed = sum(n for n, _ in full), sum(s for _, s in full)
+    rate = timed_images / timed if timed > 0 else warm / first
     return _Probe(engine, np.concatenate(outputs), rate, time.perf_counter() - began)
 
 
