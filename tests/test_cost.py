@@ -41,6 +41,20 @@ def test_graph_stats_count_activations_and_ops():
     # the convolution, its bias add and the relu each write 8*8*4 values
     assert stats.activations == 3 * 8 * 8 * 4
     assert stats.ops > 3 and stats.gflops == stats.flops / 1e9
+    assert stats.called == 0 and stats.params == 4 * 3 * 3 * 3 + 4
+
+
+def test_grouped_convolutions_are_counted_apart_and_predicted_at_their_own_rate():
+    # Keras runs a grouped Conv2D (ConvNeXt's depthwise 7x7) as a nested XLA-compiled call in
+    # TensorFlow: its values are counted apart, and cost the calibration's grouped-conv rate
+    grouped = keras.Sequential([keras.Input((8, 8, 6)),
+                                keras.layers.Conv2D(6, 7, padding="same", groups=6)])
+    stats = cost.graph_stats(grouped, (8, 8, 6))
+    assert stats.called == 8 * 8 * 6
+    calibration = cost.Calibration(seconds_per_gflop=0.0, seconds_per_mvalue=0.0,
+                                   trace_seconds_per_op=0.0, seconds_per_mcalled=2.0)
+    assert calibration.predict(stats, 1000) == pytest.approx(1000 * 8 * 8 * 6 / 1e6 * 2.0)
+    assert cost.grouped_conv_seconds_per_mvalue((2, 8, 8, 6)) > 0
 
 
 def test_estimate_scales_with_images_and_flags_what_cannot_be_built(tmp_path):

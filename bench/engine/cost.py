@@ -40,6 +40,7 @@ from bench.identity import is_baseline
 # Columns of estimate()'s rows, in print order.
 COLUMNS = ("backbone", "image_size", "gflops", "engine", "predicted_extract_s", "note")
 
+_CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 # Graph plumbing that moves no data: left out of the activation count.
 _NO_DATA = frozenset({"Const", "Identity", "NoOp", "Placeholder", "ReadVariableOp", "Shape",
                       "Reshape", "Squeeze", "ExpandDims", "StopGradient"})
@@ -53,6 +54,10 @@ class GraphStats:
     activations: int  # float values written by the operations that compute something
     ops: int  # operations in the traced graph
     params: int = 0  # weights: what converting to OpenVINO copies and folds
+    # values written by nested function calls: Keras' grouped convolutions (ConvNeXt's 7x7
+    # depthwise), which its TensorFlow backend runs through XLA, ~100x slower per value on a
+    # CPU than the rest of the graph, and which the FLOP count does not see
+    called: int = 0
 
     @property
     def gflops(self) -> float:
@@ -78,7 +83,11 @@ def graph_stats(model: keras.Model, input_shape: tuple[int, ...],
         int(np.prod(out.shape)) for op in operations if op.type not in _NO_DATA
         for out in op.outputs if out.dtype.is_floating and out.shape.is_fully_defined()
     )
-    return GraphStats(flops, activations, len(operations), int(model.count_params()))
+    called = sum(
+        int(np.prod(out.shape)) for op in operations if op.type in _CALLS
+        for out in op.outputs if out.dtype.is_floating and out.shape.is_fully_defined()
+    )
+    return GraphStats(flops, activations, len(operations), int(model.count_params()), called)
 
 
 def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
@@ -89,7 +98,7 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
     numbers are kept in memory and, given `store`, in a JSON file there: a second dry run is
     instant.
     """
-    key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__, "params"],
+    key = json.dumps([spec.name, dict(spec.kwargs), size, pooling, keras.__version__, "called"],
                      sort_keys=True, default=str)
     known_stats = cache.process_caches().graph_stats
     if key not in known_stats:
@@ -149,6 +158,9 @@ class Calibration:
     trace_seconds_per_op: float  # tracing and the first call, per graph operation
     timings: tuple[tuple[str, int, float, float], ...] = ()  # (name, images, s, first call s)
     engine: str = "tensorflow"
+    # TensorFlow: per million values of nested (XLA-compiled) calls; 0 for OpenVINO, which
+    # converts them into plain convolutions
+    seconds_per_mcalled: float = 0.0
     # OpenVINO: converting and compiling a backbone, per graph operation and per million
     # weights (0 for TensorFlow)
     setup_seconds_per_op: float = 0.0
@@ -156,7 +168,8 @@ class Calibration:
 
     def predict(self, stats: GraphStats, n_images: int, setup: bool = True) -> float:
         per_image = (stats.gflops * self.seconds_per_gflop
-                     + stats.activations / 1e6 * self.seconds_per_mvalue)
+                     + stats.activations / 1e6 * self.seconds_per_mvalue
+                     + stats.called / 1e6 * self.seconds_per_mcalled)
         one_time = stats.ops * self.trace_seconds_per_op + (
             stats.ops * self.setup_seconds_per_op
             + stats.params / 1e6 * self.setup_seconds_per_mparam if setup else 0.0)
@@ -204,8 +217,24 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
     per_op, per_mparam = (np.linalg.lstsq([r[:2] for r in setups], [r[2] for r in setups])[0]
                           if engine == "openvino" else (0.0, 0.0))
     return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
-                       tuple(timings), engine, max(float(per_op), 0.0),
-                       max(float(per_mparam), 0.0))
+                       tuple(timings), engine,
+                       grouped_conv_seconds_per_mvalue() if engine == "tensorflow" else 0.0,
+                       max(float(per_op), 0.0), max(float(per_mparam), 0.0))
+
+
+def grouped_conv_seconds_per_mvalue(shape: tuple[int, ...] = (16, 40, 40, 96)) -> float:
+    """Seconds per million output values of a Keras grouped convolution in TensorFlow: a
+    7x7 depthwise Conv2D(groups=channels) as in ConvNeXt's first stage at 160 px."""
+    layer = keras.layers.Conv2D(shape[-1], 7, padding="same", groups=shape[-1])
+    x = tf.random.uniform(shape)
+    forward = tf.function(lambda x: layer(x))
+    forward(x).numpy()  # builds, traces, compiles
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        forward(x).numpy()
+        best = min(best, time.perf_counter() - start)
+    return best / (np.prod(shape) / 1e6)
 
 
 def _reference_engine(engine: str, spec: BackboneSpec, backbone: keras.Model, size: int,
