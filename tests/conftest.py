@@ -34,6 +34,53 @@ def synthetic_arrays(n_train: int = 48, n_val: int = 24, side: int = 32, n_class
     return (*split(n_train), *split(n_val))
 
 
+# --- numbers TensorFlow or OpenVINO computed --------------------------------------------------
+# Their CPU kernels (oneDNN, Eigen, OpenVINO's) choose blockings and summation orders per machine
+# and per batch shape, so one computation differs in its last bits between two machines of one
+# kind, or between a batch of 16 and one of 32: about 1e-7 of a value per layer, 1e-6 of a
+# frozen backbone's features, 1e-4 of a loss after a few epochs of training from scratch. Such
+# numbers are compared within a tolerance that a real change exceeds by orders of magnitude;
+# integers, predictions on well-separated cases, shapes and texts stay exact.
+
+# Features: 1e-5 of their scale. A wrong preprocessing, resize, weight or pooling moves them by
+# 1e-2 of it or more (tests/test_engines.py measures the engines at 1e-6).
+FEATURE_RTOL = 1e-5
+# Head losses of two runs of one computation on one machine (two paths, two engines, a
+# rerun): 1e-5. A real difference — dropout on in the backbone, another seed or batch order —
+# moves them by 1e-4 to 1e-1 (tests/test_runner.py measured 1e-4 for dropout left on).
+LOSS_ATOL = 1e-5
+
+
+def assert_features_close(got, want, rtol: float = FEATURE_RTOL) -> None:
+    """Two feature arrays equal within rtol of the features' scale (their largest |value|)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    scale = float(np.max(np.abs(want))) or 1.0
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale)
+
+
+def assert_histories_close(got: dict, want: dict, n: int, loss_atol: float = LOSS_ATOL) -> None:
+    """Two Keras histories of one training: losses within loss_atol per epoch, accuracies within
+    one image of the smallest set (n) they are measured on (two logits within the noise above
+    may order differently)."""
+    assert set(got) == set(want), (set(got), set(want))
+    for key in want:
+        g, w = np.asarray(got[key], dtype=float), np.asarray(want[key], dtype=float)
+        assert g.shape == w.shape, (key, g.shape, w.shape)
+        atol = loss_atol if "loss" in key else 1 / n + 1e-9
+        np.testing.assert_allclose(g, w, rtol=0, atol=atol, err_msg=key)
+
+
+def assert_same_predictions(logits, predictions, margin: float = 1e-3) -> None:
+    """The argmax of `logits` is `predictions` on every image whose two largest logits are more
+    than `margin` apart; closer ones are ties within the noise above and may go either way."""
+    logits = np.asarray(logits)
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > margin
+    assert clear.mean() > 0.9, f"only {clear.sum()} of {len(clear)} images are clear cases"
+    np.testing.assert_array_equal(logits.argmax(-1)[clear], np.asarray(predictions)[clear])
+
+
 def write_dataset(folder: Path, arrays: Sequence[np.ndarray] | None = None,
                   **files: np.ndarray | bytes | None) -> Path:
     """A dataset folder: `arrays` (train images, train labels, test images, test labels;

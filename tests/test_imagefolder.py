@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_rows, synthetic_arrays
+from conftest import assert_features_close, read_rows, synthetic_arrays
 from PIL import Image
 
 from bench import imagefolder
@@ -376,8 +376,10 @@ def test_real_photos_as_png_give_the_npy_run(tmp_path, real_data_dir, real_weigh
     rows = {name: bench.run("MobileNet_0.25", data=data, weights_dir=str(real_weights_dir))
             for name, data in (("npy", npy), ("png", png))}
     want, got = _features(npy, real_weights_dir), _features(png, real_weights_dir)
-    np.testing.assert_array_equal(got.train, want.train[train_order])
-    np.testing.assert_array_equal(got.val, want.val[val_order])
+    # the pixels are equal (above); the features within TensorFlow's noise, since the PNG
+    # run batches the images in another order
+    assert_features_close(got.train, want.train[train_order])
+    assert_features_close(got.val, want.val[val_order])
     accuracy = {name: float(df["val_accuracy"].iloc[0]) for name, df in rows.items()}
     assert accuracy["npy"] > 0.5 and abs(accuracy["png"] - accuracy["npy"]) <= 0.02, accuracy
 

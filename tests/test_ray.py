@@ -12,9 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import read_rows
+from conftest import assert_histories_close, read_rows
 
 from bench.__main__ import main
 from bench.config import RunConfig
@@ -115,8 +114,8 @@ def test_ray_rows_equal_the_localread_rows(ray_cluster, tiny_data, tmp_path):
     for r in remote.results:
         mine = by_key[(r.backbone, r.seed)]
         assert r.status == mine.status == "ok", r.error
-        np.testing.assert_allclose(r.history["val_accuracy"], mine.history["val_accuracy"],
-                                   atol=1e-6)
+        assert_histories_close(r.history, mine.history, n=tiny_data.n_val)
+        # predictions of a well-separated synthetic task: exact
         assert (r.config_hash, r.data, r.predictions) == \
             (mine.config_hash, mine.data, mine.predictions)
     # the driver wrote every row, and the leaderboard
