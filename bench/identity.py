@@ -16,7 +16,8 @@ from backbones import BackboneSpec, Spec
 from bench import cache
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.weights import ResolvedWeights, resolve_weights
+from bench.result import STATUS_ERROR, RunResult
+from bench.weights import ResolvedWeights, resolve_weights, weights_label
 
 KERAS_VERSION = version("keras")  # features depend on it; importing keras would cost seconds
 
@@ -114,3 +115,52 @@ def configuration(config: RunConfig, data_checksum: str) -> dict:
     backbone are two entries of one table."""
     knobs = {k: v for k, v in config.knobs().items() if k != "seed"}
     return {**knobs, "data_checksum": data_checksum}
+
+
+def known_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: str,
+                 ident: RunIdentity | None) -> dict:
+    """The fields of a row known before it runs, whether it succeeds or not: what it is (and
+    so which row it replaces in runs.jsonl), not what it measured. `ident` None: the run could
+    not be identified (its weights cannot be had, its size is too small)."""
+    return dict(
+        configuration=configuration(config, data_checksum),
+        backbone=spec.name,
+        family=spec.family,
+        kind=spec.kind,
+        imagenet_top1=getattr(spec, "top1", None),
+        preprocess="lesson" if is_baseline(spec) else config.preprocess,
+        pooling=config.pooling,
+        path=path_name(spec, config),
+        protocol=config.protocol,
+        seed=config.seed,
+        epochs=config.epochs,
+        patience=config.patience,
+        batch_size=config.batch_size,
+        **data.source_fields(),
+        n_train=data.n_train,
+        n_val=data.n_val,
+        n_classes=data.n_classes,
+        class_names=list(data.class_names),
+        image_size=ident.size if ident else size_or_none(spec, config),
+        weights=ident.weights.label if ident else weights_label(config.weights),
+        weights_file=ident.weights.file_name if ident else None,
+        weights_substituted_for=ident.weights.substituted_for if ident else None,
+        weights_id=ident.weights_id if ident else None,
+        data_checksum=data_checksum,
+        config_hash=ident.config_hash if ident else None,
+        group=ident.group if ident else None,
+    )
+
+
+def failed_row(spec: Spec, config: RunConfig, data: Dataset, reason: str, seconds: float,
+               data_checksum: str | None = None, **extra) -> RunResult:
+    """The row of a run that produced no result (an exception, a crash, a kill, a timeout, a
+    lost worker): the same identity and config hash as the ok row it stands for, so that a
+    later ok run of the same run replaces it."""
+    checksum = data_checksum or data.checksum()
+    try:
+        ident = identify(spec, config, data, checksum)
+    except Exception:  # an unidentifiable run still gets its row
+        ident = None
+    return RunResult(status=STATUS_ERROR, error=reason, total_s=seconds,
+                     **known_fields(spec, config, data, checksum, ident), **extra)

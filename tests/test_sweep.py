@@ -60,6 +60,24 @@ def test_a_hanging_backbone_times_out_into_an_error_row(tiny_data_dir, tmp_path)
     assert row["status"] == "error" and "timed out after 0.25 min" in row["error"]
 
 
+def test_a_failure_is_replaced_by_the_later_success_of_the_same_run(tiny_data_dir, tmp_path):
+    """Both time out, then run: the report lists no failure (a failed row has the config hash
+    of the ok row it stands for, so the ok row replaces it)."""
+    args = ["dense", "scratch-cnn", "--epochs", "2", "--data", str(tiny_data_dir), "--out",
+            str(tmp_path / "out"), "--quiet"]
+    timed_out = _bench([*args, "--timeout-min", "0.005"], tmp_path / "cache")
+    assert timed_out.returncode == 1, timed_out.stderr
+    failed = read_rows(tmp_path / "out")
+    assert [r["status"] for r in failed] == ["error", "error"]
+    assert all(r["config_hash"] for r in failed)
+    assert "## Failed" in (tmp_path / "out" / "leaderboard.md").read_text()
+    again = _bench(args, tmp_path / "cache")
+    assert again.returncode == 0, again.stderr
+    ok = read_rows(tmp_path / "out")[2:]
+    assert [r["config_hash"] for r in ok] == [r["config_hash"] for r in failed]
+    assert "## Failed" not in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
 def test_a_second_run_skips_finished_backbones_and_rerun_forces_them(tiny_data_dir, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "c"
     args = ["MobileNet_0.25", "Test_tiny", "--data", str(tiny_data_dir), "--out", str(out),

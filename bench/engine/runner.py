@@ -23,16 +23,16 @@ from bench.engine import cost, paths, probes
 from bench.engine.paths import Outcome
 from bench.identity import (
     RunIdentity,
-    configuration,
+    failed_row,
     file_sha256,
     identify,
     is_baseline,
+    known_fields,
     path_name,
-    size_or_none,
 )
 from bench.provenance import git_commit
-from bench.result import STATUS_ERROR, STATUS_OK, RunResult
-from bench.weights import WeightsError, weights_label
+from bench.result import STATUS_OK, RunResult
+from bench.weights import WeightsError
 
 
 def run_one(spec: Spec, config: RunConfig, data: Dataset,
@@ -47,10 +47,10 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
         raise ValueError("run_one trains one seed; call it once per config.per_seed() for "
                          "config.seeds > 1")
     start = time.perf_counter()
-    common = _common_fields(spec, config, data, data_checksum or data.checksum())
-    ident = None
+    checksum = data_checksum or data.checksum()
+    provenance = _run_provenance()
     try:
-        ident = identify(spec, config, data, data_checksum)
+        ident = identify(spec, config, data, checksum)
         if is_baseline(spec):
             outcome = paths.from_scratch(spec, config, data)
         elif config.end_to_end:
@@ -58,54 +58,18 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
         else:
             outcome = paths.cached(spec, config, data, ident)
     except Exception as err:  # a sweep never dies of one model
-        return _error_row(err, spec, config, ident, common, start)
+        return failed_row(spec, config, data, _describe(err), time.perf_counter() - start,
+                          checksum, **provenance)
     finally:
         keras.backend.clear_session()  # collects garbage itself (free_memory=True)
+    common = {**known_fields(spec, config, data, checksum, ident), **provenance}
     return _ok_row(outcome, spec, config, data, ident, common, start)
 
 
-def _common_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: str) -> dict:
-    """The fields of a row known before it runs, whether it succeeds or fails."""
-    return dict(
-        configuration=configuration(config, data_checksum),
-        backbone=spec.name,
-        family=spec.family,
-        kind=spec.kind,
-        imagenet_top1=spec.top1,
-        preprocess="lesson" if is_baseline(spec) else config.preprocess,
-        pooling=config.pooling,
-        path=path_name(spec, config),
-        protocol=config.protocol,
-        seed=config.seed,
-        epochs=config.epochs,
-        patience=config.patience,
-        batch_size=config.batch_size,
-        **data.source_fields(),
-        n_train=data.n_train,
-        n_val=data.n_val,
-        n_classes=data.n_classes,
-        class_names=list(data.class_names),
-        keras_version=keras.__version__,
-        tf_version=tf.__version__,
-        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        **_provenance(),
-    )
-
-
-def _error_row(err: Exception, spec: Spec, config: RunConfig, ident: RunIdentity | None,
-               common: dict, start: float) -> RunResult:
-    return RunResult(
-        status=STATUS_ERROR,
-        error=_describe(err),
-        weights=ident.weights.label if ident else weights_label(config.weights),
-        weights_file=ident.weights.file_name if ident else None,
-        weights_substituted_for=ident.weights.substituted_for if ident else None,
-        image_size=ident.size if ident else size_or_none(spec, config),
-        config_hash=ident.config_hash if ident else None,
-        group=ident.group if ident else None,
-        total_s=time.perf_counter() - start,
-        **common,
-    )
+def _run_provenance() -> dict:
+    """Where and when a row was computed: versions, device, bench's commit, the start time."""
+    return dict(keras_version=keras.__version__, tf_version=tf.__version__,
+                started_at=datetime.now(UTC).isoformat(timespec="seconds"), **_provenance())
 
 
 def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
@@ -144,15 +108,7 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         epoch_s=statistics.median(times[1:] or times),
         epoch_times=times,
         total_s=time.perf_counter() - start,
-        image_size=ident.size,
-        weights=ident.weights.label,
-        weights_file=ident.weights.file_name,
-        weights_substituted_for=ident.weights.substituted_for,
-        weights_id=ident.weights_id,
         weights_sha256=file_sha256(ident.weights.path) if ident.weights.path else None,
-        data_checksum=ident.data_checksum,
-        config_hash=ident.config_hash,
-        group=ident.group,
         features_cached=outcome.features_cached,
         infer_ms=outcome.infer_ms,
         gflops=cost.run_gflops(spec, ident.size, config),

@@ -17,25 +17,10 @@ import numpy as np
 from bench import npydata
 from bench.config import RunConfig
 from bench.data import FILES, Dataset, arrays_checksum
-from bench.identity import configuration, path_name, size_or_none
-from bench.result import STATUS_ERROR, RunResult
+from bench.result import RunResult
 
 OnStart = Callable[[object], None]  # called with each spec as its run begins
 Task = tuple[object, list[RunConfig]]  # a spec and its single-seed configs, run in order
-
-
-def error_row(spec, config: RunConfig, data: Dataset, reason: str, seconds: float) -> RunResult:
-    """The row of a run that returned no result (a crash, a kill, a timeout, a lost worker)."""
-    return RunResult(
-        configuration=configuration(config, data.checksum()),
-        backbone=spec.name, status=STATUS_ERROR, error=reason, family=spec.family,
-        kind=spec.kind, image_size=size_or_none(spec, config),
-        preprocess=config.preprocess, pooling=config.pooling, path=path_name(spec, config),
-        protocol=config.protocol, seed=config.seed, epochs=config.epochs,
-        patience=config.patience, batch_size=config.batch_size, weights=config.weights,
-        n_train=data.n_train, n_val=data.n_val, n_classes=data.n_classes, total_s=seconds,
-        **data.source_fields(),
-    )
 
 
 def with_source(result: RunResult, data: Dataset) -> RunResult:

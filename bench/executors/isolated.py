@@ -29,10 +29,10 @@ from bench.executors.common import (
     Task,
     child_data_folder,
     child_pythonpath,
-    error_row,
     with_source,
 )
 from bench.heads import child_head_path, load_head
+from bench.identity import failed_row
 from bench.result import RunResult
 
 # Temporary folders carry the driver's pid: one whose driver is gone is a leftover to remove.
@@ -77,7 +77,8 @@ class IsolatedExecutor:
             return rows
         if reason is None:
             reason = _crash_reason(code, folder / "stderr")
-        return rows + [error_row(spec, config, data, reason, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return rows + [failed_row(spec, config, data, reason, seconds, request["data_checksum"])
                        for config in configs[len(rows):]]
 
     def _wait_for_child(self, folder: Path) -> tuple[int, str | None]:

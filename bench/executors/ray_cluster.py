@@ -24,10 +24,10 @@ from bench.executors.common import (
     OnStart,
     Task,
     child_pythonpath,
-    error_row,
     with_source,
     worker_spec,
 )
+from bench.identity import failed_row
 from bench.result import RunResult
 
 INSTALL_HINT = "--ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.40')"
@@ -191,20 +191,21 @@ class RayExecutor:
                     if spec.name in held:
                         for later in held.pop(spec.name)[1]:
                             submit(spec, later)
-                    yield [self._row(ref, spec, config, data, submitted)]
+                    yield [self._row(ref, spec, config, data, data_checksum, submitted)]
         finally:
             # Ctrl-C, or the consumer stopped: nothing keeps running on the cluster.
             for ref in pending:
                 ray.cancel(ref, force=True)
             self.close()
 
-    def _row(self, ref, spec, config: RunConfig, data: Dataset, submitted: float) -> RunResult:
+    def _row(self, ref, spec, config: RunConfig, data: Dataset, data_checksum: str,
+             submitted: float) -> RunResult:
         ray = self._ray
         try:
             result = RunResult.from_dict(ray.get(ref))
         except ray.exceptions.RayError as err:
-            return error_row(spec, config, data, _failure(ray, err),
-                              time.perf_counter() - submitted)
+            return failed_row(spec, config, data, _failure(ray, err),
+                              time.perf_counter() - submitted, data_checksum)
         if result.git_commit is None:  # the worker ran the driver's code (runtime_env py_modules)
             from bench.provenance import git_commit
 
