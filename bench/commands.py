@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import ConfigError, RunConfig, knob
-from bench.dollarstreet import DEFAULT_DIR
+from bench.data.dollarstreet import DEFAULT_DIR
 from bench.fsio import writer_lock
 
 DEFAULT_OUT_DIR = Path("results")

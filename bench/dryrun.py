@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import dollarstreet
 from bench.config import RunConfig
+from bench.data import dollarstreet
 
 
 def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:

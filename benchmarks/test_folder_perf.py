@@ -74,7 +74,7 @@ def test_decode_and_extract_large_jpegs(benchmark, jpeg_folder, weights_dir, rep
 
 
 def test_checksum_of_many_files(benchmark, ds10, tmp_path, report):
-    from bench import imagefolder
+    from bench.data import folder as imagefolder
 
     folder = _write(tmp_path / "many", ds10.train_images, ds10.train_labels, N_CHECKSUM, ".png",
                     None)

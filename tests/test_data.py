@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from conftest import write_dataset
 
-from bench import dollarstreet
-from bench.data import FILES, DataError, Dataset, from_arrays, load_dataset
-from bench.dollarstreet import DEFAULT_DIR
+from bench.data import FILES, DataError, Dataset, dollarstreet, from_arrays, load_dataset
+from bench.data.dollarstreet import DEFAULT_DIR
 
 
 def make_arrays(n_train=12, n_val=6, k=3, h=5, w=7, dtype=np.uint8, seed=0):

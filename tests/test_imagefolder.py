@@ -15,8 +15,8 @@ import pytest
 from conftest import assert_features_close, read_rows, synthetic_arrays
 from PIL import Image
 
-from bench import imagefolder
 from bench.data import DataError, LazyDataset, load_dataset
+from bench.data import folder as imagefolder
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("apple", "banana", "cherry")
@@ -189,7 +189,7 @@ def test_every_format_and_mode_decodes_to_rgb(tmp_path):
     rotated = sorted((folder / "train").rglob("*-rotated.jpg"))
     assert rotated
     upright = np.asarray(Image.open(rotated[0]).transpose(Image.ROTATE_270)).astype(int)
-    from bench.imagefiles import decode
+    from bench.data.images import decode
 
     decoded = decode(rotated[0]).astype(int)
     assert decoded.shape == upright.shape == (32, 32, 3)
@@ -199,7 +199,7 @@ def test_every_format_and_mode_decodes_to_rgb(tmp_path):
 
 
 def test_decoding_is_lazy_and_happens_once(tmp_path, monkeypatch):
-    from bench import imagefiles
+    from bench.data import images as imagefiles
 
     data = load_dataset(write_folder(tmp_path / "f"))
     calls = []
@@ -316,7 +316,8 @@ def test_an_npy_folder_is_still_an_npy_folder(tiny_data_dir):
 
 _RESUME_PROBE = """
 import json, sys
-from bench import commands, imagefiles
+from bench import commands
+from bench.data import images as imagefiles
 from bench.__main__ import parse, run_options
 from bench.sweep import run_sweep
 

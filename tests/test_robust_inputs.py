@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 from conftest import synthetic_arrays, write_dataset
 
-from bench import dollarstreet
 from bench.__main__ import main
-from bench.data import FILES, DataError, load_dataset
-from bench.dollarstreet import DEFAULT_DIR, MANIFEST
+from bench.data import FILES, DataError, dollarstreet, load_dataset
+from bench.data.dollarstreet import DEFAULT_DIR, MANIFEST
 
 TIB = 2**40
 
@@ -38,7 +37,7 @@ def _npy_header(shape: tuple[int, ...], dtype: str = "<u1") -> bytes:
 
 
 def test_a_header_claiming_terabytes_is_refused_before_any_allocation(tmp_path):
-    from bench.npyfile import load_npy
+    from bench.data.npy import load_npy
 
     path = tmp_path / "train_images.npy"
     shape = (1_000_000, 1000, 1000, 3)  # 3e12 bytes of uint8: 2.7 TiB
@@ -59,7 +58,7 @@ def test_a_dataset_folder_with_a_terabyte_header_is_a_data_error(tmp_path):
 
 @pytest.mark.parametrize("extra, word", [(-10, "truncated"), (7, "longer than its array")])
 def test_a_file_shorter_or_longer_than_its_header_says_is_refused(tmp_path, extra, word):
-    from bench.npyfile import load_npy
+    from bench.data.npy import load_npy
 
     arr = np.arange(100, dtype=np.int64)
     path = tmp_path / "a.npy"

@@ -12,11 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from bench import npydata
 from bench.config import RunConfig
-from bench.data import FILES, Dataset, arrays_checksum
+from bench.data import Dataset, npy
 from bench.result import RunResult
 
 OnStart = Callable[[object], None]  # called with each spec as its run begins
@@ -37,20 +34,13 @@ def child_pythonpath() -> str:
 
 def child_data_folder(data: Dataset, tmp: Path) -> Path:
     """The data's folder for child processes: its own .npy folder, or the arrays (in memory, or
-    an image folder or TFDS dataset decoded now, once for every child) saved under tmp as .npy
-    (allow_pickle=False: only arrays cross the process boundary), with the data's identity
-    beside them, so that the child's dataset has the checksum the driver's has."""
+    an image folder or TFDS dataset decoded now, once for every child) saved under tmp in the
+    same layout, with the data's identity beside them, so that the child's dataset has the
+    checksum the driver's has."""
     source = Path(data.source)
-    if data.kind == "npy" and all((source / f).is_file() for f in FILES):
+    if data.kind == "npy" and all((source / f).is_file() for f in npy.FILES):
         return source
-    folder = tmp / "data"
-    folder.mkdir()
-    arrays = (data.train_images, data.train_labels, data.val_images, data.val_labels)
-    for name, array in zip(FILES, arrays, strict=True):
-        np.save(folder / name, np.asarray(array), allow_pickle=False)
-    (folder / "classes.txt").write_text("\n".join(data.class_names) + "\n")
-    npydata.write_identity(folder, data, arrays_checksum(data))
-    return folder
+    return npy.save_folder(tmp / "data", data)
 
 
 def worker_spec(backbone: str):

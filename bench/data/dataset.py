@@ -1,28 +1,18 @@
-"""Load, check and normalise an image-classification dataset.
+"""A dataset as bench uses it, whatever its source: the Dataset types, DataError, and the checks
+that turn four arrays into one (the bottom of bench.data: it imports no other part of it).
 
-Three kinds of source, told apart by what `--data` points at: the lesson's four-.npy folder
-(``train_images.npy``, ``train_labels.npy``, ``test_images.npy``, ``test_labels.npy``; as in the
-lesson, the test split is used for validation), a folder of images per class
-(:mod:`bench.imagefolder`) and ``tfds:NAME[:SPLITS]`` (:mod:`bench.tfdsdata`). Every problem a
-user can cause is a :class:`DataError` whose message is one line saying what was expected and
-what was received. No TensorFlow here: the lesson's data, when missing, are downloaded by
-:mod:`bench.dollarstreet`, which alone imports Keras.
+Every problem a user can cause is a :class:`DataError` whose message is one line saying what was
+expected and what was received.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
-
-from bench import dollarstreet
-from bench.config import LESSON_IMAGE_SIZE
-from bench.dollarstreet import FILES
 
 _IMAGES_SHAPE = "images N×H×W×3 (or N×H×W / N×H×W×1 grayscale)"
 _ARRAY_NAMES = ("train_images", "train_labels", "val_images", "val_labels")
@@ -150,66 +140,6 @@ class LazyDataset(Dataset):
                 f"image_shape={self.image_shape}, n_classes={self.n_classes}, {state})")
 
 
-def load_dataset(path: str | os.PathLike | None = None, download: bool = True, *,
-                 test_fraction: float = 0.25, skip_bad_images: bool = False,
-                 storage_size: int | None = None, tfds_dir: str | None = None) -> Dataset:
-    """The dataset `path` names (default ``data/dataset_dollarstreet``): ``tfds:NAME[:SPLITS]``,
-    a folder of images per class, or the lesson's four .npy files.
-
-    Only the default folder is downloaded when missing, and only with ``download=True``.
-    `test_fraction` splits a ``<class>/``-only image folder; `storage_size` is the side images
-    of mixed sizes are stored at (default the lesson's 160); `skip_bad_images` turns corrupt
-    images into a warning; `tfds_dir` is TFDS's data folder (default $TFDS_DATA_DIR).
-    """
-    from bench import imagefolder, npydata
-    from bench.npyfile import load_npy
-
-    images = dict(skip_bad_images=skip_bad_images, storage_size=storage_size or LESSON_IMAGE_SIZE)
-    if isinstance(path, str) and path.startswith("tfds:"):
-        from bench import tfdsdata
-
-        return tfdsdata.load_tfds(path, data_dir=tfds_dir, **images)
-    folder = dollarstreet.DEFAULT_DIR if path is None else Path(path)
-    source = str(folder)
-    if imagefolder.is_image_folder(folder):
-        return imagefolder.load_image_folder(folder, test_fraction=test_fraction, **images)
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"{source}: expected a data folder holding {', '.join(FILES)}; "
-                        "received a file")
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
-        is_default = folder.resolve() == dollarstreet.DEFAULT_DIR.resolve()
-        if is_default and download:
-            try:
-                dollarstreet.download(folder)
-            except dollarstreet.DownloadError as err:
-                raise DataError(str(err)) from err
-        elif not folder.is_dir():
-            hint = " (downloading is off)" if is_default else ""
-            raise DataError(
-                f"Data folder {source} not found{hint}: expected a folder holding "
-                f"{', '.join(FILES)} (test = validation); put the four files there, "
-                "or pass --data DIR."
-            )
-        else:
-            raise DataError(
-                f"{source}: expected the four files {', '.join(FILES)}; "
-                f"missing {', '.join(missing)}"
-            )
-    if problem := dollarstreet.verify(folder, refetch=download):  # the default folder only
-        raise DataError(problem)
-    arrays = [load_npy(folder / name) for name in FILES]
-    class_names = npydata.read_class_names(folder)
-    return npydata.with_identity(folder, _build(
-        *arrays,
-        names=FILES,
-        class_names=class_names,
-        default_names=(dollarstreet.CLASSES if folder.name == dollarstreet.DEFAULT_DIR.name
-                       else None),
-        source=source,
-    ))
-
-
 def from_arrays(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -224,7 +154,7 @@ def from_arrays(
     """Build a :class:`Dataset` from in-memory arrays, checked and normalised as files are."""
     if class_names is not None:
         class_names = tuple(str(c) for c in class_names)
-    return _build(
+    return build_dataset(
         train_images,
         train_labels,
         val_images,
@@ -239,7 +169,7 @@ def from_arrays(
     )
 
 
-def _build(
+def build_dataset(
     train_images: np.ndarray,
     train_labels: np.ndarray,
     val_images: np.ndarray,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bench.data import DataError, Dataset, from_arrays
+from bench.data.dataset import DataError, Dataset, from_arrays
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
 # Images decoded (and resized) together, at most: memory beyond the stored array is one batch

@@ -4,7 +4,7 @@ Two layouts: ``DIR/train/<class>/...`` with ``DIR/test/<class>/...`` (or ``DIR/v
 evaluation split, or ``DIR/<class>/...`` alone, split here: a stratified share of each class
 (`test_fraction`) is held out with a fixed seed, so the split is the same on every run. Class
 names are the folder names, sorted. The identity is computed from the files' paths and bytes,
-without decoding anything; the pixels are decoded once, on first use (bench.imagefiles).
+without decoding anything; the pixels are decoded once, on first use (bench.data.images).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import DataError, Dataset, LazyDataset
-from bench.dollarstreet import FILES
+from bench.data import images
+from bench.data.dataset import DataError, Dataset, LazyDataset
+from bench.data.npy import FILES
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 EVAL_DIRS = ("test", "val")  # the evaluation split beside train/, in this order of preference
@@ -195,14 +196,12 @@ def load_image_folder(folder: Path, test_fraction: float = 0.25, skip_bad_images
     """The folder as a dataset whose pixels are decoded on first use.
 
     Images of one size no larger than `storage_size` are kept as decoded; images of several
-    sizes, or larger, are brought to `storage_size` (bench.imagefiles says how), which then
+    sizes, or larger, are brought to `storage_size` (bench.data.images says how), which then
     belongs to the identity.
     """
-    from bench import imagefiles
-
     log = log or _stdout
     listing = list_folder(folder, test_fraction)
-    sizes = imagefiles.scan_sizes(listing.root, [f for f, _ in listing.train + listing.val],
+    sizes = images.scan_sizes(listing.root, [f for f, _ in listing.train + listing.val],
                                    skip_bad_images)
     identity = folder_checksum(listing, log)
     notes = [f"evaluation split: {listing.split}"]
@@ -219,7 +218,7 @@ def load_image_folder(folder: Path, test_fraction: float = 0.25, skip_bad_images
         notes.append(f"images of {_sizes(sizes)} stored at {storage_size}x{storage_size} "
                      "(resize_with_pad, bilinear, rounded to uint8)")
     return LazyDataset(
-        lambda: imagefiles.decode_listing(listing, (width, height), skip_bad_images, identity,
+        lambda: images.decode_listing(listing, (width, height), skip_bad_images, identity,
                                           log),
         identity=identity, class_names=listing.class_names, source=str(folder), kind="folder",
         image_shape=(height, width, 3), counts=(len(listing.train), len(listing.val)),

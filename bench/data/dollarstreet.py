@@ -1,6 +1,6 @@
 """The lesson's dataset: Dollar Street 10 on Zenodo, its folder, files, size and class names.
 
-Pure: Keras is imported only inside `download`, for keras.utils.get_file. The files are
+Keras is imported only inside `download`, for keras.utils.get_file. The files are
 verified on every load of the default folder (`verify`), against the sha256 recorded when
 they were downloaded.
 """
@@ -12,10 +12,11 @@ import os
 import socket
 from pathlib import Path
 
+from bench.data.dataset import DataError
+from bench.data.npy import FILES, check_size
+
 # Where the lesson's notebooks keep it; the one folder bench downloads when it is missing.
 DEFAULT_DIR = Path("data") / "dataset_dollarstreet"
-# The record's four files. Every dataset folder bench reads has this layout (test = validation).
-FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
 # 64x64x3, 878 train + 293 test: what a dry run assumes before the download.
 N_IMAGES, IMAGE_SHAPE = 878 + 293, (64, 64, 3)
 
@@ -43,6 +44,11 @@ CLASSES = (
     "toilet seat",
     "washing machine",
 )
+
+
+def is_default(folder: Path) -> bool:
+    """The lesson's folder: the one bench downloads and verifies."""
+    return Path(folder).resolve() == DEFAULT_DIR.resolve()
 
 
 class DownloadError(OSError):
@@ -76,8 +82,6 @@ def download(dest: Path) -> None:
 
 def _fetch(dest: Path, name: str, url: str, md5: str | None) -> None:
     import keras  # deferred: importing Keras starts TensorFlow, which plain loading never needs
-
-    from bench.npyfile import DataError, check_size
 
     part = dest / f"{name}.part"
     previous = socket.getdefaulttimeout()
@@ -115,7 +119,7 @@ def verify(folder: str | os.PathLike, refetch: bool = True) -> str | None:
     Any other folder is the user's own and is not checked here.
     """
     folder = Path(folder)
-    if folder.resolve() != DEFAULT_DIR.resolve():
+    if not is_default(folder):
         return None
     failing = _failing(folder)
     if failing and refetch:
@@ -138,8 +142,6 @@ def verify(folder: str | os.PathLike, refetch: bool = True) -> str | None:
 def _failing(folder: Path) -> dict[str, str]:
     """name -> why, for each file that fails its recorded sha256 (or, unrecorded, its pinned
     md5 and its .npy header's size)."""
-    from bench.npyfile import DataError, check_size
-
     recorded = _read_manifest(folder / MANIFEST)
     failing = {}
     for name in FILES:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import DataError, Dataset, LazyDataset, from_arrays
+from bench.data.dataset import DataError, Dataset, LazyDataset, from_arrays
 
 DEFAULT_SPLITS = ("train", "test")
 INSTALL = "pip install -e '.[tfds]' (tensorflow-datasets)"
