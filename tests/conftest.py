@@ -7,7 +7,9 @@ Test files import the plain helpers: `from conftest import read_rows, write_data
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,6 +81,71 @@ def assert_same_predictions(logits, predictions, margin: float = 1e-3) -> None:
     clear = (top2[:, 1] - top2[:, 0]) > margin
     assert clear.mean() > 0.9, f"only {clear.sum()} of {len(clear)} images are clear cases"
     np.testing.assert_array_equal(logits.argmax(-1)[clear], np.asarray(predictions)[clear])
+
+
+# --- leaderboards compared as text and numbers ------------------------------------------------
+DATA = "<data>"  # where the data folder's path stood
+# Table columns and sentences whose numbers are timings.
+TIME_COLUMNS = frozenset({"extract_s", "s_per_epoch", "infer_ms", "epoch_s", "total_s"})
+VOLATILE_TEXT = (re.compile(r"^Provenance:"),)
+VOLATILE_NUMBERS = re.compile(r"[0-9.]+× (?:faster|slower) per image")
+
+# A number in the leaderboard's text: 13,515 / 0.717 / 1.2e-05 / -0.061 (not inside a word,
+# such as class_0 or MobileNet_0.25).
+NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
+
+
+def _masked_table_line(line: str, header: list[str] | None) -> tuple[str, list[str] | None]:
+    """A table line with its cells stripped (tabulate pads columns to their widest cell) and the
+    time columns masked, found by name in the header; returns the header for the lines below."""
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if set("".join(cells)) <= set(":- "):
+        return "| " + " | ".join("---" for _ in cells) + " |", header
+    if header is None:  # the first line of a table is its header
+        return "| " + " | ".join(cells) + " |", cells
+    cells = ["<time>" if i < len(header) and header[i] in TIME_COLUMNS else c
+             for i, c in enumerate(cells)]
+    return "| " + " | ".join(cells) + " |", header
+
+
+def board_skeleton(text: str, data: str | None = None) -> tuple[str, list[str]]:
+    """(the leaderboard's text with every number replaced by #, the numbers in order), after
+    masking the data folder, the provenance line and the timings."""
+    if data:
+        text = text.replace(data, DATA)
+    lines, header = [], None
+    for line in text.splitlines():
+        if any(p.search(line) for p in VOLATILE_TEXT):
+            continue
+        if line.lstrip().startswith("|"):
+            line, header = _masked_table_line(line, header)
+        else:
+            header = None
+        lines.append(VOLATILE_NUMBERS.sub("<time>× per image", line))
+    masked = "\n".join(lines) + "\n"
+    return NUMBER.sub("#", masked), NUMBER.findall(masked)
+
+
+def same_number(got: str, want: str) -> bool:
+    """Integers exactly; decimals within one unit of their last printed digit."""
+    g, w = (s.replace(",", "").replace("−", "-") for s in (got, want))
+    if not any(c in w + g for c in ".e"):
+        return g == w
+    digits = len(w.split("e")[0].partition(".")[2])
+    unit = 10.0 ** -digits * (10.0 ** int(w.split("e")[1]) if "e" in w else 1.0)
+    return math.isclose(float(g), float(w), rel_tol=0, abs_tol=unit * 1.0001)
+
+
+def board_differences(got_text: str, want_text: str) -> list[str]:
+    got, want = board_skeleton(got_text), board_skeleton(want_text)
+    if got[0] != want[0]:
+        pairs = zip(got[0].splitlines(), want[0].splitlines(), strict=False)
+        line = next((f"{g!r}, golden {w!r}" for g, w in pairs if g != w), "line count differs")
+        return [f"text: {line}"]
+    return [f"number {i}: {g}, golden {w}"
+            for i, (g, w) in enumerate(zip(got[1], want[1], strict=True))
+            if not same_number(g, w)]
+
 
 
 def write_dataset(folder: Path, arrays: Sequence[np.ndarray] | None = None,

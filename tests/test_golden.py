@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, board_differences, same_number
 
 # one xdist worker runs this file: its module-scoped fixture is set up once
 pytestmark = pytest.mark.xdist_group("golden")
@@ -46,7 +46,6 @@ GOLDEN = Path(__file__).parent / "golden"
 ROWS_FILE, BOARD_FILE = GOLDEN / "sweep_runs.jsonl", GOLDEN / "sweep_leaderboard.md"
 FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
 PER_CLASS = {"train": 30, "test": 15}
-DATA = "<data>"
 
 # What differs from one run, machine or checkout to the next without the results changing.
 VOLATILE_FIELDS = frozenset({
@@ -58,11 +57,6 @@ VOLATILE_FIELDS = frozenset({
     "engine", "engine_version", "engine_batch", "engine_images_per_s", "engine_setup_s",
     "engine_probe_s", "engine_note",
 })
-# Table columns and sentences whose numbers are timings.
-TIME_COLUMNS = frozenset({"extract_s", "s_per_epoch", "infer_ms", "epoch_s", "total_s"})
-VOLATILE_TEXT = (re.compile(r"^Provenance:"),)
-VOLATILE_NUMBERS = re.compile(r"[0-9.]+× (?:faster|slower) per image")
-
 # Floats a run computes, compared within a tolerance: TensorFlow's CPU kernels choose blockings
 # and summation orders per machine, so the same training differs in its last bits between two
 # machines of one kind. Measured (issue 20): scratch-cnn's val_loss after 3 epochs from scratch
@@ -115,63 +109,6 @@ def row_differences(got, want, row: dict, path: tuple[str, ...] = ()) -> list[st
     if type(got) is not type(want) or got != want:  # ints, texts, predictions: exact
         return [f"{where}: {got!r}, golden {want!r}"]
     return []
-
-
-# A number in the leaderboard's text: 13,515 / 0.717 / 1.2e-05 / -0.061 (not inside a word,
-# such as class_0 or MobileNet_0.25).
-NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
-
-
-def _masked_table_line(line: str, header: list[str] | None) -> tuple[str, list[str] | None]:
-    """A table line with its cells stripped (tabulate pads columns to their widest cell) and the
-    time columns masked, found by name in the header; returns the header for the lines below."""
-    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if set("".join(cells)) <= set(":- "):
-        return "| " + " | ".join("---" for _ in cells) + " |", header
-    if header is None:  # the first line of a table is its header
-        return "| " + " | ".join(cells) + " |", cells
-    cells = ["<time>" if i < len(header) and header[i] in TIME_COLUMNS else c
-             for i, c in enumerate(cells)]
-    return "| " + " | ".join(cells) + " |", header
-
-
-def board_skeleton(text: str, data: str | None = None) -> tuple[str, list[str]]:
-    """(the leaderboard's text with every number replaced by #, the numbers in order), after
-    masking the data folder, the provenance line and the timings."""
-    if data:
-        text = text.replace(data, DATA)
-    lines, header = [], None
-    for line in text.splitlines():
-        if any(p.search(line) for p in VOLATILE_TEXT):
-            continue
-        if line.lstrip().startswith("|"):
-            line, header = _masked_table_line(line, header)
-        else:
-            header = None
-        lines.append(VOLATILE_NUMBERS.sub("<time>× per image", line))
-    masked = "\n".join(lines) + "\n"
-    return NUMBER.sub("#", masked), NUMBER.findall(masked)
-
-
-def _same_number(got: str, want: str) -> bool:
-    """Integers exactly; decimals within one unit of their last printed digit."""
-    g, w = (s.replace(",", "").replace("−", "-") for s in (got, want))
-    if not any(c in w + g for c in ".e"):
-        return g == w
-    digits = len(w.split("e")[0].partition(".")[2])
-    unit = 10.0 ** -digits * (10.0 ** int(w.split("e")[1]) if "e" in w else 1.0)
-    return math.isclose(float(g), float(w), rel_tol=0, abs_tol=unit * 1.0001)
-
-
-def board_differences(got_text: str, want_text: str) -> list[str]:
-    got, want = board_skeleton(got_text), board_skeleton(want_text)
-    if got[0] != want[0]:
-        pairs = zip(got[0].splitlines(), want[0].splitlines(), strict=False)
-        line = next((f"{g!r}, golden {w!r}" for g, w in pairs if g != w), "line count differs")
-        return [f"text: {line}"]
-    return [f"number {i}: {g}, golden {w}"
-            for i, (g, w) in enumerate(zip(got[1], want[1], strict=True))
-            if not _same_number(g, w)]
 
 
 def _subset(data_dir: Path, out: Path) -> None:
@@ -277,5 +214,5 @@ def test_the_golden_comparison_can_fail(sweep):
         found = board_differences(with_cell(column, text).replace(str(data), DATA), golden)
         assert bool(found) == shows, (column, found)
     # a number one unit off in its last digit is a rounding boundary; two units are a change
-    assert _same_number("0.717", "0.716") and not _same_number("0.718", "0.716")
-    assert _same_number("13,515", "13,515") and not _same_number("13,516", "13,515")
+    assert same_number("0.717", "0.716") and not same_number("0.718", "0.716")
+    assert same_number("13,515", "13,515") and not same_number("13,516", "13,515")

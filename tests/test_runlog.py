@@ -265,3 +265,20 @@ def test_safe_name_never_escapes_and_is_bounded() -> None:
         assert "/" not in cleaned and "\\" not in cleaned and os.sep not in cleaned
         assert len(cleaned) <= 120  # "history_" + name + ".png" stays under 255 bytes
     assert safe_name("a" * 1000) == "a" * 120
+
+
+# --- rows already on users' disks ------------------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results-efb0071"
+
+
+def test_a_results_folder_of_an_earlier_version_reports_its_leaderboard(tmp_path: Path) -> None:
+    """runs.jsonl as bench wrote it at efb0071 gives the leaderboard that version wrote from it
+    (numbers within their last printed digit)."""
+    from conftest import board_differences
+
+    from bench.report import write_report
+
+    (tmp_path / RUNS_FILE).write_bytes((FIXTURE / RUNS_FILE).read_bytes())
+    written = write_report(tmp_path)["markdown"].read_text()
+    assert not board_differences(written, (FIXTURE / "leaderboard.md").read_text())
