@@ -51,7 +51,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] 
     for field in fields(cls):
         if "help" not in field.metadata or (only and field.name not in only):
             continue
-        kwargs = {k: v for k, v in field.metadata.items() if k not in ("choices", "positional")}
+        kwargs = {k: v for k, v in field.metadata.items()
+                  if k not in ("choices", "positional", "identity")}
         dest = {} if field.metadata.get("positional") else {"dest": field.name}
         if isinstance(field.default, bool):
             action = "store_false" if field.default else "store_true"

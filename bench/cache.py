@@ -24,7 +24,9 @@ from bench.fsio import os_error_line
 from bench.runlog import safe_name
 
 CACHE_ENV = "BENCH_CACHE_DIR"
-FORMAT_VERSION = 1  # bump when the file layout or what the features mean changes
+# Part of every key: bump it when the file layout or what the features mean changes, and files
+# of the earlier format are never read again. 2: every file records infer_ms and its engine.
+FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -51,9 +53,8 @@ class CachedFeatures:
     val: np.ndarray
     extract_s: float  # what computing them cost when they were made
     params_backbone: int
-    # steady-state forward ms per image measured then; None in files written before it was
-    infer_ms: float | None = None
-    # the engine that computed them (engines.EngineInfo.to_fields()); {} in older files
+    infer_ms: float | None = None  # steady-state forward ms per image measured then
+    # the engine that computed them (engines.EngineInfo.to_fields())
     engine: dict = field(default_factory=dict)
 
 
@@ -115,7 +116,7 @@ class FeatureCache:
             with np.load(path, allow_pickle=False) as f:
                 train, val = f["train"], f["val"]
                 meta = json.loads(bytes(f["meta"]).decode())
-            problem = None
+            problem, found = None, None
             if meta.get("key") != key:
                 problem = "written for another key"
             elif train.shape[0] != n_train or val.shape[0] != n_val:
@@ -123,6 +124,10 @@ class FeatureCache:
                            f"{n_train}/{n_val}")
             elif meta.get("digest") != _digest(train, val):
                 problem = "checksum mismatch"
+            else:
+                found = CachedFeatures(train, val, float(meta["extract_s"]),
+                                       int(meta["params_backbone"]), meta["infer_ms"],
+                                       dict(meta["engine"]))
         except FileNotFoundError:
             return None
         except PermissionError as err:  # not damage: the file may be fine for its owner
@@ -135,8 +140,7 @@ class FeatureCache:
             self.warn(f"Feature cache file {path} is corrupt ({problem}); recomputing it"
                       + self._remove(path))
             return None
-        return CachedFeatures(train, val, float(meta["extract_s"]), int(meta["params_backbone"]),
-                              meta.get("infer_ms"), dict(meta.get("engine") or {}))
+        return found
 
     @staticmethod
     def _remove(path: Path) -> str:

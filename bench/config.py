@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # The Carpentries "Deep Learning Introduction" lesson, episode "Transfer learning".
@@ -32,16 +32,24 @@ class ConfigError(ValueError):
         self.reason = reason
 
 
+# What a knob is to a run's identity (a knob's `identity`): PROTOCOL knobs make the protocol
+# (tables of two protocols can hold the same experiment), TABLE knobs the rest of a leaderboard
+# table's configuration, SEED tells the runs of one entry apart. A knob without one changes how
+# fast or how verbosely a run is computed, never its numbers.
+PROTOCOL, TABLE, SEED = "protocol", "table", "seed"
+
+
 def knob(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
          metavar: str | None = None, type: Callable[[str], Any] | None = None,
-         **argparse_kwargs: Any) -> Any:
+         identity: str | None = None, **argparse_kwargs: Any) -> Any:
     """A dataclass field that is also a flag: `help` and the rest go into its metadata.
 
     A bool field is a switch (`--name`, or `--no-name` when it defaults to True); `choices`
-    are shown in the help, and checked in `__post_init__` only.
+    are shown in the help, and checked in `__post_init__` only. `identity` (PROTOCOL, TABLE,
+    SEED) says the knob changes the numbers: it is in the config hash, the log and the tables.
     """
     metadata = {"help": help, "choices": choices, "metavar": metavar, "type": type,
-                **argparse_kwargs}
+                "identity": identity, **argparse_kwargs}
     return field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
 
 
@@ -66,41 +74,44 @@ class RunConfig:
     """The protocol one backbone is run under: the lesson's, but for each model's own
     preprocessing (`preprocess="native"`; "lesson" is the episode's pixels / 255)."""
 
+    # lesson: early stopping watches the test file, as the episode (which flatters the score);
+    # holdout: a stratified split of train drives early stopping, the test file is read once
+    protocol: str = knob(
+        "lesson", "lesson: early stopping watches the test file, as the episode; holdout: a "
+        "stratified split of train drives early stopping (best weights restored) and the test "
+        "file is evaluated once", choices=PROTOCOL_CHOICES, identity=PROTOCOL)
+    val_fraction: float = knob(
+        0.2, "holdout: share of each training class held out", metavar="F", identity=PROTOCOL)
     # lesson: resize_with_pad(x, 160, 160); "native" = the registry's size for each backbone
     image_size: int | str = knob(
         LESSON_IMAGE_SIZE, "square side images are resized to, or 'native' for each "
-        "backbone's ImageNet size", metavar="N|native", type=size_or_word)
+        "backbone's ImageNet size", metavar="N|native", type=size_or_word, identity=TABLE)
+    # native: each model's own preprocess_input on 0-255 pixels (what its weights expect);
+    # lesson: pixels / 255 for every model, as the episode code does (wrong for EfficientNet,
+    # ConvNeXt and MobileNetV3, whose weights expect 0-255 input).
+    preprocess: str = knob(
+        "native", "native: each model's own preprocess_input on 0-255 pixels; lesson: "
+        "pixels/255 for every model, as the episode", choices=PREPROCESS_CHOICES,
+        identity=TABLE)
     pooling: str = knob(  # lesson: DenseNet121(include_top=False, pooling='max')
-        "max", "global pooling of the backbone", choices=POOLING_CHOICES)
-    batch_size: int = knob(  # lesson: fit(batch_size=32)
-        32, "head training batch size", metavar="N")
-    epochs: int = knob(30, "maximum epochs", metavar="N")  # lesson: fit(epochs=30)
+        "max", "global pooling of the backbone", choices=POOLING_CHOICES, identity=TABLE)
+    end_to_end: bool = knob(
+        False, "the episode's model.fit on the full model every epoch, instead of training the "
+        "head on features computed once (same results, slower)", identity=TABLE)
+    epochs: int = knob(30, "maximum epochs", metavar="N", identity=TABLE)  # lesson: fit(epochs=30)
     patience: int = knob(  # lesson: EarlyStopping(monitor='val_accuracy', patience=5)
-        5, "early-stopping patience on val_accuracy; 0 turns it off", metavar="N")
-    seed: int = knob(2, "keras.utils.set_random_seed value", metavar="N")  # lesson: the same, 2
+        5, "early-stopping patience on val_accuracy; 0 turns it off", metavar="N",
+        identity=TABLE)
+    batch_size: int = knob(  # lesson: fit(batch_size=32)
+        32, "head training batch size", metavar="N", identity=TABLE)
+    seed: int = knob(  # lesson: keras.utils.set_random_seed(2)
+        2, "keras.utils.set_random_seed value", metavar="N", identity=SEED)
     seeds: int = knob(  # one extraction, K heads: mean ± sd says how much of a gap is the seed
         1, "train the head K times (seeds --seed, --seed+1, ...) on one feature extraction; the "
         "leaderboard shows mean ± sd", metavar="K")
     # the seed a random backbone is drawn with; None = seed. A K-seed run keeps it at the
     # first seed so all K heads share one backbone (and one feature extraction).
     backbone_seed: int | None = None
-    # lesson: early stopping watches the test file, as the episode (which flatters the score);
-    # holdout: a stratified split of train drives early stopping, the test file is read once
-    protocol: str = knob(
-        "lesson", "lesson: early stopping watches the test file, as the episode; holdout: a "
-        "stratified split of train drives early stopping (best weights restored) and the test "
-        "file is evaluated once", choices=PROTOCOL_CHOICES)
-    val_fraction: float = knob(
-        0.2, "holdout: share of each training class held out", metavar="F")
-    # native: each model's own preprocess_input on 0-255 pixels (what its weights expect);
-    # lesson: pixels / 255 for every model, as the episode code does (wrong for EfficientNet,
-    # ConvNeXt and MobileNetV3, whose weights expect 0-255 input).
-    preprocess: str = knob(
-        "native", "native: each model's own preprocess_input on 0-255 pixels; lesson: "
-        "pixels/255 for every model, as the episode", choices=PREPROCESS_CHOICES)
-    end_to_end: bool = knob(
-        False, "the episode's model.fit on the full model every epoch, instead of training the "
-        "head on features computed once (same results, slower)")
     weights: str = knob(
         "imagenet", "imagenet (Keras' download and cache), random (weights=None), or a weights "
         "file for a single backbone", metavar="imagenet|random|FILE")
@@ -167,7 +178,7 @@ class RunConfig:
 
     def knobs(self) -> dict:
         """The knobs that change a result (not how fast or how verbosely it is computed)."""
-        return {k: getattr(self, k) for k in PROTOCOL_FIELDS}
+        return {k: getattr(self, k) for k in IDENTITY_KNOBS}
 
     def per_seed(self) -> list[RunConfig]:
         """One single-seed config per head seed; all share the first seed's backbone."""
@@ -176,6 +187,11 @@ class RunConfig:
                 for i in range(self.seeds)]
 
 
-# What a config hash covers; extract_batch_size, verbose and the cache only change speed.
-PROTOCOL_FIELDS = ("image_size", "pooling", "batch_size", "epochs", "patience", "seed",
-                   "preprocess", "end_to_end", "protocol", "val_fraction")
+def _knobs_of(*roles: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(RunConfig) if f.metadata.get("identity") in roles)
+
+
+# Declared once, above, by each knob's `identity`; in the order tables' titles say them.
+IDENTITY_KNOBS = _knobs_of(PROTOCOL, TABLE, SEED)  # the config hash covers these
+PROTOCOL_KNOBS = _knobs_of(PROTOCOL)
+CONFIGURATION_KNOBS = _knobs_of(PROTOCOL, TABLE)  # one leaderboard table: all but the seed

@@ -121,7 +121,7 @@ def _spec(name: str):
 def _head(out: Path, row: RunResult) -> HeadFile:
     if not row.head_file:
         raise UsageError(f"The row of {row.backbone} (run {row.config_hash}) names no head "
-                         f"file: it was written before bench saved heads; run it again with "
+                         f"file; run it again with "
                          f"--rerun")
     path = out / row.head_file
     try:

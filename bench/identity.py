@@ -14,7 +14,7 @@ from importlib.metadata import version
 
 from backbones import BackboneSpec, Spec
 from bench import cache
-from bench.config import RunConfig
+from bench.config import CONFIGURATION_KNOBS, RunConfig
 from bench.data import Dataset
 from bench.result import STATUS_ERROR, RunResult
 from bench.weights import ResolvedWeights, resolve_weights, weights_label
@@ -54,6 +54,12 @@ def _hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def run_hashes(payload: dict) -> tuple[str, str]:
+    """(config hash, group) of a run described by `payload` (backbone, kwargs, weights, data,
+    every identity knob, the size): the group is the hash without the head seed."""
+    return _hash(payload), _hash({**payload, "seed": None})
+
+
 def identify(spec: Spec, config: RunConfig, data: Dataset,
              data_checksum: str | None = None) -> RunIdentity:
     """Resolves weights and hashes the run; raises WeightsError/ValueError like run_one would."""
@@ -81,8 +87,8 @@ def identify(spec: Spec, config: RunConfig, data: Dataset,
         # K-seed run), which the knobs lack: seed 3 of `--seeds 3` and a later `--seed 3` hold
         # out different images, so they must not share a hash.
         payload["holdout_split_seed"] = config.effective_backbone_seed
-    group = _hash({**payload, "seed": None})
-    return RunIdentity(size, weights, weights_id, checksum, _hash(payload), group)
+    config_hash, group = run_hashes(payload)
+    return RunIdentity(size, weights, weights_id, checksum, config_hash, group)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -113,8 +119,7 @@ def configuration(config: RunConfig, data_checksum: str) -> dict:
     """Every knob that changes the numbers but the seed, and the data: the rows of one
     leaderboard table share it. The weights are not in it: ImageNet and random weights of one
     backbone are two entries of one table."""
-    knobs = {k: v for k, v in config.knobs().items() if k != "seed"}
-    return {**knobs, "data_checksum": data_checksum}
+    return {**{k: getattr(config, k) for k in CONFIGURATION_KNOBS}, "data_checksum": data_checksum}
 
 
 def known_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: str,
@@ -162,5 +167,9 @@ def failed_row(spec: Spec, config: RunConfig, data: Dataset, reason: str, second
         ident = identify(spec, config, data, checksum)
     except Exception:  # an unidentifiable run still gets its row
         ident = None
-    return RunResult(status=STATUS_ERROR, error=reason, total_s=seconds,
-                     **known_fields(spec, config, data, checksum, ident), **extra)
+    fields = known_fields(spec, config, data, checksum, ident)
+    if ident is None:  # what is known names it: the same failure again replaces this row
+        config_hash, group = run_hashes({"backbone": spec.name, "weights": fields["weights"],
+                                         "data": checksum, **config.knobs()})
+        fields.update(config_hash=f"unidentified-{config_hash}", group=f"unidentified-{group}")
+    return RunResult(status=STATUS_ERROR, error=reason, total_s=seconds, **fields, **extra)

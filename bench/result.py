@@ -8,6 +8,9 @@ from typing import Any
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+# The version of a row's fields; bench.runlog.upgrade brings every older row to it where rows
+# are read, so nothing else knows an older one.
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class RunResult:
 
     backbone: str
     status: str  # "ok" | "error"
+    schema: int = SCHEMA
     error: str | None = None
     family: str | None = None
     val_accuracy: float | None = None  # at the last epoch run, as the lesson reports it
@@ -125,18 +129,7 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> RunResult:
-        """Builds a result from a jsonl row; keys this version does not know are ignored.
-
-        A field missing from the row, or null where the field's default is not, takes the
-        default: that is what rows written before the field existed meant.
-        """
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items()
-                      if k in known and (v is not None or not _has_default(known[k]))})
-
-
-def _has_default(f: dataclasses.Field) -> bool:
-    """Whether the field has a default other than None (a list, "lesson", 0...)."""
-    if f.default_factory is not dataclasses.MISSING:
-        return True
-    return f.default is not None and f.default is not dataclasses.MISSING
+        """Builds a result from a row of the current schema (bench.runlog.upgrade makes older
+        rows one); keys this version does not know, a newer bench's, are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})

@@ -7,6 +7,7 @@ of them needs TensorFlow for it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,26 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.result import RunResult
+from bench import stats
+from bench.result import SCHEMA, RunResult
 
 RUNS_FILE = "runs.jsonl"
-
-# What tells runs apart in rows without a config hash or group (written before those fields
-# existed, or failed before the run was identified); with the backbone. Newer rows use the hash.
-RUN_KNOBS: tuple[str, ...] = (
-    "protocol",
-    "image_size",
-    "preprocess",
-    "pooling",
-    "weights",
-    "seed",
-    "path",
-    "epochs",
-    "patience",
-    "batch_size",
-    "data",
-)
-GROUP_KNOBS: tuple[str, ...] = tuple(k for k in RUN_KNOBS if k != "seed")
 
 _SAFE_NAME_MAX = 120  # well under every file system's 255-byte limit, "history_" + ".png" included
 
@@ -128,9 +113,10 @@ def read_log(out_dir: Path) -> tuple[list[dict], str | None]:
 
 
 def read_records(out_dir: Path) -> list[dict]:
-    """Reads out_dir/runs.jsonl, [] if missing. Every reader goes through here: a damaged line
-    (torn by a kill, bad json, bytes that are not UTF-8, not an object) is skipped with a
-    warning naming its line number, and the other records are kept."""
+    """Reads out_dir/runs.jsonl, [] if missing, every row upgraded to the current schema.
+    Every reader goes through here: a damaged line (torn by a kill, bad json, bytes that are
+    not UTF-8, not an object) is skipped with a warning naming its line number, and the other
+    records are kept."""
     return read_log(out_dir)[0]
 
 
@@ -151,46 +137,104 @@ def _parse(path: Path, data: bytes) -> list[dict]:
             warnings.warn(f"{path}:{number}: skipping {what} ({reason})", stacklevel=4)
             continue
         records.append(record)
-    return records
-
-
-def _knob_key(result: RunResult, knobs: tuple[str, ...]) -> str:
-    # json text as the key: hashable whatever the field types are.
-    return json.dumps([result.backbone, *(getattr(result, k) for k in knobs)])
+    return upgrade_log(records)
 
 
 def group_key(result: RunResult) -> str:
-    """What the rows of one multi-seed run share: the runner's group, else the knobs but seed."""
-    if result.group:
-        return json.dumps(["group", result.backbone, result.group])
-    return json.dumps(["knobs", _knob_key(result, GROUP_KNOBS)])
+    """What the rows of one multi-seed run share: the runner's group (every row has one)."""
+    return json.dumps([result.backbone, result.group])
 
 
 def latest_records(results: Sequence[RunResult]) -> list[RunResult]:
-    """Keeps the last row of each run, in file order.
-
-    Two rows are the same run when their config hashes agree (the hash covers every knob, the
-    weights, the data's checksum and the seed). A row without one, written before the field
-    existed or failed before its run was identified, is the same run as any row with its knobs.
-    """
-    latest: dict[str, int] = {}  # run key -> index of its latest row
-    knobs_of: dict[int, str] = {}
-    hashed: dict[str, set[str]] = {}  # knob key -> run keys of the hashed rows with those knobs
-    for index, result in enumerate(results):
-        knobs = knobs_of[index] = _knob_key(result, RUN_KNOBS)
-        if result.config_hash:
-            key = "hash:" + result.config_hash
-            hashed.setdefault(knobs, set()).add(key)
-            replaced = [key, knobs]
-        else:
-            key = knobs
-            replaced = [knobs, *hashed.pop(knobs, ())]
-        for old in replaced:
-            # a hash seen earlier under other knobs (e.g. the data moved) is not this run's
-            if old in latest and (old == key or knobs_of[latest[old]] == knobs):
-                del latest[old]
-        latest[key] = index
+    """Keeps the last row of each run, in file order. Two rows are the same run when their
+    config hashes agree: the hash covers every knob, the weights, the data's checksum (not its
+    folder: a moved data set is the same run) and the seed."""
+    latest = {result.config_hash: index for index, result in enumerate(results)}
     return [results[i] for i in sorted(latest.values())]
+
+
+# --- older rows ---------------------------------------------------------------------------------
+# Schema 1 (bench before the schema field): rows may lack fields added later, hold null where a
+# field has a default, and lack a config hash, group or configuration (rows of the oldest
+# versions, and failures that an executor recorded). What told their runs apart:
+_V1_RUN_KNOBS = ("protocol", "image_size", "preprocess", "pooling", "weights", "seed", "path",
+                 "epochs", "patience", "batch_size", "data")
+_V1_TABLE_KNOBS = ("protocol", "preprocess", "pooling", "epochs", "patience", "batch_size",
+                   "data")
+
+
+def upgrade(row: dict) -> dict:
+    """The row in the current schema (RunResult's fields); rows of the current one as they are.
+    The one place that knows older rows: everything downstream reads one format."""
+    if row.get("schema", 1) >= SCHEMA:
+        return row
+    row = _defaults_for(row)
+    knobs = json.loads(_run_knobs(row))
+    if not row.get("configuration"):
+        row["configuration"] = {**{k: row.get(k) for k in _V1_TABLE_KNOBS},
+                                "data_checksum": row.get("data_checksum")}
+    if not row.get("config_hash"):
+        row["config_hash"] = "v1-" + _digest(knobs)
+    if not row.get("group"):
+        row["group"] = "v1-" + _digest([k for k, name in zip(knobs, ("backbone", *_V1_RUN_KNOBS),
+                                                             strict=True) if name != "seed"])
+    for name, function in (("balanced_accuracy", stats.balanced_accuracy),
+                           ("macro_f1", stats.macro_f1)):
+        if row.get(name) is None and (arrays := _eval_arrays(row)):
+            row[name] = function(*arrays)
+    row["schema"] = SCHEMA
+    return row
+
+
+def upgrade_log(rows: Sequence[dict]) -> list[dict]:
+    """Every row upgraded. A schema-1 row that had no config hash is the run of the first row
+    with a real hash and its knobs (the same run, rerun by a version that hashed it): it takes
+    that row's hash, group and configuration, so that the newer row replaces it."""
+    upgraded = [upgrade(row) for row in rows]
+    hashed: dict[str, dict] = {}
+    for old, new in zip(rows, upgraded, strict=True):
+        if old.get("config_hash"):
+            hashed.setdefault(_run_knobs(new), new)
+    for i, (old, new) in enumerate(zip(rows, upgraded, strict=True)):
+        if not old.get("config_hash") and (same := hashed.get(_run_knobs(new))):
+            upgraded[i] = {**new, **{k: same[k] for k in ("config_hash", "group",
+                                                           "configuration")}}
+    return upgraded
+
+
+def _run_knobs(row: dict) -> str:
+    return json.dumps([row.get("backbone"), *(row.get(k) for k in _V1_RUN_KNOBS)], default=str)
+
+
+def _digest(values: list) -> str:
+    return hashlib.sha256(json.dumps(values, default=str).encode()).hexdigest()[:16]
+
+
+def _defaults_for(row: dict) -> dict:
+    """Missing fields, and null where the field has another default, take the default: what
+    rows written before the field existed meant."""
+    filled = dict(row)
+    for f in dataclasses.fields(RunResult):
+        if filled.get(f.name) is None:
+            if f.default_factory is not dataclasses.MISSING:
+                filled[f.name] = f.default_factory()
+            elif f.default is not dataclasses.MISSING and f.default is not None:
+                filled[f.name] = f.default
+    return filled
+
+
+def _eval_arrays(row: dict) -> tuple[np.ndarray, np.ndarray, int] | None:
+    labels, predictions = row.get("labels") or [], row.get("predictions") or []
+    if not labels or len(labels) != len(predictions):
+        return None
+    try:
+        y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    if y.ndim != 1 or min(y.min(), p.min()) < 0:
+        return None
+    n_classes = max(int(row.get("n_classes") or 0), int(max(y.max(), p.max())) + 1)
+    return y, p, n_classes
 
 
 def safe_name(name: str) -> str:

@@ -6,6 +6,7 @@ Test files import the plain helpers: `from conftest import read_rows, write_data
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from bench.config import RunConfig  # noqa: E402
 from bench.data import FILES  # noqa: E402
+from bench.identity import configuration, run_hashes  # noqa: E402
+from bench.result import RunResult  # noqa: E402
+
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunResult)}
 
 
 def synthetic_arrays(n_train: int = 48, n_val: int = 24, side: int = 32, n_classes: int = 3,
@@ -146,6 +152,34 @@ def board_differences(got_text: str, want_text: str) -> list[str]:
             for i, (g, w) in enumerate(zip(got[1], want[1], strict=True))
             if not same_number(g, w)]
 
+
+
+# --- rows -------------------------------------------------------------------------------------
+_RUN_KNOBS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def make_row(backbone: str = "A", status: str = "ok", *, weights: str = "imagenet",
+             data_checksum: str = "c0ffee", **fields) -> dict:
+    """A complete row of the current schema, as runs.jsonl holds it: `fields` are RunResult
+    fields, and RunConfig knobs among them (seed, protocol, image_size, ...) set the run's
+    configuration, config hash and group the way the runner computes them (unless given)."""
+    config = RunConfig(**{k: v for k, v in fields.items() if k in _RUN_KNOBS and k != "weights"})
+    payload = {"backbone": backbone, "weights": weights, "data": data_checksum, **config.knobs()}
+    config_hash, group = run_hashes(payload)
+    row = dict(
+        status=status, weights=weights, data_checksum=data_checksum, config_hash=config_hash,
+        group=group, configuration=configuration(config, data_checksum),
+        **{k: getattr(config, k) for k in ("protocol", "pooling", "epochs", "patience",
+                                           "batch_size", "seed")},
+        preprocess=config.preprocess, path="end-to-end" if config.end_to_end else "cached",
+        image_size=config.image_size if isinstance(config.image_size, int) else 160,
+    )
+    row.update({k: v for k, v in fields.items() if k in RUN_FIELDS})
+    return RunResult(backbone=backbone, **row).to_dict()
+
+
+def make_run(backbone: str = "A", status: str = "ok", **fields) -> RunResult:
+    return RunResult.from_dict(make_row(backbone, status, **fields))
 
 
 def write_dataset(folder: Path, arrays: Sequence[np.ndarray] | None = None,

@@ -101,7 +101,7 @@ def test_inference_time_leaves_out_the_first_batch_only():
 
 
 def test_cached_path_measures_inference_and_keeps_it_with_the_cached_features(tiny_data,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
     spec = get("MobileNet_0.25")
     config = RunConfig(image_size=32, epochs=1, weights="random", cache_dir=str(tmp_path),
                        verbose=0)
@@ -111,7 +111,7 @@ def test_cached_path_measures_inference_and_keeps_it_with_the_cached_features(ti
     reset_process_caches()
     from_disk = paths.cached(spec, config, tiny_data, ident)
     assert from_disk.features_cached and from_disk.infer_ms == measured.infer_ms
-    # a cache file written before infer_ms was kept: read as unknown, not as zero
+    # a file that lacks what its format records is damaged: recomputed, never read as zero
     (path,) = tmp_path.glob("*.npz")
     with np.load(path) as f:
         arrays = dict(f)
@@ -120,8 +120,9 @@ def test_cached_path_measures_inference_and_keeps_it_with_the_cached_features(ti
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
     reset_process_caches()
-    old = paths.cached(spec, config, tiny_data, ident)
-    assert old.features_cached and old.infer_ms is None
+    again = paths.cached(spec, config, tiny_data, ident)
+    assert not again.features_cached and again.infer_ms > 0
+    assert "is corrupt (unreadable (KeyError" in capsys.readouterr().err
 
 
 def test_a_rows_gflops_are_the_backbones_counted_once_and_none_without_a_backbone(tmp_path):

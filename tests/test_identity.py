@@ -26,7 +26,10 @@ def test_a_failed_row_names_a_weights_file_never_its_path(tiny_data, tmp_path):
     config = RunConfig(weights=str(tmp_path / "missing.weights.h5"), image_size=32)
     row = failed_row(get("MobileNet_0.25"), config, tiny_data, "no such file", 0.1)
     assert row.weights == "missing.weights.h5" and str(tmp_path) not in str(row.to_dict())
-    assert row.config_hash is None  # a file that is not there cannot be hashed: no identity
+    # a file that is not there cannot be hashed: what is known names the run
+    assert row.config_hash.startswith("unidentified-")
+    again = failed_row(get("MobileNet_0.25"), config, tiny_data, "still no file", 0.2)
+    assert again.config_hash == row.config_hash  # so the same failure again replaces it
 
 
 def test_extra_fields_reach_the_row(tiny_data):

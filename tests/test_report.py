@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_row
 
 from bench import report, stats
 from bench.report import (
@@ -72,7 +73,7 @@ def ok_record(backbone: str, val: float, best: float | None = None, **overrides)
         started_at="2025-01-01T00:00:00+00:00",
     )
     fields.update(overrides)
-    return RunResult(**fields).to_dict()
+    return make_row(**fields)
 
 
 def error_record(backbone: str, error: str, **overrides) -> dict:
@@ -92,7 +93,7 @@ def error_record(backbone: str, error: str, **overrides) -> dict:
         data="data/dataset_dollarstreet",
     )
     fields.update(overrides)
-    return RunResult(**fields).to_dict()
+    return make_row(**fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,8 +626,10 @@ def test_comparison_needs_the_same_images_and_stored_predictions() -> None:
     assert (table.loc["Top", "rank_low"], table.loc["Top", "rank_high"]) == (1, 1)
 
 
-def test_metrics_are_computed_from_predictions_when_missing() -> None:
-    rows = seeded_runs("A", [0.8], correct_first(240), balanced_accuracy=None, macro_f1=None)
+def test_metrics_missing_from_rows_of_schema_1_are_computed_from_predictions() -> None:
+    rows = [{k: v for k, v in r.items() if k != "schema"}
+            for r in seeded_runs("A", [0.8], correct_first(240), balanced_accuracy=None,
+                                 macro_f1=None)]
     predictions = predictions_for(correct_first(240))
     row = leaderboard(rows).iloc[0]
     assert row["balanced_acc"] == pytest.approx(
@@ -905,21 +908,23 @@ def test_old_rows_without_the_new_fields_still_report(tmp_path: Path) -> None:
     assert "protocol" not in old[0] and "kind" not in old[0] and "predictions" not in old[0]
     for record in old:
         append_record(tmp_path, record)
-    # a new row of the same run replaces the old; a key of a later version is ignored
-    append_record(tmp_path, {**ok_record("A", 0.6), "a_field_of_a_later_version": [1, 2]})
-    paths = write_report(tmp_path)
-    text = paths["markdown"].read_text(encoding="utf-8")
+    text = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
     assert "## Table 1: lesson protocol" in text
     rows = table_rows(text)
-    interval = "[{:.3f}, {:.3f}]".format(*stats.wilson_interval(69, 98))
     assert [(r["backbone"], r["accuracy"], r["vs top"]) for r in rows] == [
-        ("B", f"0.700 {interval}", "top"),
-        ("A", "0.600 [{:.3f}, {:.3f}]".format(*stats.wilson_interval(59, 98)), "n/a"),
+        ("B", "0.700 [{:.3f}, {:.3f}]".format(*stats.wilson_interval(69, 98)), "top"),
+        ("A", "0.500 [{:.3f}, {:.3f}]".format(*stats.wilson_interval(49, 98)), "n/a"),
     ]
     details = table_rows(text, "backbone")[0]
     assert details["kind"] == "backbone"
     assert details["balanced_acc"] == "—" and details["macro_f1"] == "—"
     assert "could be tested against it" in text  # no predictions: no tested recommendation
+    # a new row of the same run replaces the old; a key of a later version is ignored
+    append_record(tmp_path, {**ok_record("A", 0.6), "a_field_of_a_later_version": [1, 2]})
+    paths = write_report(tmp_path)
+    text = paths["markdown"].read_text(encoding="utf-8")
+    assert [r["backbone"] for r in table_rows(text)] == ["B", "A"]  # one table each
+    assert "0.500" not in text and "0.600" in text
     assert paths["confusion"] == []
     table = pd.read_csv(paths["csv"])
     assert table["protocol"].tolist() == ["lesson", "lesson"]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_row
 
-from bench.result import RunResult
+from bench.result import SCHEMA, RunResult
 from bench.runlog import (
     RUNS_FILE,
     append_record,
@@ -18,6 +19,8 @@ from bench.runlog import (
     latest_records,
     read_records,
     safe_name,
+    upgrade,
+    upgrade_log,
 )
 
 
@@ -41,7 +44,7 @@ def row(backbone: str, val: float = 0.5, **overrides) -> dict:
         data="data/dataset_dollarstreet",
     )
     fields.update(overrides)
-    return RunResult(**fields).to_dict()
+    return make_row(**fields)
 
 
 def run(backbone: str, val: float = 0.5, **overrides) -> RunResult:
@@ -163,17 +166,31 @@ def test_numpy_values_are_written_as_plain_json(tmp_path: Path) -> None:
 # Rows as RunResults
 
 
-def test_rows_from_before_a_field_existed_read_as_its_default() -> None:
-    old = {k: v for k, v in row("A").items() if k not in ("protocol", "kind", "notes")}
-    result = RunResult.from_dict({**old, "a_field_of_a_later_version": 1})
-    assert (result.protocol, result.kind, result.notes) == ("lesson", "backbone", [])
+def v1(record: dict) -> dict:
+    """The row as bench wrote it before rows had a schema, a config hash and a group."""
+    return {k: v for k, v in record.items()
+            if k not in ("schema", "config_hash", "group", "configuration")}
+
+
+def test_rows_of_schema_1_read_with_the_defaults_of_fields_added_later() -> None:
+    old = {k: v for k, v in v1(row("A")).items() if k not in ("protocol", "kind", "notes")}
+    result = RunResult.from_dict(upgrade({**old, "a_field_of_a_later_version": 1}))
+    assert (result.protocol, result.kind, result.notes, result.schema) == (
+        "lesson", "backbone", [], SCHEMA)
     # null where the field has a default means the default too; null stays where None is one
-    nulled = RunResult.from_dict({**old, "protocol": None, "notes": None, "val_accuracy": None})
+    nulled = RunResult.from_dict(upgrade({**old, "protocol": None, "notes": None,
+                                          "val_accuracy": None}))
     assert (nulled.protocol, nulled.notes, nulled.val_accuracy) == ("lesson", [], None)
+    assert nulled.config_hash and nulled.group and nulled.configuration
 
 
-# ---------------------------------------------------------------------------------------------
-# latest_records: one row per run
+def test_a_row_of_the_current_schema_is_not_touched() -> None:
+    record = row("A")
+    assert upgrade(record) is record
+
+
+def old_runs(*records: dict) -> list[RunResult]:
+    return [RunResult.from_dict(r) for r in upgrade_log(list(records))]
 
 
 def test_latest_records_keeps_the_last_of_each_run() -> None:
@@ -202,10 +219,13 @@ def test_latest_records_keeps_the_last_of_each_run() -> None:
         ("protocol", "holdout"),
     ],
 )
-def test_rows_without_a_hash_are_told_apart_by_every_knob(knob: str, value: object) -> None:
-    base, variant = run("A", 0.5), run("A", 0.6, **{knob: value})
-    assert latest_records([base, variant]) == [base, variant]
-    assert latest_records([base, variant, base]) == [variant, base]
+def test_rows_of_schema_1_without_a_hash_are_told_apart_by_every_knob(knob: str,
+                                                                     value: object) -> None:
+    base, variant = v1(row("A", 0.5)), v1(row("A", 0.6, **{knob: value}))
+    kept = latest_records(old_runs(base, variant))
+    assert [r.val_accuracy for r in kept] == [0.5, 0.6]
+    kept = latest_records(old_runs(base, variant, base))
+    assert [r.val_accuracy for r in kept] == [0.6, 0.5]
 
 
 def test_latest_records_keeps_every_seed_and_the_last_rerun() -> None:
@@ -214,19 +234,23 @@ def test_latest_records_keeps_every_seed_and_the_last_rerun() -> None:
 
 
 def test_the_config_hash_decides_where_rows_have_one() -> None:
-    old = run("A", 0.5)  # written before the hash existed
-    new = run("A", 0.6, config_hash="h-frac-0.2")  # the same run, rerun: replaces it
-    other = run("A", 0.7, config_hash="h-frac-0.3")  # e.g. another --val-fraction: kept
-    rerun = run("A", 0.8, config_hash="h-frac-0.2")  # replaces new
-    assert latest_records([old, new]) == [new]
-    assert latest_records([new, old]) == [old]
-    assert latest_records([old, new, other]) == [new, other]
-    assert latest_records([old, new, other, rerun]) == [other, rerun]
+    old = v1(row("A", 0.5))  # written before the hash existed
+    new = row("A", 0.6, config_hash="h-frac-0.2")  # the same run, rerun: replaces it
+    other = row("A", 0.7, config_hash="h-frac-0.3")  # e.g. another --val-fraction: kept
+    rerun = row("A", 0.8, config_hash="h-frac-0.2")  # replaces new
+
+    def kept(*records):
+        return [r.val_accuracy for r in latest_records(old_runs(*records))]
+
+    assert kept(old, new) == [0.6]
+    assert kept(new, old) == [0.5]
+    assert kept(old, new, other) == [0.6, 0.7]
+    assert kept(old, new, other, rerun) == [0.7, 0.8]
     # the hash covers the data's checksum, not its folder: a moved data set is the same run
-    moved = run("A", 0.9, config_hash="h-frac-0.3", data="elsewhere")
-    assert latest_records([other, moved]) == [moved]
-    # ... and a row without a hash replaces only rows with its own knobs
-    assert latest_records([moved, old]) == [moved, old]
+    moved = row("A", 0.9, config_hash="h-frac-0.3", data="elsewhere")
+    assert kept(other, moved) == [0.9]
+    # ... and a row without a hash is the run of a hashed row with its own knobs only
+    assert kept(moved, old) == [0.9, 0.5]
 
 
 def test_group_key_prefers_the_runner_group_to_the_knobs() -> None:

@@ -25,7 +25,7 @@ from bench.report.markdown import MARKDOWN_COLUMNS, leaderboard_markdown
 from bench.report.plots import PLOTS_DIR, write_plots
 from bench.report.tables import csv_frame, leaderboard
 from bench.result import RunResult
-from bench.runlog import RUNS_FILE, latest_records, log_state, read_log
+from bench.runlog import RUNS_FILE, latest_records, log_state, read_log, upgrade_log
 
 MARKDOWN_FILE = "leaderboard.md"
 CSV_FILE = "leaderboard.csv"
@@ -72,7 +72,7 @@ def write_report(out_dir: Path, records: list[dict] | None = None) -> ReportPath
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STATE_FILE).unlink(missing_ok=True)
-    rows, state = read_log(out_dir) if records is None else (records, None)
+    rows, state = read_log(out_dir) if records is None else (upgrade_log(records), None)
     for folder in (out_dir, out_dir / PLOTS_DIR):
         remove_stale_temporaries(folder)
     runs = latest_records([RunResult.from_dict(row) for row in rows])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from bench.config import PROTOCOL_KNOBS
 from bench.report.model import HOLDOUT, LESSON, Entry, Table, eval_arrays
 
 CONFIDENCE = 0.95
@@ -23,8 +24,6 @@ SEED = 0  # fixed: a report rebuilt from the same rows must say the same thing
 TEST = "Wilcoxon signed-rank test over the test images"
 RANDOM = "random"  # RunResult.weights of a backbone with random weights
 BASELINE = "baseline"  # Entry.kind of a model trained from scratch
-# Knobs two tables may differ in and still hold the same experiment under both protocols
-_PROTOCOL_KNOBS = ("protocol", "val_fraction")
 
 
 @dataclass
@@ -133,7 +132,7 @@ def pretraining(tables: Iterable[Table]) -> list[Pretraining]:
 
 def _experiment(table: Table) -> str:
     """The table's configuration but the protocol's own knobs."""
-    rest = {k: v for k, v in table.configuration.items() if k not in _PROTOCOL_KNOBS}
+    rest = {k: v for k, v in table.configuration.items() if k not in PROTOCOL_KNOBS}
     return json.dumps(rest, sort_keys=True, default=str)
 
 

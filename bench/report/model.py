@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from bench import stats
+from bench.config import CONFIGURATION_KNOBS
 from bench.report.columns import FRAME, MEAN, columns_of
 from bench.result import RunResult
-from bench.runlog import GROUP_KNOBS, group_key
+from bench.runlog import group_key
 
 LESSON = "lesson"  # early stopping watches the test file, which is also what is reported
 HOLDOUT = "holdout"  # early stopping on a split of the training set; the test file once at the end
@@ -35,10 +36,9 @@ MISSING = "—"  # how a missing value reads in the report's text
 TOP = "top"
 NOT_DISTINGUISHABLE = "not distinguishable"
 
-_COMPUTED_METRICS = ("balanced_accuracy", "macro_f1")  # from stored predictions when not recorded
-# What tells configurations apart in rows written before `configuration` existed. Image size and
-# path are left out: they differ between a sweep's backbones and baselines (labels tell them).
-_FALLBACK_KNOBS = ("protocol", "preprocess", "pooling", "epochs", "patience", "batch_size", "data")
+# What tells two entries of one backbone apart within a table (whose configuration they share)
+# besides their runner group: the weights (ImageNet, random, a file).
+_ENTRY_KNOBS = ("weights",)
 
 
 def is_number(value: Any) -> bool:
@@ -79,15 +79,9 @@ def n_classes(run: RunResult, arrays: tuple[np.ndarray, np.ndarray]) -> int:
 
 
 def metric(run: RunResult, name: str) -> float | None:
-    """A number of the run; balanced accuracy and macro-F1 computed when only predictions are."""
+    """A number of the run, None when it has none."""
     value = getattr(run, name)
-    if is_number(value):
-        return float(value)
-    if name in _COMPUTED_METRICS and (arrays := eval_arrays(run)):
-        function = stats.balanced_accuracy if name == "balanced_accuracy" else stats.macro_f1
-        result = function(*arrays, n_classes(run, arrays))
-        return result if math.isfinite(result) else None
-    return None
+    return float(value) if is_number(value) else None
 
 
 def weights_name(run: RunResult) -> str | None:
@@ -111,8 +105,7 @@ def run_value(run: RunResult, name: str) -> Any:
     weights as a name."""
     if name == "weights":
         return weights_name(run)
-    computed = metric(run, name) if name in _COMPUTED_METRICS else None
-    return getattr(run, name) if computed is None else computed
+    return getattr(run, name)
 
 
 def n_eval(run: RunResult) -> int | None:
@@ -211,7 +204,7 @@ def labels(runs: Sequence[RunResult]) -> list[str]:
         if counts[run.backbone] > 1:
             same = [r for r in runs if r.backbone == run.backbone]
             differing = [
-                k for k in GROUP_KNOBS if len({json.dumps(run_value(r, k)) for r in same}) > 1
+                k for k in _ENTRY_KNOBS if len({json.dumps(run_value(r, k)) for r in same}) > 1
             ]
             if differing:
                 name += " (" + ", ".join(f"{k}={run_value(run, k)}" for k in differing) + ")"
@@ -235,13 +228,6 @@ def entries(runs: Iterable[RunResult]) -> list[Entry]:
     return found
 
 
-def configuration_of(run: RunResult) -> dict:
-    """The run's configuration: every knob but the seed; rebuilt from its fields for old rows."""
-    if run.configuration:
-        return dict(run.configuration)
-    return {**{k: getattr(run, k) for k in _FALLBACK_KNOBS}, "data_checksum": run.data_checksum}
-
-
 def _knob_text(name: str, value: Any) -> str:
     """One knob of a configuration in words."""
     if name == "protocol":
@@ -259,8 +245,7 @@ def _knob_text(name: str, value: Any) -> str:
     return f"{name.replace('_', ' ')} {value}"
 
 
-_TITLE_ORDER = ("protocol", "val_fraction", "image_size", "preprocess", "pooling", "end_to_end",
-                "epochs", "patience", "batch_size", "data", "data_checksum")  # fmt: skip
+_TITLE_ORDER = (*CONFIGURATION_KNOBS, "data", "data_checksum")
 _TITLE_ONLY_WHEN_DIFFERENT = {"data", "data_checksum"}  # said once above the tables otherwise
 
 
@@ -418,7 +403,7 @@ def tables(runs: Iterable[RunResult]) -> list[Table]:
     by_key: dict[str, list[RunResult]] = {}
     for run in runs:
         if run.ok:
-            by_key.setdefault(json.dumps(configuration_of(run), sort_keys=True), []).append(run)
+            by_key.setdefault(json.dumps(run.configuration, sort_keys=True), []).append(run)
     configurations = [json.loads(k) for k in by_key]
     names = {name for c in configurations for name in c}
     differing = {n for n in names if len({json.dumps(c.get(n)) for c in configurations}) > 1}

@@ -20,6 +20,7 @@ from bench.report.columns import (
 )
 from bench.report.model import Entry, Table, n_eval, run_interval, run_value, tables
 from bench.result import RunResult
+from bench.runlog import upgrade_log
 
 TABLE = "table"  # the column that names an entry's table (its configuration in words)
 
@@ -60,7 +61,7 @@ def leaderboard(records: Sequence[dict]) -> pd.DataFrame:
 
     Columns as in LEADERBOARD_COLUMNS; accuracies are means over the seeds, unformatted.
     """
-    return entry_frame(tables(RunResult.from_dict(r) for r in records))
+    return entry_frame(tables(RunResult.from_dict(r) for r in upgrade_log(records)))
 
 
 def _csv_line(run: RunResult, table: Table | None, entry: Entry | None) -> dict[str, Any]:
