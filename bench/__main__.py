@@ -52,11 +52,12 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] 
         if "help" not in field.metadata or (only and field.name not in only):
             continue
         kwargs = {k: v for k, v in field.metadata.items()
-                  if k not in ("choices", "positional", "identity")}
+                  if k not in ("choices", "positional", "identity", "aliases")}
         dest = {} if field.metadata.get("positional") else {"dest": field.name}
+        flags = (flag(field), *field.metadata.get("aliases", ()))  # an older spelling too
         if isinstance(field.default, bool):
             action = "store_false" if field.default else "store_true"
-            parser.add_argument(flag(field), action=action, **dest, **kwargs)
+            parser.add_argument(*flags, action=action, **dest, **kwargs)
             continue
         if "choices" in field.metadata:  # shown here, checked by the dataclass alone
             kwargs.setdefault("metavar", "|".join(field.metadata["choices"]))
@@ -64,7 +65,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...] 
             kwargs.setdefault("type", type(field.default))
         if field.default not in (None, ()):
             kwargs["help"] += " (default: %(default)s)"
-        parser.add_argument(flag(field), default=field.default, **dest, **kwargs)
+        parser.add_argument(*flags, default=field.default, **dest, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from bench.runlog import safe_name
 
 CACHE_ENV = "BENCH_CACHE_DIR"
 # Part of every key: bump it when the file layout or what the features mean changes, and files
-# of the earlier format are never read again. 2: every file records infer_ms and its engine.
+# of the earlier format are never read again. 2: every file records infer_ms and its runtime.
 FORMAT_VERSION = 2
 
 
@@ -54,8 +54,8 @@ class CachedFeatures:
     extract_s: float  # what computing them cost when they were made
     params_backbone: int
     infer_ms: float | None = None  # steady-state forward ms per image measured then
-    # the engine that computed them (engines.EngineInfo.to_fields())
-    engine: dict = field(default_factory=dict)
+    # the runtime that computed them (runtimes.RuntimeInfo.to_fields())
+    runtime: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -110,7 +110,7 @@ class FeatureCache:
         prefix = f"{safe_name(label)}-" if label else ""
         return self.root / f"{prefix}{key[:32]}.npz"
 
-    def load(self, key: str, label: str, n_train: int, n_val: int) -> CachedFeatures | None:
+    def load(self, key: str, label: str, n_train: int, n_test: int) -> CachedFeatures | None:
         path = self.path(key, label)
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -119,15 +119,15 @@ class FeatureCache:
             problem, found = None, None
             if meta.get("key") != key:
                 problem = "written for another key"
-            elif train.shape[0] != n_train or val.shape[0] != n_val:
+            elif train.shape[0] != n_train or val.shape[0] != n_test:
                 problem = (f"holds {train.shape[0]}/{val.shape[0]} rows, expected "
-                           f"{n_train}/{n_val}")
+                           f"{n_train}/{n_test}")
             elif meta.get("digest") != _digest(train, val):
                 problem = "checksum mismatch"
             else:
                 found = CachedFeatures(train, val, float(meta["extract_s"]),
                                        int(meta["params_backbone"]), meta["infer_ms"],
-                                       dict(meta["engine"]))
+                                       dict(meta["runtime"]))
         except FileNotFoundError:
             return None
         except PermissionError as err:  # not damage: the file may be fine for its owner
@@ -164,7 +164,7 @@ class FeatureCache:
             "extract_s": features.extract_s,
             "params_backbone": features.params_backbone,
             "infer_ms": features.infer_ms,
-            "engine": features.engine,
+            "runtime": features.runtime,
         }
         tmp = None
         try:

@@ -230,12 +230,12 @@ def _check_weights(specs: list, config: RunConfig) -> None:
 
 
 def _check_engine(config: RunConfig) -> None:
-    """--engine openvino needs its package, which a minimal install may lack; auto does not."""
+    """--runtime openvino needs its package, which a minimal install may lack; auto does not."""
     import importlib.util
 
-    if config.engine == "openvino" and importlib.util.find_spec("openvino") is None:
-        raise UsageError("--engine openvino needs the openvino package (pip install openvino), "
-                         "which is not installed; --engine auto or tensorflow run without it")
+    if config.runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise UsageError("--runtime openvino needs the openvino package (pip install openvino), "
+                         "which is not installed; --runtime auto or tensorflow run without it")
 
 
 def _check_sizes(specs: list, config: RunConfig) -> None:
@@ -283,7 +283,7 @@ def _load(folder: str, options: SweepOptions | None = None, specs: Sequence = ()
         data = load_dataset(folder, test_fraction=options.test_fraction,
                             skip_bad_images=options.skip_bad_images,
                             storage_size=_storage_size(specs, config), tfds_dir=options.tfds_dir)
-        _print(f"Data: {data.source} ({data.kind}): {data.n_train} train / {data.n_val} "
+        _print(f"Data: {data.source} ({data.kind}): {data.n_train} train / {data.n_test} "
                f"validation images {'x'.join(map(str, data.image_shape))}, "
                f"{data.n_classes} classes")
         for note in data.notes:

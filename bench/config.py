@@ -20,7 +20,7 @@ PREPROCESS_CHOICES = ("native", "lesson")
 PROTOCOL_CHOICES = ("lesson", "holdout")
 POOLING_CHOICES = ("max", "avg")
 PROBE_CHOICES = ("linear", "knn")
-ENGINE_CHOICES = ("auto", "tensorflow", "openvino")
+RUNTIME_CHOICES = ("auto", "tensorflow", "openvino")
 
 
 class ConfigError(ValueError):
@@ -120,12 +120,13 @@ class RunConfig:
     # speed only. 16 measured fastest on two CPU cores (results/PERF.md): bigger batches spill
     # the activations out of the caches.
     extract_batch_size: int = knob(16, "inference batch for the frozen backbone", metavar="N")
-    # speed only, and not in the config hash: the engines agree within 1e-5 of the features'
+    # speed only, and not in the config hash: the runtimes agree within 1e-5 of the features'
     # scale, so the features, and the cache, are the same whichever computes them
-    engine: str = knob(
+    runtime: str = knob(
         "auto", "where the frozen backbone runs: auto (on a CPU, the faster of TensorFlow and "
         "OpenVINO for each backbone, measured on a few batches and remembered; on a GPU, "
-        "TensorFlow), tensorflow, or openvino (CPU, float32)", choices=ENGINE_CHOICES)
+        "TensorFlow), tensorflow, or openvino (CPU, float32)", choices=RUNTIME_CHOICES,
+        aliases=("--engine",))
     # extra accuracy columns from the same features; off in the lesson. Not in the config hash:
     # they add columns and leave the head's numbers alone.
     probes: tuple[str, ...] = knob(
@@ -145,7 +146,7 @@ class RunConfig:
             raise ConfigError("image_size", "must be a positive integer or 'native'; "
                               f"received {self.image_size!r}")
         for name, choices in (("pooling", POOLING_CHOICES), ("preprocess", PREPROCESS_CHOICES),
-                              ("protocol", PROTOCOL_CHOICES), ("engine", ENGINE_CHOICES)):
+                              ("protocol", PROTOCOL_CHOICES), ("runtime", RUNTIME_CHOICES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(name, f"must be one of {', '.join(choices)}; "
                                   f"received {getattr(self, name)!r}")

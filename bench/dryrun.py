@@ -26,13 +26,13 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
     _print(f"Dry run: {len(specs)} backbones, {source} {'x'.join(map(str, shape))}, "
            f"extraction batch {config.extract_batch_size}")
     calibrations = {}
-    for engine in cost.engines_to_calibrate(config):
-        _print(f"Calibrating {engine} on this machine ...")
-        calibration = calibrations[engine] = cost.calibrate(config, shape, engine=engine)
+    for runtime in cost.runtimes_to_calibrate(config):
+        _print(f"Calibrating {runtime} on this machine ...")
+        calibration = calibrations[runtime] = cost.calibrate(config, shape, runtime=runtime)
         setup = (f"; to convert: {calibration.setup_seconds_per_op * 1e3:.1f} ms per graph op "
                  f"+ {calibration.setup_seconds_per_mparam:.2f} s per million weights"
-                 if engine == "openvino" else "")
-        _print(f"Calibration ({engine}): " + ", ".join(
+                 if runtime == "openvino" else "")
+        _print(f"Calibration ({runtime}): " + ", ".join(
             f"{name} {n} images in {s:.2f} s" for name, n, s, _ in calibration.timings)
             + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
             f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
@@ -56,8 +56,8 @@ def _images(data_dir: Path) -> tuple[int, tuple[int, ...], str]:
                 "images")
     # a DataError says what is wrong with the source
     data = load_dataset(str(data_dir), download=False)
-    return (data.n_train + data.n_val, data.image_shape,
-            f"{data.source}: {data.n_train} + {data.n_val} images")
+    return (data.n_train + data.n_test, data.image_shape,
+            f"{data.source}: {data.n_train} + {data.n_test} images")
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -65,7 +65,7 @@ def _print_table(rows: list[dict]) -> None:
 
     table = [{"backbone": r["backbone"], "size": r["image_size"],
               "GFLOPs/image": None if r["gflops"] is None else round(r["gflops"], 3),
-              "engine": r.get("engine"),
+              "runtime": r.get("runtime"),
               "predicted extraction s": (None if r["predicted_extract_s"] is None
                                          else round(r["predicted_extract_s"], 1)),
               "note": r["note"]} for r in rows]

@@ -68,8 +68,8 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
     with atomic_path(target) as tmp:
         classifier.save(tmp)
     write_text_atomic(classes_file(target), json.dumps(_sidecar(row, head), indent=2) + "\n")
-    print(f"Wrote {target}: {row.backbone} (seed {row.seed}, val_accuracy "
-          f"{row.val_accuracy:.3f}, run {row.config_hash}); class names in "
+    print(f"Wrote {target}: {row.backbone} (seed {row.seed}, test_accuracy "
+          f"{row.test_accuracy:.3f}, run {row.config_hash}); class names in "
           f"{classes_file(target)}")
     return target
 
@@ -166,7 +166,7 @@ def _sidecar(row: RunResult, head: HeadFile) -> dict:
         "image_size": row.image_size,
         "preprocess": row.preprocess,
         "seed": row.seed,
-        "val_accuracy": row.val_accuracy,
+        "test_accuracy": row.test_accuracy,
         "config_hash": row.config_hash,
         "data": row.data,
     }

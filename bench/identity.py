@@ -105,7 +105,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digests[key]
 
 
-def path_name(spec: Spec, config: RunConfig) -> str:
+def route_name(spec: Spec, config: RunConfig) -> str:
+    """How a run trains: from scratch (a baseline), end to end, or on cached features."""
     if is_baseline(spec):
         return "from-scratch"
     return "end-to-end" if config.end_to_end else "cached"
@@ -135,7 +136,7 @@ def known_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: st
         imagenet_top1=getattr(spec, "top1", None),
         preprocess="lesson" if is_baseline(spec) else config.preprocess,
         pooling=config.pooling,
-        path=path_name(spec, config),
+        route=route_name(spec, config),
         protocol=config.protocol,
         seed=config.seed,
         epochs=config.epochs,
@@ -143,7 +144,7 @@ def known_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: st
         batch_size=config.batch_size,
         **data.source_fields(),
         n_train=data.n_train,
-        n_val=data.n_val,
+        n_test=data.n_test,
         n_classes=data.n_classes,
         class_names=list(data.class_names),
         image_size=ident.size if ident else size_or_none(spec, config),

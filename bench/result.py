@@ -22,11 +22,17 @@ class RunResult:
     schema: int = SCHEMA
     error: str | None = None
     family: str | None = None
-    val_accuracy: float | None = None  # at the last epoch run, as the lesson reports it
-    best_val_accuracy: float | None = None
+    # The accuracy on the test file, the one a leaderboard ranks by: under "lesson" at the last
+    # epoch run, as the episode reports it; under "holdout" evaluated once, after training.
+    test_accuracy: float | None = None
+    # "holdout" only: the accuracy on the holdout split at the last epoch run
+    holdout_accuracy: float | None = None
+    # early stopping's: the watched split's (test under lesson, holdout) accuracy at its best
+    best_epoch_accuracy: float | None = None
     best_epoch: int | None = None  # 1-based
     epochs_run: int = 0
-    # per epoch: accuracy, val_accuracy, loss, val_loss
+    # per epoch: accuracy and loss (training batches), and the watched split's, as
+    # test_accuracy, test_loss (lesson) or holdout_accuracy, holdout_loss (holdout)
     history: dict[str, list[float]] = field(default_factory=dict)
     params_total: int | None = None  # full model: input -> resize -> backbone -> head
     params_trainable: int | None = None
@@ -38,7 +44,7 @@ class RunResult:
     image_size: int | None = None
     preprocess: str | None = None
     pooling: str | None = None
-    path: str | None = None  # "cached" | "end-to-end"
+    route: str | None = None  # how it trained: "cached" | "end-to-end" | "from-scratch"
     weights: str | None = None  # what was loaded: "imagenet", "random" or a file name (no path)
     weights_file: str | None = None  # the weights file's name (never a path), when pretrained
     # Keras' own file name for the run's size when another file stood in for it (MobileNet's
@@ -57,7 +63,7 @@ class RunResult:
     # corrupt images left out under --skip-bad-images (paths relative to the folder)
     skipped_images: list[str] = field(default_factory=list)
     n_train: int | None = None
-    n_val: int | None = None
+    n_test: int | None = None
     n_classes: int | None = None
     keras_version: str | None = None
     tf_version: str | None = None
@@ -67,13 +73,11 @@ class RunResult:
     # Trustworthy comparisons
     kind: str = "backbone"  # "backbone" (frozen keras.applications model) | "baseline"
     protocol: str = "lesson"  # "lesson": early stopping watches the test file | "holdout"
-    # holdout only: accuracy on the test file, evaluated once after training (best epoch's weights)
-    test_accuracy: float | None = None
     # The split the per-class numbers and predictions below refer to: the test file in both
-    # protocols (under "lesson" it is also the validation set, as in the episode).
+    # protocols (under "lesson" it is also what early stopping watches, as in the episode).
     eval_split: str | None = None
-    predictions: list[int] = field(default_factory=list)  # predicted class per eval image
-    labels: list[int] = field(default_factory=list)  # true class per eval image
+    predictions: list[int] = field(default_factory=list)  # predicted class per test image
+    labels: list[int] = field(default_factory=list)  # true class per test image
     class_names: list[str] = field(default_factory=list)
     per_class_accuracy: list[float] = field(default_factory=list)  # recall of each class
     balanced_accuracy: float | None = None  # mean per-class recall
@@ -88,14 +92,14 @@ class RunResult:
     infer_ms: float | None = None  # steady-state forward ms per image (tracing excluded)
     gflops: float | None = None  # FLOPs of one forward pass of the backbone, in billions
 
-    # The engine that computed the features (--engine; bench.engine.engines.EngineInfo)
-    engine: str | None = None  # tensorflow or openvino
-    engine_version: str | None = None
-    engine_batch: int | None = None
-    engine_images_per_s: float | None = None  # steady extraction, resize and preprocessing in
-    engine_setup_s: float | None = None  # one-time: conversion (0 when cached), compilation
-    engine_probe_s: float | None = None  # --engine auto timing the engine it did not choose
-    engine_note: str | None = None  # how it was chosen
+    # The runtime that computed the frozen backbone's features (--runtime)
+    runtime: str | None = None  # tensorflow or openvino
+    runtime_version: str | None = None
+    runtime_batch: int | None = None
+    runtime_images_per_s: float | None = None  # steady extraction, resize and preprocessing in
+    runtime_setup_s: float | None = None  # one-time: conversion (0 when cached), compilation
+    runtime_probe_s: float | None = None  # --runtime auto timing the runtime it did not choose
+    runtime_note: str | None = None  # how it was chosen
 
     # Probes on the same frozen features (--probes linear,knn); Kornblith et al. 2019
     probe_linear_accuracy: float | None = None  # multinomial logistic regression, L-BFGS
@@ -120,6 +124,11 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+    @property
+    def watched_accuracy(self) -> float | None:
+        """The last epoch's accuracy on the split early stopping watches (holdout or test)."""
+        return self.holdout_accuracy if self.protocol == "holdout" else self.test_accuracy
 
     def to_dict(self) -> dict[str, Any]:
         """The row's record (json types): everything but the head's in-memory weights."""

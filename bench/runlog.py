@@ -157,8 +157,15 @@ def latest_records(results: Sequence[RunResult]) -> list[RunResult]:
 # Schema 1 (bench before the schema field): rows may lack fields added later, hold null where a
 # field has a default, and lack a config hash, group or configuration (rows of the oldest
 # versions, and failures that an executor recorded). What told their runs apart:
-_V1_RUN_KNOBS = ("protocol", "image_size", "preprocess", "pooling", "weights", "seed", "path",
+_V1_RUN_KNOBS = ("protocol", "image_size", "preprocess", "pooling", "weights", "seed", "route",
                  "epochs", "patience", "batch_size", "data")
+# Schema 2 names each thing once: "test" is the file a result is measured on, "holdout" the
+# split early stopping watches, "runtime" what runs a frozen backbone, "route" how a run trains.
+_V1_RENAMED = {
+    "n_val": "n_test", "best_val_accuracy": "best_epoch_accuracy", "path": "route",
+    **{f"engine{s}": f"runtime{s}" for s in ("", "_version", "_batch", "_images_per_s",
+                                             "_setup_s", "_probe_s", "_note")},
+}
 _V1_TABLE_KNOBS = ("protocol", "preprocess", "pooling", "epochs", "patience", "batch_size",
                    "data")
 
@@ -168,7 +175,7 @@ def upgrade(row: dict) -> dict:
     The one place that knows older rows: everything downstream reads one format."""
     if row.get("schema", 1) >= SCHEMA:
         return row
-    row = _defaults_for(row)
+    row = _defaults_for(_renamed(row))
     knobs = json.loads(_run_knobs(row))
     if not row.get("configuration"):
         row["configuration"] = {**{k: row.get(k) for k in _V1_TABLE_KNOBS},
@@ -210,6 +217,20 @@ def _digest(values: list) -> str:
     return hashlib.sha256(json.dumps(values, default=str).encode()).hexdigest()[:16]
 
 
+def _renamed(row: dict) -> dict:
+    """Schema 1's names in schema 2's words. Its val_accuracy was the watched split's at the
+    last epoch: the test file's under "lesson", the holdout split's under "holdout" (whose
+    test_accuracy was already the test file's)."""
+    row = {_V1_RENAMED.get(k, k): v for k, v in row.items()}
+    watched = "holdout" if row.get("protocol") == "holdout" else "test"
+    if "val_accuracy" in row:
+        row[f"{watched}_accuracy"] = row.pop("val_accuracy")
+    if isinstance(row.get("history"), dict):
+        row["history"] = {k.replace("val_", f"{watched}_", 1) if k.startswith("val_") else k: v
+                          for k, v in row["history"].items()}
+    return row
+
+
 def _defaults_for(row: dict) -> dict:
     """Missing fields, and null where the field has another default, take the default: what
     rows written before the field existed meant."""
@@ -218,7 +239,7 @@ def _defaults_for(row: dict) -> dict:
         if filled.get(f.name) is None:
             if f.default_factory is not dataclasses.MISSING:
                 filled[f.name] = f.default_factory()
-            elif f.default is not dataclasses.MISSING and f.default is not None:
+            elif f.default is not dataclasses.MISSING:
                 filled[f.name] = f.default
     return filled
 

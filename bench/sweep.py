@@ -38,9 +38,10 @@ def describe_result(i: int, n: int, r: RunResult) -> str:
     if not r.ok:
         return f"{name}: error: {r.error}"
     source = "cached features" if r.features_cached else "extraction"
-    test = f", test_accuracy {r.test_accuracy:.3f}" if r.test_accuracy is not None else ""
-    return (f"{name}: ok, val_accuracy {r.val_accuracy:.3f} (best {r.best_val_accuracy:.3f} "
-            f"at epoch {r.best_epoch}){test}, {r.epochs_run} epochs, "
+    holdout = (f", holdout_accuracy {r.holdout_accuracy:.3f}" if r.holdout_accuracy is not None
+               else "")
+    return (f"{name}: ok, test_accuracy {r.test_accuracy:.3f}{holdout} (best "
+            f"{r.best_epoch_accuracy:.3f} at epoch {r.best_epoch}), {r.epochs_run} epochs, "
             f"{source} {_fmt(r.extract_s, '.1f')} s, {_fmt(r.epoch_s, '.3f')} s/epoch, "
             f"total {r.total_s:.1f} s")
 
@@ -62,7 +63,7 @@ def _finished(row: dict, probes: Sequence[str]) -> bool:
     if row.get("status") != "ok" or not row.get("config_hash"):
         return False
     missing = set(probes) - set(row.get("probes") or {})
-    return not (missing and row.get("path") == "cached")
+    return not (missing and row.get("route") == "cached")
 
 
 def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.PathLike | None,

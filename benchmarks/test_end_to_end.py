@@ -25,21 +25,21 @@ from bench.engine.runner import run_one
 EPOCHS = 10
 
 
-def subset(data, n_train, n_val):
-    if n_train >= data.n_train and n_val >= data.n_val:
+def subset(data, n_train, n_test):
+    if n_train >= data.n_train and n_test >= data.n_test:
         return data
     return from_arrays(data.train_images[:n_train], data.train_labels[:n_train],
-                       data.val_images[:n_val], data.val_labels[:n_val],
+                       data.test_images[:n_test], data.test_labels[:n_test],
                        class_names=data.class_names, source=f"{data.source}[:{n_train}]")
 
 
-@pytest.mark.parametrize("name, weights, n_train, n_val", [
+@pytest.mark.parametrize("name, weights, n_train, n_test", [
     ("MobileNet_0.25", "imagenet", 878, 293),
     ("DenseNet121", "random", 878, 293),
 ])
-def test_a_end_to_end_vs_cached(name, weights, n_train, n_val, ds10, weights_dir, tmp_path,
+def test_a_end_to_end_vs_cached(name, weights, n_train, n_test, ds10, weights_dir, tmp_path,
                                 report, benchmark):
-    data = subset(ds10, n_train, n_val)
+    data = subset(ds10, n_train, n_test)
     config = RunConfig(epochs=EPOCHS, patience=0, weights=weights, weights_dir=str(weights_dir),
                        cache_dir=str(tmp_path / "features"),  # bench's default batch
                        verbose=0)
@@ -50,8 +50,8 @@ def test_a_end_to_end_vs_cached(name, weights, n_train, n_val, ds10, weights_dir
     assert cached.ok and e2e.ok, (cached.error, e2e.error)
     assert not cached.features_cached  # the backbone really ran
 
-    one_sample = 1 / data.n_val
-    diff = np.abs(np.subtract(cached.history["val_accuracy"], e2e.history["val_accuracy"]))
+    one_sample = 1 / data.n_test
+    diff = np.abs(np.subtract(cached.history["test_accuracy"], e2e.history["test_accuracy"]))
     run_ratio = e2e.total_s / cached.total_s
     loop_e2e = sum(e2e.epoch_times)
     loop_cached = cached.extract_s + sum(cached.epoch_times)
@@ -60,13 +60,13 @@ def test_a_end_to_end_vs_cached(name, weights, n_train, n_val, ds10, weights_dir
     head_epoch = float(np.median(cached.epoch_times[1:]))
     loop_30 = (loop_e2e + 20 * e2e_epoch) / (loop_cached + 20 * head_epoch)
     run_30 = (e2e.total_s + 20 * e2e_epoch) / (cached.total_s + 20 * head_epoch)
-    report(f"ratio a ({name}, {weights}, {data.n_train}+{data.n_val} images, {EPOCHS} epochs): "
+    report(f"ratio a ({name}, {weights}, {data.n_train}+{data.n_test} images, {EPOCHS} epochs): "
            f"end-to-end {e2e.total_s:.1f} s / cached {cached.total_s:.1f} s = {run_ratio:.1f}x "
            f"(run_one total_s); loop only: fit {loop_e2e:.1f} s / extraction "
            f"{cached.extract_s:.1f} s + head {sum(cached.epoch_times):.2f} s = "
            f"{loop_e2e / loop_cached:.1f}x; at 30 epochs (projected from the epoch times) "
            f"{run_30:.1f}x total, {loop_30:.1f}x loop; "
-           f"val_accuracy max |diff| {diff.max():.4f} (one sample = {one_sample:.4f}); "
-           f"final {cached.history['val_accuracy'][-1]:.3f} vs "
-           f"{e2e.history['val_accuracy'][-1]:.3f}; load {before:.2f} -> {getloadavg()[0]:.2f}")
+           f"test_accuracy max |diff| {diff.max():.4f} (one sample = {one_sample:.4f}); "
+           f"final {cached.history['test_accuracy'][-1]:.3f} vs "
+           f"{e2e.history['test_accuracy'][-1]:.3f}; load {before:.2f} -> {getloadavg()[0]:.2f}")
     assert diff.max() <= one_sample + 1e-6

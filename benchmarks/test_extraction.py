@@ -1,10 +1,10 @@
 """(b) bench's feature extraction against the best bare forward pass of the same backbone.
 
-bench's side is what a run does: `--engine auto` picks the engine (the converted OpenVINO
-model already cached: its conversion is timed and reported apart), and `engines.extract` runs
+bench's side is what a run does: `--runtime auto` picks the runtime (the converted OpenVINO
+model already cached: its conversion is timed and reported apart), and `runtimes.extract` runs
 it over the raw 64x64 images, resize and preprocessing included; its steady rate leaves the
-first batch out, as the run's own `engine_images_per_s` does. The bare forward is the backbone
-alone on images already preprocessed and resized to 160 float32 in memory, in every engine and
+first batch out, as the run's own `runtime_images_per_s` does. The bare forward is the backbone
+alone on images already preprocessed and resized to 160 float32 in memory, in every runtime and
 mode at batches 8, 16 and 32: TensorFlow's traced graph, TensorFlow with XLA, OpenVINO f32.
 Its best is the limit the extraction is judged against (target in results/PERF.md).
 """
@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from backbones import get
 from bench.config import RunConfig
-from bench.engine import choose, engines, features, openvino_backend
+from bench.engine import features, openvino_backend, runtime_choice, runtimes
 from bench.identity import identify
 
 SIZE = 160
@@ -76,7 +76,7 @@ def bare_run(forward, ready: np.ndarray, batch: int):
 
 
 def bare_contenders(name: str, backbone, ready: np.ndarray, xml: Path) -> tuple[dict, list]:
-    """{(engine, mode, batch): run}, and what was left out and why."""
+    """{(runtime, mode, batch): run}, and what was left out and why."""
     runs, notes = {}, [f"bare forward on {min(len(ready), BARE_IMAGES)} images"]
     ready = ready[:BARE_IMAGES]
     graph, xla = tf_forward(backbone, False), tf_forward(backbone, True)
@@ -95,12 +95,12 @@ def bare_contenders(name: str, backbone, ready: np.ndarray, xml: Path) -> tuple[
     return runs, notes
 
 
-def bench_run(engine, images: np.ndarray):
+def bench_run(runtime, images: np.ndarray):
     """A pass of bench's extraction: its steady images/s (the first batch left out)."""
 
     def run() -> float:
         timer = features.ForwardTimer()
-        engines.extract(engine, images, verbose=0, timer=timer)
+        runtimes.extract(runtime, images, verbose=0, timer=timer)
         return 1000 / timer.ms_per_image
 
     return run
@@ -118,17 +118,17 @@ def interleaved_best(runs: dict, repeats: int) -> dict:
 
 def first_extraction(spec, backbone, extractor, config, ident, images, store):
     """What a run does once the converted model is cached: auto's choice (its probe
-    included), then the extraction. (engine, steady images/s, wall images/s)."""
+    included), then the extraction. (runtime, steady images/s, wall images/s)."""
     start = time.perf_counter()
-    engine, done = choose.choose(spec, backbone, extractor, config, ident, images, len(images),
-                                 store)
+    runtime, done = runtime_choice.choose_runtime(spec, backbone, extractor, config, ident,
+                                                  images, len(images), store)
     timer = features.ForwardTimer()
     if done is not None:
         timer.batches_seen = 1  # the probe's first call (tracing, warm-up) is behind us
-    out = engines.extract(engine, images, verbose=0, timer=timer, done=done)
+    out = runtimes.extract(runtime, images, verbose=0, timer=timer, done=done)
     wall = len(images) / (time.perf_counter() - start)
     assert out.shape[0] == len(images) and np.isfinite(out).all()
-    return engine, 1000 / timer.ms_per_image, wall
+    return runtime, 1000 / timer.ms_per_image, wall
 
 
 @pytest.mark.parametrize("name, weights", [
@@ -138,17 +138,17 @@ def first_extraction(spec, backbone, extractor, config, ident, images, store):
 def test_b_engines_vs_best_bare_forward(name, weights, ds10, weights_dir, tmp_path, report,
                                         benchmark):
     config = RunConfig(weights=weights, weights_dir=str(weights_dir), image_size=SIZE,
-                       engine="auto", cache_dir=str(tmp_path), verbose=0)
-    images = np.concatenate([ds10.train_images, ds10.val_images])
+                       runtime="auto", cache_dir=str(tmp_path), verbose=0)
+    images = np.concatenate([ds10.train_images, ds10.test_images])
     spec, ident, backbone, extractor = backbone_for(name, config, ds10)
     before = getloadavg()[0]
-    found = openvino_backend.converted(backbone, choose.openvino_key(spec, config, ident),
+    found = openvino_backend.converted(backbone, runtime_choice.openvino_key(spec, config, ident),
                                        spec.name, tmp_path)
-    engine, steady, wall = benchmark.pedantic(
+    runtime, steady, wall = benchmark.pedantic(
         first_extraction, args=(spec, backbone, extractor, config, ident, images, tmp_path),
         rounds=1, iterations=1)
     runs, notes = bare_contenders(name, backbone, ready_images(spec, config, images), found.xml)
-    runs["bench"] = bench_run(engine, images)
+    runs["bench"] = bench_run(runtime, images)
     rates = interleaved_best(runs, REPEATS)
     steady = max(steady, rates.pop("bench"))
     limit = max(rates, key=rates.get)
@@ -156,8 +156,8 @@ def test_b_engines_vs_best_bare_forward(name, weights, ds10, weights_dir, tmp_pa
     benchmark.extra_info.update({"bare": {" ".join(map(str, k)): round(v, 2)
                                           for k, v in rates.items()},
                                  "steady": steady, "wall": wall, "ratio": ratio})
-    report(f"ratio b ({name}, {len(images)} images, 64->{SIZE}): bench {engine.info.engine} "
-           f"batch {engine.info.batch} {steady:.1f} img/s steady (wall {wall:.1f} img/s, "
+    report(f"ratio b ({name}, {len(images)} images, 64->{SIZE}): bench {runtime.info.runtime} "
+           f"batch {runtime.info.batch} {steady:.1f} img/s steady (wall {wall:.1f} img/s, "
            f"probe and compile included) / best bare forward {limit[0]} {limit[1]} batch "
            f"{limit[2]} {rates[limit]:.1f} img/s = {ratio:.2f}; target >= {TARGET}: "
            f"{'met' if ratio >= TARGET else 'MISSED'}; conversion {found.seconds:.1f} s"

@@ -59,11 +59,11 @@ def test_decode_and_extract_large_jpegs(benchmark, jpeg_folder, weights_dir, rep
     after_decode = _peak_rss_mb()
     frame = bench.run("MobileNet_0.25", data=data, weights_dir=str(weights_dir), epochs=1)
     extract_s = float(frame["extract_s"].iloc[0])
-    n = data.n_train + data.n_val
+    n = data.n_train + data.n_test
     info = {"images": n, "decode_images_per_s": n / decode_s,
             "extract_images_per_s": n / extract_s, "peak_rss_mb_before": before,
             "peak_rss_mb_after_decode": after_decode, "peak_rss_mb_after_extract": _peak_rss_mb(),
-            "stored_mb": (data.train_images.nbytes + data.val_images.nbytes) / 2**20}
+            "stored_mb": (data.train_images.nbytes + data.test_images.nbytes) / 2**20}
     benchmark.extra_info.update(info)
     report(f"folder of {n} JPEGs {JPEG_SIZE[0]}x{JPEG_SIZE[1]}: decode "
            f"{info['decode_images_per_s']:.0f} images/s, MobileNet_0.25 extraction "

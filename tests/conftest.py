@@ -27,7 +27,7 @@ from bench.result import RunResult  # noqa: E402
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunResult)}
 
 
-def synthetic_arrays(n_train: int = 48, n_val: int = 24, side: int = 32, n_classes: int = 3,
+def synthetic_arrays(n_train: int = 48, n_test: int = 24, side: int = 32, n_classes: int = 3,
                      seed: int = 0):
     """Images whose class is their dominant colour channel: learnable from almost any feature."""
     rng = np.random.default_rng(seed)
@@ -39,7 +39,7 @@ def synthetic_arrays(n_train: int = 48, n_val: int = 24, side: int = 32, n_class
         images[np.arange(n), :, :, labels % 3] += 180
         return images.astype(np.uint8), labels.astype(np.int64)
 
-    return (*split(n_train), *split(n_val))
+    return (*split(n_train), *split(n_test))
 
 
 # --- numbers TensorFlow or OpenVINO computed --------------------------------------------------
@@ -53,7 +53,7 @@ def synthetic_arrays(n_train: int = 48, n_val: int = 24, side: int = 32, n_class
 # Features: 1e-5 of their scale. A wrong preprocessing, resize, weight or pooling moves them by
 # 1e-2 of it or more (tests/test_engines.py measures the engines at 1e-6).
 FEATURE_RTOL = 1e-5
-# Head losses of two runs of one computation on one machine (two paths, two engines, a
+# Head losses of two runs of one computation on one machine (two routes, two runtimes, a
 # rerun): 1e-5. A real difference — dropout on in the backbone, another seed or batch order —
 # moves them by 1e-4 to 1e-1 (tests/test_runner.py measured 1e-4 for dropout left on).
 LOSS_ATOL = 1e-5
@@ -171,7 +171,7 @@ def make_row(backbone: str = "A", status: str = "ok", *, weights: str = "imagene
         group=group, configuration=configuration(config, data_checksum),
         **{k: getattr(config, k) for k in ("protocol", "pooling", "epochs", "patience",
                                            "batch_size", "seed")},
-        preprocess=config.preprocess, path="end-to-end" if config.end_to_end else "cached",
+        preprocess=config.preprocess, route="end-to-end" if config.end_to_end else "cached",
         image_size=config.image_size if isinstance(config.image_size, int) else 160,
     )
     row.update({k: v for k, v in fields.items() if k in RUN_FIELDS})
@@ -180,6 +180,17 @@ def make_row(backbone: str = "A", status: str = "ok", *, weights: str = "imagene
 
 def make_run(backbone: str = "A", status: str = "ok", **fields) -> RunResult:
     return RunResult.from_dict(make_row(backbone, status, **fields))
+
+
+_V1_NAMES = {"route": "path", "n_test": "n_val", "best_epoch_accuracy": "best_val_accuracy",
+             "test_accuracy": "val_accuracy"}
+
+
+def as_schema_1(record: dict) -> dict:
+    """The (lesson) row as bench wrote it before rows had a schema, a config hash and a group,
+    in that version's names."""
+    return {_V1_NAMES.get(k, k): v for k, v in record.items()
+            if k not in ("schema", "config_hash", "group", "configuration")}
 
 
 def write_dataset(folder: Path, arrays: Sequence[np.ndarray] | None = None,

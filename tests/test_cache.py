@@ -87,13 +87,13 @@ def test_another_seed_or_epochs_reuses_features_and_gives_the_same_result(tiny_d
     assert first.ok and not first.features_cached
     assert reseeded.features_cached and longer.features_cached and again.features_cached
     # cached features train the head as the extracted ones did
-    assert_histories_close(again.history, first.history, n=tiny_data.n_val)
+    assert_histories_close(again.history, first.history, n=tiny_data.n_test)
     assert again.extract_s == first.extract_s  # the row keeps what extraction really cost
     assert again.params_total == first.params_total
     reset_process_caches()  # and the in-memory copy a K-seed run shares
     uncached = run_one(spec, RunConfig(**{**base, "cache": False}), tiny_data)
     assert not uncached.features_cached
-    assert_histories_close(uncached.history, first.history, n=tiny_data.n_val)
+    assert_histories_close(uncached.history, first.history, n=tiny_data.n_test)
 
 
 def test_another_image_size_does_not_reuse(tiny_data, tmp_path, weights_file):

@@ -197,7 +197,7 @@ def test_python_api_returns_a_dataframe(tiny_data, tmp_path):
     df = bench.run(["MobileNet_0.25"], data=tiny_data, image_size=32, epochs=2,
                    weights="random", out=tmp_path)
     assert list(df["backbone"]) == ["MobileNet_0.25"]
-    assert df.loc[0, "status"] == "ok" and 0 <= df.loc[0, "val_accuracy"] <= 1
+    assert df.loc[0, "status"] == "ok" and 0 <= df.loc[0, "test_accuracy"] <= 1
     assert (tmp_path / "runs.jsonl").is_file()
 
 
@@ -219,7 +219,7 @@ def test_dry_run_predicts_from_flops_and_trains_nothing(capsys, tiny_data_dir, t
     assert list(table) == ["MobileNet_0.25", "DenseNet121", "dense"]
     (m_size, m_gflops, m_engine, m_s, _), (d_size, d_gflops, d_engine, d_s, _) = \
         table["MobileNet_0.25"], table["DenseNet121"]
-    # each backbone's predicted extraction is that of the engine --engine auto would choose
+    # each backbone's predicted extraction is that of the runtime --runtime auto would choose
     assert {m_engine, d_engine} <= {"tensorflow", "openvino"}
     assert m_size == d_size == "32"
     # DenseNet121 costs ~10x MobileNet_0.25 per image at any size
@@ -227,7 +227,7 @@ def test_dry_run_predicts_from_flops_and_trains_nothing(capsys, tiny_data_dir, t
     assert float(d_s) > float(m_s) > 0
     assert "no extraction" in table["dense"][-1]
     assert "[3/3] dense" in stdout and "Calibration (tensorflow): VGG16" in stdout
-    assert "Calibration (openvino): VGG16" in stdout  # auto on a CPU weighs both engines
+    assert "Calibration (openvino): VGG16" in stdout  # auto on a CPU weighs both runtimes
     assert not out.exists()  # nothing ran, nothing written
     assert (tmp_path / "cache" / "graph-stats.json").is_file()  # a second dry run is instant
 

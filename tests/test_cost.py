@@ -8,7 +8,7 @@ import pytest
 from backbones import get
 from bench.cache import reset_process_caches
 from bench.config import RunConfig
-from bench.engine import cost, features, paths
+from bench.engine import cost, features, routes
 from bench.identity import identify
 
 
@@ -106,10 +106,10 @@ def test_cached_path_measures_inference_and_keeps_it_with_the_cached_features(ti
     config = RunConfig(image_size=32, epochs=1, weights="random", cache_dir=str(tmp_path),
                        verbose=0)
     ident = identify(spec, config, tiny_data)
-    measured = paths.cached(spec, config, tiny_data, ident)
+    measured = routes.cached(spec, config, tiny_data, ident)
     assert not measured.features_cached and measured.infer_ms > 0
     reset_process_caches()
-    from_disk = paths.cached(spec, config, tiny_data, ident)
+    from_disk = routes.cached(spec, config, tiny_data, ident)
     assert from_disk.features_cached and from_disk.infer_ms == measured.infer_ms
     # a file that lacks what its format records is damaged: recomputed, never read as zero
     (path,) = tmp_path.glob("*.npz")
@@ -120,7 +120,7 @@ def test_cached_path_measures_inference_and_keeps_it_with_the_cached_features(ti
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
     reset_process_caches()
-    again = paths.cached(spec, config, tiny_data, ident)
+    again = routes.cached(spec, config, tiny_data, ident)
     assert not again.features_cached and again.infer_ms > 0
     assert "is corrupt (unreadable (KeyError" in capsys.readouterr().err
 

@@ -18,12 +18,12 @@ from bench.data import FILES, DataError, Dataset, dollarstreet, from_arrays, loa
 from bench.data.dollarstreet import DEFAULT_DIR
 
 
-def make_arrays(n_train=12, n_val=6, k=3, h=5, w=7, dtype=np.uint8, seed=0):
+def make_arrays(n_train=12, n_test=6, k=3, h=5, w=7, dtype=np.uint8, seed=0):
     """Synthetic train/val images and labels, every class present in both splits."""
     rng = np.random.default_rng(seed)
     train_images = rng.integers(0, 256, (n_train, h, w, 3)).astype(dtype)
-    val_images = rng.integers(0, 256, (n_val, h, w, 3)).astype(dtype)
-    return train_images, np.arange(n_train) % k, val_images, np.arange(n_val) % k
+    test_images = rng.integers(0, 256, (n_test, h, w, 3)).astype(dtype)
+    return train_images, np.arange(n_train) % k, test_images, np.arange(n_test) % k
 
 
 def raises_one_line(match: str | None, func, *args, error=DataError, **kwargs) -> Exception:
@@ -44,11 +44,11 @@ def test_load_folder_basic(tmp_path):
     ds = load_dataset(folder)
     assert isinstance(ds, Dataset)
     assert ds.source == str(folder)
-    assert (ds.n_train, ds.n_val, ds.n_classes) == (12, 6, 3)
+    assert (ds.n_train, ds.n_test, ds.n_classes) == (12, 6, 3)
     assert ds.image_shape == (5, 7, 3)
     assert ds.class_names == ("class_0", "class_1", "class_2")
-    assert ds.train_images.dtype == np.uint8 and ds.val_images.dtype == np.uint8
-    assert ds.train_labels.dtype == np.int64 and ds.val_labels.shape == (6,)
+    assert ds.train_images.dtype == np.uint8 and ds.test_images.dtype == np.uint8
+    assert ds.train_labels.dtype == np.int64 and ds.test_labels.shape == (6,)
     np.testing.assert_array_equal(ds.train_images, arrays[0])
     assert ds.notes == ()
     assert "n_train=12" in repr(ds)
@@ -84,14 +84,14 @@ def test_float_images_in_0_1_are_scaled(dtype):
     ds = from_arrays((ti / 255).astype(dtype), tl, (vi / 255).astype(dtype), vl)
     assert ds.train_images.dtype == np.float32
     np.testing.assert_allclose(ds.train_images, ti, atol=0.2)
-    assert float(ds.val_images.max()) > 1
+    assert float(ds.test_images.max()) > 1
     assert any("0-1 detected; scaled to 0-255" in n for n in ds.notes)
 
 
 def test_mixed_integer_and_float_splits_share_float32():
     ti, tl, vi, vl = make_arrays()
     ds = from_arrays(ti, tl, vi.astype(np.float64), vl)
-    assert ds.train_images.dtype == ds.val_images.dtype == np.float32
+    assert ds.train_images.dtype == ds.test_images.dtype == np.float32
 
 
 @pytest.mark.parametrize("gray_shape", ["nhw", "nhw1"])
@@ -181,7 +181,7 @@ def test_from_arrays_class_names():
 
 
 def test_dollar_street_folder_gets_the_lesson_class_names(tmp_path):
-    ten = make_arrays(n_train=20, k=10, n_val=10)
+    ten = make_arrays(n_train=20, k=10, n_test=10)
     folder = write_dataset(tmp_path / "dataset_dollarstreet", ten)
     assert load_dataset(folder).class_names == dollarstreet.CLASSES
     assert dollarstreet.CLASSES[0] == "day bed" and dollarstreet.CLASSES[9] == "washing machine"
@@ -292,8 +292,8 @@ def test_images_not_nhwc_from_file_exact_message(tmp_path):
 
 
 def _case(mutate):
-    """Apply ``mutate`` to fresh arrays (a list: train_images, train_labels, val_images,
-    val_labels) and return them."""
+    """Apply ``mutate`` to fresh arrays (a list: train_images, train_labels, test_images,
+    test_labels) and return them."""
     arrays = list(make_arrays())
     mutate(arrays)
     return arrays
@@ -326,32 +326,32 @@ CATALOGUE = {
                         r"train_labels: expected one label per image \(12.*received 11"),
     "float labels": (_set(1, lambda a: a + 0.5), r"train_labels: expected integer class labels"),
     "string labels": (_set(3, lambda a: a.astype(str)),
-                      r"val_labels: expected integer class labels; received dtype <U"),
+                      r"test_labels: expected integer class labels; received dtype <U"),
     "one-hot labels": (_set(1, lambda a: np.eye(3, dtype=np.int64)[a]), r"one-hot"),
-    "negative label": (_with(3, 0, -1), r"val_labels: .*negative label -1"),
+    "negative label": (_with(3, 0, -1), r"test_labels: .*negative label -1"),
     "empty class": (_set(1, lambda a: np.array([0, 1, 3] * 4)),
                     r"class 2 has no training images"),
     "train one class": (_set(1, lambda a: np.zeros_like(a)),
                         r"train_labels: expected at least 2 classes; received only class 0"),
     "val one class": (_set(3, lambda a: np.ones_like(a)),
-                      r"val_labels: expected at least 2 classes; received only class 1"),
+                      r"test_labels: expected at least 2 classes; received only class 1"),
     "empty train": (_set(0, lambda a: a[:0]), r"train_images: .*empty split"),
-    "empty val": (_set(2, lambda a: a[:0]), r"val_images: .*empty split"),
-    "empty val labels": (_set(3, lambda a: a[:0]), r"val_labels: .*empty split"),
+    "empty val": (_set(2, lambda a: a[:0]), r"test_images: .*empty split"),
+    "empty val labels": (_set(3, lambda a: a[:0]), r"test_labels: .*empty split"),
     "nan pixels": (_set(0, lambda a: np.where(a == a.max(), np.nan, a.astype(np.float32))),
                    r"train_images: expected finite pixel values; received \d+ NaN or inf"),
     "inf pixels": (_set(2, lambda a: np.full(a.shape, np.inf, np.float32)), r"NaN or inf"),
-    "val label outside": (_with(3, 0, 7), r"val_labels: expected labels within the training "
+    "val label outside": (_with(3, 0, 7), r"test_labels: expected labels within the training "
                           r"classes 0\.\.2; received 7"),
     "int pixels above 255": (_set(0, lambda a: a.astype(np.int32) + 1),
                              r"expected integer pixels in 0-255; received range"),
     "int pixels below 0": (_set(2, lambda a: a.astype(np.int64) - 1), r"range -1 to"),
     "float pixels above 255": (_set(0, lambda a: a.astype(np.float32) * 2), r"0-255"),
     "float pixels below 0": (_set(0, lambda a: a.astype(np.float32) - 5), r"range -5"),
-    "val 0-255 while train 0-1": (_set(0, lambda a: a / 255.0), r"val_images: .*0-1 like"),
-    "val 0-1 while train 0-255": (_set(2, lambda a: a / 255.0), r"val_images: .*0-255 like"),
+    "val 0-255 while train 0-1": (_set(0, lambda a: a / 255.0), r"test_images: .*0-1 like"),
+    "val 0-1 while train 0-255": (_set(2, lambda a: a / 255.0), r"test_images: .*0-255 like"),
     "image size mismatch": (_set(2, lambda a: a[:, :4]),
-                            r"val_images: expected images of the same size .*5×7.*4×7"),
+                            r"test_images: expected images of the same size .*5×7.*4×7"),
     "ragged images": (_set(0, lambda a: [a[0], a[1, :3]]),
                       r"train_images: .*ragged nested sequence"),
     "object images": (_set(0, lambda a: np.array([None] * 12, dtype=object)),
@@ -410,7 +410,7 @@ def keras_utils():
 def test_default_folder_is_downloaded_then_loaded(tmp_path, monkeypatch, keras_utils):
     monkeypatch.chdir(tmp_path)
     calls = []
-    arrays = make_arrays(n_train=20, n_val=10, k=10)
+    arrays = make_arrays(n_train=20, n_test=10, k=10)
     monkeypatch.setattr(keras_utils, "get_file", fake_get_file(arrays, calls))
     ds = load_dataset()
     assert sorted(c[0] for c in calls) == sorted(f"{n}.part" for n in FILES)
@@ -429,7 +429,7 @@ def test_default_folder_is_downloaded_then_loaded(tmp_path, monkeypatch, keras_u
 
 def test_download_only_fetches_missing_files(tmp_path, monkeypatch, keras_utils):
     monkeypatch.chdir(tmp_path)
-    arrays = make_arrays(n_train=20, n_val=10, k=10)
+    arrays = make_arrays(n_train=20, n_test=10, k=10)
     write_dataset(tmp_path / DEFAULT_DIR, arrays)
     (tmp_path / DEFAULT_DIR / "test_labels.npy").unlink()
     calls = []

@@ -19,7 +19,7 @@ def run(backbone: str, right: np.ndarray | None, **fields) -> RunResult:
     if right is not None:
         wrong = [(y + 1) % 3 for y in LABELS]
         stored = dict(labels=LABELS, predictions=np.where(right, LABELS, wrong).tolist())
-    fields = {"weights": "imagenet", "val_accuracy": 0.5, **fields}
+    fields = {"weights": "imagenet", "test_accuracy": 0.5, **fields}
     return RunResult(backbone=backbone, status="ok", **stored, **fields)
 
 
@@ -83,7 +83,7 @@ def test_no_effect_without_predictions_on_the_same_images() -> None:
 
 
 def test_inflation_compares_the_same_experiment_under_both_protocols() -> None:
-    lesson = entry(run("M", None, val_accuracy=0.8), run("M", None, val_accuracy=0.7, seed=2))
+    lesson = entry(run("M", None, test_accuracy=0.8), run("M", None, test_accuracy=0.7, seed=2))
     holdout = entry(run("M", None, protocol="holdout", test_accuracy=0.6))
     other = entry(run("M", None, protocol="holdout", test_accuracy=0.1))
     found = inflation(
@@ -102,7 +102,7 @@ def test_inflation_compares_the_same_experiment_under_both_protocols() -> None:
 
 
 def test_no_inflation_for_a_model_under_one_protocol_only() -> None:
-    lesson = table(entry(run("M", None, val_accuracy=0.8)))
+    lesson = table(entry(run("M", None, test_accuracy=0.8)))
     holdout = table(
         entry(run("N", None, protocol="holdout", test_accuracy=0.6)), protocol="holdout"
     )

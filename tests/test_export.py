@@ -75,11 +75,11 @@ def _reference_logits(row: dict, out: Path, data_dir: Path, weights_dir: Path | 
     backbone = features.build_backbone(spec, ident.size, config, ident.weights)
     inputs, outputs = features.backbone_graph(spec, backbone, ident.size, config,
                                               data.image_shape, "uint8")
-    extracted = features.extract(keras.Model(inputs, outputs), data.val_images, 16, verbose=0)
+    extracted = features.extract(keras.Model(inputs, outputs), data.test_images, 16, verbose=0)
     trained = head.build_head(data.n_classes)
     trained.build(extracted.shape)
     trained.set_weights(load_head(out / row["head_file"]).weights)
-    return keras.ops.convert_to_numpy(trained(extracted, training=False)), data.val_images
+    return keras.ops.convert_to_numpy(trained(extracted, training=False)), data.test_images
 
 
 def _export_and_check(tmp: Path, out: Path, data_dir: Path, name: str,
@@ -139,10 +139,10 @@ def test_a_baseline_exports_as_its_whole_model(tmp_path):
     assert_same_predictions(model.predict(images, verbose=0), row["predictions"])
 
 
-def _row(backbone: str, config_hash: str, val_accuracy: float, seed: int = 2,
+def _row(backbone: str, config_hash: str, test_accuracy: float, seed: int = 2,
          group: str = "g", head_file: str | None = "heads/x.npz") -> dict:
     return RunResult(backbone=backbone, status="ok", config_hash=config_hash, group=group,
-                     seed=seed, val_accuracy=val_accuracy, best_val_accuracy=val_accuracy,
+                     seed=seed, test_accuracy=test_accuracy, best_epoch_accuracy=test_accuracy,
                      protocol="lesson", head_file=head_file).to_dict()
 
 
@@ -215,7 +215,7 @@ def test_ray_tasks_return_the_head_weights(tiny_data):
     from bench.executors.ray_cluster import _run_task
 
     payload = dict(train_images=tiny_data.train_images, train_labels=tiny_data.train_labels,
-                   val_images=tiny_data.val_images, val_labels=tiny_data.val_labels,
+                   test_images=tiny_data.test_images, test_labels=tiny_data.test_labels,
                    class_names=list(tiny_data.class_names), source="synthetic", notes=[])
     config = RunConfig(epochs=1, verbose=0, cache=False).to_dict()
     returned = _run_task("dense", config, payload, tiny_data.checksum())

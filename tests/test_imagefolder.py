@@ -61,26 +61,26 @@ def test_png_folder_gives_the_arrays_bit_for_bit(tmp_path):
     data = load_dataset(tmp_path / "f")
     assert isinstance(data, LazyDataset) and not data.decoded and data.kind == "folder"
     assert data.class_names == NAMES and data.image_shape == (32, 32, 3)
-    assert (data.n_train, data.n_val) == (48, 24)
+    assert (data.n_train, data.n_test) == (48, 24)
     assert any("2 non-image files ignored" in n for n in data.notes)
     train = in_folder_order(*arrays[:2])
     val = in_folder_order(*arrays[2:])
     assert data.train_images.dtype == np.uint8
     np.testing.assert_array_equal(data.train_images, train[0])
     np.testing.assert_array_equal(data.train_labels, train[1])
-    np.testing.assert_array_equal(data.val_images, val[0])
-    np.testing.assert_array_equal(data.val_labels, val[1])
+    np.testing.assert_array_equal(data.test_images, val[0])
+    np.testing.assert_array_equal(data.test_labels, val[1])
 
 
 def test_val_folder_is_the_evaluation_split(tmp_path):
     write_folder(tmp_path / "f")
     (tmp_path / "f" / "test").rename(tmp_path / "f" / "val")
     data = load_dataset(tmp_path / "f")
-    assert data.n_val == 24 and "train/ and val/" in data.notes[0]
+    assert data.n_test == 24 and "train/ and val/" in data.notes[0]
 
 
 def test_class_only_folder_is_split_stratified_and_the_same_every_time(tmp_path):
-    arrays = synthetic_arrays(n_train=60, n_val=0)
+    arrays = synthetic_arrays(n_train=60, n_test=0)
     write_folder(tmp_path / "f", (*arrays[:2], arrays[0][:0], arrays[1][:0]), split=False)
     first = imagefolder.list_folder(tmp_path / "f", test_fraction=0.25)
     again = imagefolder.list_folder(tmp_path / "f", test_fraction=0.25)
@@ -97,7 +97,7 @@ def test_class_only_folder_is_split_stratified_and_the_same_every_time(tmp_path)
 
 def test_class_only_folder_resumes_on_a_rerun(tmp_path):
     """In a child process (--timeout-min), which reads the decoded arrays with their identity."""
-    arrays = synthetic_arrays(n_train=24, n_val=0, side=8)
+    arrays = synthetic_arrays(n_train=24, n_test=0, side=8)
     write_folder(tmp_path / "f", (*arrays[:2], arrays[0][:0], arrays[1][:0]), split=False)
     args = ["dense", "--epochs", "1", "--quiet", "--timeout-min", "10", "--data",
             str(tmp_path / "f"), "--out", str(tmp_path / "out"), "--cache-dir",
@@ -109,7 +109,7 @@ def test_class_only_folder_resumes_on_a_rerun(tmp_path):
     assert "skipped, runs.jsonl already has an ok row" in again.stdout
     (row,) = read_rows(tmp_path / "out")
     assert row["data_kind"] == "folder" and row["data"] == str(tmp_path / "f")
-    assert (row["n_train"], row["n_val"]) == (18, 6)
+    assert (row["n_train"], row["n_test"]) == (18, 6)
 
 
 # --- identity --------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def write_mixed_folder(root: Path, arrays) -> Path:
 
 
 def test_every_format_and_mode_decodes_to_rgb(tmp_path):
-    arrays = synthetic_arrays(n_train=40, n_val=16, side=32, n_classes=3)
+    arrays = synthetic_arrays(n_train=40, n_test=16, side=32, n_classes=3)
     folder = write_mixed_folder(tmp_path / "f", arrays)
     data = load_dataset(folder, storage_size=48)
     assert data.image_shape == (48, 48, 3) and any("sizes stored at 48x48" in n
@@ -207,7 +207,7 @@ def test_decoding_is_lazy_and_happens_once(tmp_path, monkeypatch):
     monkeypatch.setattr(imagefiles, "decode", lambda path: calls.append(path) or real(path))
     data.checksum()
     assert data.image_shape == (32, 32, 3) and calls == []
-    assert len(data.train_images) + len(data.val_images) == len(calls) == 72
+    assert len(data.train_images) + len(data.test_images) == len(calls) == 72
 
 
 def test_skip_bad_images_leaves_them_out_and_names_them(tmp_path):
@@ -336,7 +336,7 @@ print(json.dumps({"skipped": len(outcome.skipped), "ran": len(outcome.results),
 
 
 def test_a_fully_resumed_folder_sweep_decodes_nothing_and_imports_no_tensorflow(tmp_path):
-    arrays = synthetic_arrays(n_train=12, n_val=6, side=8, n_classes=2)
+    arrays = synthetic_arrays(n_train=12, n_test=6, side=8, n_classes=2)
     write_folder(tmp_path / "f", arrays, class_names=("a", "b"))
     args = ["dense", "--epochs", "1", "--quiet", "--no-isolate", "--data",
             str(tmp_path / "f"), "--out", str(tmp_path / "out"), "--cache-dir",
@@ -360,20 +360,20 @@ def _features(data, weights_dir: Path):
 
     spec, config = get("MobileNet_0.25"), RunConfig(weights_dir=str(weights_dir))
     key = identify(spec, config, data).feature_key(spec, config)
-    return FeatureCache(default_cache_dir()).load(key, spec.name, data.n_train, data.n_val)
+    return FeatureCache(default_cache_dir()).load(key, spec.name, data.n_train, data.n_test)
 
 
 def test_real_photos_as_png_give_the_npy_run(tmp_path, real_data_dir, real_weights_dir):
     import bench
 
     npy = load_dataset(real_data_dir)
-    arrays = (npy.train_images, npy.train_labels, npy.val_images, npy.val_labels)
+    arrays = (npy.train_images, npy.train_labels, npy.test_images, npy.test_labels)
     png = load_dataset(write_folder(tmp_path / "png", arrays, class_names=npy.class_names))
     assert png.class_names == npy.class_names
     train_order = np.lexsort((np.arange(npy.n_train), npy.train_labels))
-    val_order = np.lexsort((np.arange(npy.n_val), npy.val_labels))
+    val_order = np.lexsort((np.arange(npy.n_test), npy.test_labels))
     np.testing.assert_array_equal(png.train_images, npy.train_images[train_order])
-    np.testing.assert_array_equal(png.val_images, npy.val_images[val_order])
+    np.testing.assert_array_equal(png.test_images, npy.test_images[val_order])
     rows = {name: bench.run("MobileNet_0.25", data=data, weights_dir=str(real_weights_dir))
             for name, data in (("npy", npy), ("png", png))}
     want, got = _features(npy, real_weights_dir), _features(png, real_weights_dir)
@@ -381,7 +381,7 @@ def test_real_photos_as_png_give_the_npy_run(tmp_path, real_data_dir, real_weigh
     # run batches the images in another order
     assert_features_close(got.train, want.train[train_order])
     assert_features_close(got.val, want.val[val_order])
-    accuracy = {name: float(df["val_accuracy"].iloc[0]) for name, df in rows.items()}
+    accuracy = {name: float(df["test_accuracy"].iloc[0]) for name, df in rows.items()}
     assert accuracy["npy"] > 0.5 and abs(accuracy["png"] - accuracy["npy"]) <= 0.02, accuracy
 
 
@@ -389,11 +389,11 @@ def test_real_photos_of_mixed_sizes_formats_and_modes(tmp_path, real_data_dir,
                                                       real_weights_dir):
     npy = load_dataset(real_data_dir)
     folder = write_mixed_folder(
-        tmp_path / "mixed", (npy.train_images, npy.train_labels, npy.val_images, npy.val_labels))
+        tmp_path / "mixed", (npy.train_images, npy.train_labels, npy.test_images, npy.test_labels))
     proc = bench_cli("MobileNet_0.25", "--data", str(folder), "--weights-dir",
                      str(real_weights_dir), "--out", str(tmp_path / "out"), "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "sizes stored at 160x160" in proc.stdout
     (row,) = read_rows(tmp_path / "out")
-    assert row["status"] == "ok" and row["val_accuracy"] >= 0.5, row["val_accuracy"]
-    assert (row["n_train"], row["n_val"]) == (npy.n_train, npy.n_val)
+    assert row["status"] == "ok" and row["test_accuracy"] >= 0.5, row["test_accuracy"]
+    assert (row["n_train"], row["n_test"]) == (npy.n_train, npy.n_test)

@@ -21,8 +21,8 @@ def run(backbone: str, accuracy: float, infer_ms: float | None, **fields) -> Run
     predictions = np.where(right, LABELS, [(y + 1) % 3 for y in LABELS]).tolist()
     defaults = dict(
         family=backbone[:3], weights="imagenet", params_total=int(1e6 * (infer_ms or 1)),
-        configuration={"protocol": "lesson", "image_size": 160}, val_accuracy=accuracy,
-        n_val=40,
+        configuration={"protocol": "lesson", "image_size": 160}, test_accuracy=accuracy,
+        n_test=40,
     )  # fmt: skip
     return RunResult(
         backbone, "ok", labels=LABELS, predictions=predictions, infer_ms=infer_ms,

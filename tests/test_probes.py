@@ -5,7 +5,7 @@ import pytest
 
 from backbones import get
 from bench.config import PROBE_CHOICES, RunConfig
-from bench.engine import paths, probes
+from bench.engine import probes, routes
 from bench.engine.splits import Splits, holdout_split
 from bench.identity import identify
 
@@ -26,19 +26,19 @@ def separable():
 
 @pytest.mark.parametrize("probe", [probes.linear, probes.knn], ids=["linear", "knn"])
 def test_separable_features_score_high_and_shuffled_labels_near_chance(separable, probe):
-    x_train, y_train, x_eval, y_eval = separable
-    assert probe(x_train, y_train, x_eval, y_eval, seed=0).accuracy > 0.9
+    x_train, y_train, x_test, y_test = separable
+    assert probe(x_train, y_train, x_test, y_test, seed=0).accuracy > 0.9
     rng = np.random.default_rng(2)
-    shuffled = probe(x_train, rng.permutation(y_train), x_eval, rng.permutation(y_eval), seed=0)
+    shuffled = probe(x_train, rng.permutation(y_train), x_test, rng.permutation(y_test), seed=0)
     assert shuffled.accuracy < 0.45  # chance is 0.25 for four classes
 
 
 @pytest.mark.parametrize("probe, param", [(probes.linear, "C"), (probes.knn, "k")],
                          ids=["linear", "knn"])
 def test_the_choice_uses_the_training_split_only(separable, probe, param):
-    x_train, y_train, x_eval, y_eval = separable
-    first = probe(x_train, y_train, x_eval, y_eval, seed=0)
-    relabelled = probe(x_train, y_train, x_eval, (y_eval + 1) % 4, seed=0)
+    x_train, y_train, x_test, y_test = separable
+    first = probe(x_train, y_train, x_test, y_test, seed=0)
+    relabelled = probe(x_train, y_train, x_test, (y_test + 1) % 4, seed=0)
     assert relabelled.chosen == first.chosen and param in first.chosen
     np.testing.assert_array_equal(relabelled.predictions, first.predictions)
     assert relabelled.accuracy != first.accuracy
@@ -47,7 +47,7 @@ def test_the_choice_uses_the_training_split_only(separable, probe, param):
     noisy = y_train.copy()
     flip = np.random.default_rng(3).random(len(noisy)) < 0.4
     noisy[flip] = np.random.default_rng(4).integers(0, 4, flip.sum())
-    assert probe(x_train, noisy, x_eval, y_eval, seed=0).chosen[param] != first.chosen[param]
+    assert probe(x_train, noisy, x_test, y_test, seed=0).chosen[param] != first.chosen[param]
 
 
 def test_every_name_the_config_accepts_is_a_probe():
@@ -55,22 +55,22 @@ def test_every_name_the_config_accepts_is_a_probe():
 
 
 def test_run_gives_the_row_fields_and_a_failing_probe_only_its_error(separable):
-    x_train, y_train, x_eval, y_eval = separable
-    splits = Splits(x_train, y_train, x_eval, y_eval, x_eval, y_eval)
+    x_train, y_train, x_test, y_test = separable
+    splits = Splits(x_train, y_train, x_test, y_test, x_test, y_test)
     fields = probes.run(("linear", "knn"), splits, seed=0)
     assert set(fields) == {"probe_linear_accuracy", "probe_linear_s", "probe_knn_accuracy",
                            "probe_knn_s", "probes"}
     assert fields["probe_linear_s"] > 0 and fields["probe_knn_s"] > 0
     linear, knn = fields["probes"]["linear"], fields["probes"]["knn"]
     assert linear["C"] in probes.C_GRID and knn["k"] in probes.K_GRID
-    assert len(linear["predictions"]) == len(knn["predictions"]) == len(y_eval)
-    assert np.mean(np.array(knn["predictions"]) == y_eval) == fields["probe_knn_accuracy"]
+    assert len(linear["predictions"]) == len(knn["predictions"]) == len(y_test)
+    assert np.mean(np.array(knn["predictions"]) == y_test) == fields["probe_knn_accuracy"]
     assert probes.run((), splits, seed=0) == {}
     # one class in training: logistic regression cannot fit, k-NN can
-    one_class = Splits(x_train, np.zeros_like(y_train), x_eval, y_eval, x_eval, y_eval)
+    one_class = Splits(x_train, np.zeros_like(y_train), x_test, y_test, x_test, y_test)
     fields = probes.run(("linear", "knn"), one_class, seed=0)
     assert "probe_linear_accuracy" not in fields and "error" in fields["probes"]["linear"]
-    assert fields["probe_knn_accuracy"] == np.mean(y_eval == 0)
+    assert fields["probe_knn_accuracy"] == np.mean(y_test == 0)
 
 
 def test_the_cached_path_probes_the_heads_training_split_and_the_test_file(tiny_data,
@@ -82,16 +82,16 @@ def test_the_cached_path_probes_the_heads_training_split_and_the_test_file(tiny_
     config = RunConfig(image_size=32, epochs=1, weights="random", protocol="holdout",
                        probes=("linear", "knn"), verbose=0)
     spec = get("MobileNet_0.25")
-    outcome = paths.cached(spec, config, tiny_data, identify(spec, config, tiny_data))
+    outcome = routes.cached(spec, config, tiny_data, identify(spec, config, tiny_data))
     (splits,) = seen
     head_train, _ = holdout_split(tiny_data.train_labels, config.val_fraction, config.seed)
     np.testing.assert_array_equal(splits.y_train, tiny_data.train_labels[head_train])
-    np.testing.assert_array_equal(splits.y_eval, tiny_data.val_labels)
-    np.testing.assert_array_equal(splits.y_eval, outcome.labels)
+    np.testing.assert_array_equal(splits.y_test, tiny_data.test_labels)
+    np.testing.assert_array_equal(splits.y_test, outcome.labels)
     details = outcome.probe_fields["probes"]
     assert len(details["linear"]["predictions"]) == len(details["knn"]["predictions"]) == len(
         outcome.labels)
-    plain = paths.cached(spec, replace(config, probes=()), tiny_data,
+    plain = routes.cached(spec, replace(config, probes=()), tiny_data,
                          identify(spec, config, tiny_data))
     assert plain.probe_fields == {}
     np.testing.assert_array_equal(plain.predictions, outcome.predictions)  # the head unchanged

@@ -114,7 +114,7 @@ def test_ray_rows_equal_the_localread_rows(ray_cluster, tiny_data, tmp_path):
     for r in remote.results:
         mine = by_key[(r.backbone, r.seed)]
         assert r.status == mine.status == "ok", r.error
-        assert_histories_close(r.history, mine.history, n=tiny_data.n_val)
+        assert_histories_close(r.history, mine.history, n=tiny_data.n_test)
         # predictions of a well-separated synthetic task: exact
         assert (r.config_hash, r.data, r.predictions) == \
             (mine.config_hash, mine.data, mine.predictions)

@@ -113,7 +113,7 @@ def zenodo(monkeypatch):
     """A local stand-in for the Zenodo record, DOWNLOADS pointed at it, a 1 s socket timeout."""
     pytest.importorskip("keras")  # get_file
     files = {}
-    for name, arr in zip(FILES, synthetic_arrays(n_train=20, n_val=10, side=8), strict=True):
+    for name, arr in zip(FILES, synthetic_arrays(n_train=20, n_test=10, side=8), strict=True):
         buf = io.BytesIO()
         np.save(buf, arr)
         files[name] = buf.getvalue()
@@ -198,7 +198,7 @@ def test_a_file_that_still_fails_after_one_refetch_is_named(zenodo, tmp_path, mo
 def test_a_truncated_file_kept_by_an_older_download_is_fetched_again(zenodo, tmp_path,
                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)
-    arrays = synthetic_arrays(n_train=20, n_val=10, side=8)
+    arrays = synthetic_arrays(n_train=20, n_test=10, side=8)
     folder = write_dataset(tmp_path / DEFAULT_DIR, arrays)
     data = (folder / "train_images.npy").read_bytes()
     (folder / "train_images.npy").write_bytes(data[: len(data) // 2])

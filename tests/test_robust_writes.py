@@ -32,9 +32,9 @@ FAST = ["--weights", "random", "--image-size", "32", "--epochs", "1", "--patienc
 
 def _row(backbone: str, val: float, seed: int = 2) -> dict:
     return RunResult(
-        backbone=backbone, status="ok", val_accuracy=val, epochs_run=2, seed=seed,
-        history={"accuracy": [0.3, 0.5], "val_accuracy": [0.2, val], "loss": [1.0, 0.8],
-                 "val_loss": [1.1, 0.9]},
+        backbone=backbone, status="ok", test_accuracy=val, epochs_run=2, seed=seed,
+        history={"accuracy": [0.3, 0.5], "test_accuracy": [0.2, val], "loss": [1.0, 0.8],
+                 "test_loss": [1.1, 0.9]},
         image_size=32, weights="random", epochs=2, patience=0, batch_size=32, data="d",
     ).to_dict()
 

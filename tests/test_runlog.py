@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_row
+from conftest import as_schema_1, make_row
 
 from bench.result import SCHEMA, RunResult
 from bench.runlog import (
@@ -29,13 +29,13 @@ def row(backbone: str, val: float = 0.5, **overrides) -> dict:
     fields = dict(
         backbone=backbone,
         status="ok",
-        val_accuracy=val,
+        test_accuracy=val,
         epochs_run=5,
-        history={"val_loss": [1.5, 1.2, 1.0]},
+        history={"test_loss": [1.5, 1.2, 1.0]},
         image_size=160,
         preprocess="native",
         pooling="max",
-        path="cached",
+        route="cached",
         weights="imagenet",
         seed=2,
         epochs=30,
@@ -140,25 +140,25 @@ def test_invalid_middle_line_is_skipped_with_its_line_number(tmp_path: Path, bad
 
 
 def test_nan_and_infinity_are_written_as_null(tmp_path: Path) -> None:
-    record = row("A", math.nan, best_val_accuracy=math.inf)
-    record["history"]["val_loss"][2] = -math.inf
+    record = row("A", math.nan, best_epoch_accuracy=math.inf)
+    record["history"]["test_loss"][2] = -math.inf
     append_record(tmp_path, record)
     text = (tmp_path / RUNS_FILE).read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text
     back = json.loads(text)  # strict parsers must accept it too
-    assert back["val_accuracy"] is None
-    assert back["best_val_accuracy"] is None
-    assert back["history"]["val_loss"] == [1.5, 1.2, None]
+    assert back["test_accuracy"] is None
+    assert back["best_epoch_accuracy"] is None
+    assert back["history"]["test_loss"] == [1.5, 1.2, None]
 
 
 def test_numpy_values_are_written_as_plain_json(tmp_path: Path) -> None:
     record = row("A", 0.5)
-    record["val_accuracy"] = np.float32(0.5)
+    record["test_accuracy"] = np.float32(0.5)
     record["epochs_run"] = np.int64(5)
     record["history"]["accuracy"] = np.array([0.1, np.nan])
     append_record(tmp_path, record)
     back = read_records(tmp_path)[0]
-    assert back["val_accuracy"] == 0.5 and back["epochs_run"] == 5
+    assert back["test_accuracy"] == 0.5 and back["epochs_run"] == 5
     assert back["history"]["accuracy"] == [0.1, None]
 
 
@@ -166,21 +166,15 @@ def test_numpy_values_are_written_as_plain_json(tmp_path: Path) -> None:
 # Rows as RunResults
 
 
-def v1(record: dict) -> dict:
-    """The row as bench wrote it before rows had a schema, a config hash and a group."""
-    return {k: v for k, v in record.items()
-            if k not in ("schema", "config_hash", "group", "configuration")}
-
-
 def test_rows_of_schema_1_read_with_the_defaults_of_fields_added_later() -> None:
-    old = {k: v for k, v in v1(row("A")).items() if k not in ("protocol", "kind", "notes")}
+    old = {k: v for k, v in as_schema_1(row("A")).items() if k not in ("protocol", "kind", "notes")}
     result = RunResult.from_dict(upgrade({**old, "a_field_of_a_later_version": 1}))
     assert (result.protocol, result.kind, result.notes, result.schema) == (
         "lesson", "backbone", [], SCHEMA)
     # null where the field has a default means the default too; null stays where None is one
     nulled = RunResult.from_dict(upgrade({**old, "protocol": None, "notes": None,
                                           "val_accuracy": None}))
-    assert (nulled.protocol, nulled.notes, nulled.val_accuracy) == ("lesson", [], None)
+    assert (nulled.protocol, nulled.notes, nulled.test_accuracy) == ("lesson", [], None)
     assert nulled.config_hash and nulled.group and nulled.configuration
 
 
@@ -211,7 +205,7 @@ def test_latest_records_keeps_the_last_of_each_run() -> None:
         ("pooling", "avg"),
         ("weights", "random"),
         ("seed", 3),
-        ("path", "end-to-end"),
+        ("route", "end-to-end"),
         ("epochs", 10),
         ("patience", 0),
         ("batch_size", 16),
@@ -221,11 +215,11 @@ def test_latest_records_keeps_the_last_of_each_run() -> None:
 )
 def test_rows_of_schema_1_without_a_hash_are_told_apart_by_every_knob(knob: str,
                                                                      value: object) -> None:
-    base, variant = v1(row("A", 0.5)), v1(row("A", 0.6, **{knob: value}))
+    base, variant = as_schema_1(row("A", 0.5)), as_schema_1(row("A", 0.6, **{knob: value}))
     kept = latest_records(old_runs(base, variant))
-    assert [r.val_accuracy for r in kept] == [0.5, 0.6]
+    assert [r.watched_accuracy for r in kept] == [0.5, 0.6]
     kept = latest_records(old_runs(base, variant, base))
-    assert [r.val_accuracy for r in kept] == [0.6, 0.5]
+    assert [r.watched_accuracy for r in kept] == [0.6, 0.5]
 
 
 def test_latest_records_keeps_every_seed_and_the_last_rerun() -> None:
@@ -234,13 +228,13 @@ def test_latest_records_keeps_every_seed_and_the_last_rerun() -> None:
 
 
 def test_the_config_hash_decides_where_rows_have_one() -> None:
-    old = v1(row("A", 0.5))  # written before the hash existed
+    old = as_schema_1(row("A", 0.5))  # written before the hash existed
     new = row("A", 0.6, config_hash="h-frac-0.2")  # the same run, rerun: replaces it
     other = row("A", 0.7, config_hash="h-frac-0.3")  # e.g. another --val-fraction: kept
     rerun = row("A", 0.8, config_hash="h-frac-0.2")  # replaces new
 
     def kept(*records):
-        return [r.val_accuracy for r in latest_records(old_runs(*records))]
+        return [r.test_accuracy for r in latest_records(old_runs(*records))]
 
     assert kept(old, new) == [0.6]
     assert kept(new, old) == [0.5]

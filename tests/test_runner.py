@@ -14,15 +14,15 @@ QUIET = dict(verbose=0)
 def test_cached_and_end_to_end_paths_agree(tiny_data, name):
     """Same seed, same head, same batches: the same training, epoch by epoch. EfficientNet and
     EfficientNetV2 hold stochastic-depth dropout, which an outer fit's training=True would
-    switch on in the end-to-end model only (val_loss then differs by 1e-4 to 1e-3)."""
+    switch on in the end-to-end model only (test_loss then differs by 1e-4 to 1e-3)."""
     spec = get(name)
     config = RunConfig(image_size=32, epochs=4, patience=0, weights="random", **QUIET)
     cached = run_one(spec, config, tiny_data)
     e2e = run_one(spec, RunConfig(**{**config.to_dict(), "end_to_end": True}), tiny_data)
     assert cached.ok and e2e.ok, (cached.error, e2e.error)
-    assert (cached.path, e2e.path) == ("cached", "end-to-end")
+    assert (cached.route, e2e.route) == ("cached", "end-to-end")
     # losses within 1e-5 per epoch: dropout left on in the backbone moves them by 1e-4 to 1e-3
-    assert_histories_close(e2e.history, cached.history, n=tiny_data.n_val)
+    assert_histories_close(e2e.history, cached.history, n=tiny_data.n_test)
     assert (cached.params_total, cached.params_trainable) == (e2e.params_total,
                                                               e2e.params_trainable)
     assert cached.extract_s > 0 and e2e.extract_s == 0
@@ -34,7 +34,7 @@ def test_densenet121_parameter_counts_match_the_lesson(tiny_data):
 
     ten = from_arrays(
         np.repeat(tiny_data.train_images[:10], 2, axis=0), np.arange(20) % 10,
-        tiny_data.val_images[:10], np.arange(10) % 10,
+        tiny_data.test_images[:10], np.arange(10) % 10,
     )
     result = run_one(get("DenseNet121"), RunConfig(epochs=1, weights="random", **QUIET), ten)
     assert result.ok, result.error
@@ -49,11 +49,11 @@ def test_row_describes_the_run(tiny_data):
                 tiny_data)
     assert r.ok
     assert r.weights == "random" and r.weights_file is None
-    assert (r.seed, r.image_size, r.epochs_run, r.n_train, r.n_val, r.n_classes) == (
-        7, 32, 3, tiny_data.n_train, tiny_data.n_val, 3)
-    assert set(r.history) == {"accuracy", "val_accuracy", "loss", "val_loss"}
-    assert r.val_accuracy == r.history["val_accuracy"][-1]
-    assert r.best_val_accuracy == max(r.history["val_accuracy"])
+    assert (r.seed, r.image_size, r.epochs_run, r.n_train, r.n_test, r.n_classes) == (
+        7, 32, 3, tiny_data.n_train, tiny_data.n_test, 3)
+    assert set(r.history) == {"accuracy", "test_accuracy", "loss", "test_loss"}
+    assert r.test_accuracy == r.history["test_accuracy"][-1]
+    assert r.best_epoch_accuracy == max(r.history["test_accuracy"])
     assert r.epoch_s == pytest.approx(float(np.median(r.epoch_times[1:])))
     assert r.keras_version and r.tf_version and r.started_at
 
@@ -78,7 +78,7 @@ def test_missing_imagenet_weights_fail_the_row_never_fall_back(tiny_data, monkey
     assert r.status == "error"
     assert "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in r.error
     assert "--weights-dir" in r.error
-    assert r.val_accuracy is None
+    assert r.test_accuracy is None
 
 
 def test_corrupt_weights_file_is_an_error_row_naming_it(tiny_data, tmp_path):
@@ -152,7 +152,7 @@ def test_rows_sharing_a_config_hash_are_one_experiment(tiny_data, mobilenet_file
     assert second.seed == single.seed == 3
 
     def split(config):
-        return make_splits(tiny_data.train_images, tiny_data.val_images, tiny_data, config).x_val
+        return make_splits(tiny_data.train_images, tiny_data.test_images, tiny_data, config).x_watch
 
     same_split = np.array_equal(split(second), split(single))
     same_hash = (identify(get("MobileNet_0.25"), second, tiny_data).config_hash
@@ -184,8 +184,8 @@ def test_imagenet_weights_beat_random_on_real_photos(real_weights_dir, real_data
     pretrained = run_one(spec, RunConfig(weights_dir=str(real_weights_dir), **QUIET), data)
     random = run_one(spec, RunConfig(weights="random", **QUIET), data)
     assert pretrained.ok and random.ok
-    assert pretrained.val_accuracy >= 0.5, pretrained.history["val_accuracy"]
-    assert random.val_accuracy <= 0.2, random.history["val_accuracy"]
+    assert pretrained.test_accuracy >= 0.5, pretrained.history["test_accuracy"]
+    assert random.test_accuracy <= 0.2, random.history["test_accuracy"]
 
 
 # --- trustworthy comparisons ------------------------------------------------------------------
@@ -195,10 +195,10 @@ def test_rows_carry_predictions_per_class_results_and_provenance(tiny_data):
                 RunConfig(image_size=32, epochs=3, patience=0, weights="random", **QUIET),
                 tiny_data)
     assert r.ok, r.error
-    assert r.labels == tiny_data.val_labels.tolist() and len(r.predictions) == tiny_data.n_val
+    assert r.labels == tiny_data.test_labels.tolist() and len(r.predictions) == tiny_data.n_test
     # under the lesson protocol the reported val accuracy is the test file's, at the last epoch
     assert np.mean(np.array(r.predictions) == np.array(r.labels)) == pytest.approx(
-        r.val_accuracy, abs=1e-6)
+        r.test_accuracy, abs=1e-6)
     assert len(r.per_class_accuracy) == 3 and r.class_names == list(tiny_data.class_names)
     assert 0 <= r.balanced_accuracy <= 1 and 0 <= r.macro_f1 <= 1
     assert r.python_version and r.numpy_version and r.device.startswith(("CPU", "GPU"))
@@ -218,7 +218,7 @@ def test_seeds_share_one_extraction_and_differ_only_in_the_head(tiny_data):
     reset_process_caches()  # the first seed again, its features extracted anew
     single = run_one(get("MobileNet_0.25"), config.per_seed()[0], tiny_data)
     assert not single.features_cached
-    assert_histories_close(single.history, rows[0].history, n=tiny_data.n_val)
+    assert_histories_close(single.history, rows[0].history, n=tiny_data.n_test)
 
 
 def test_holdout_never_lets_the_test_labels_reach_training(tiny_data):
@@ -233,14 +233,14 @@ def test_holdout_never_lets_the_test_labels_reach_training(tiny_data):
     relabelled = np.array(a.predictions)
     relabelled[:2] = (relabelled[:2] + np.array([1, 2])) % 3
     other = from_arrays(tiny_data.train_images, tiny_data.train_labels,
-                        tiny_data.val_images, relabelled, source="synthetic-relabelled")
+                        tiny_data.test_images, relabelled, source="synthetic-relabelled")
     b = run_one(get("MobileNet_0.25"), config, other)
     assert b.ok, b.error
-    assert_histories_close(b.history, a.history, n=tiny_data.n_val)
+    assert_histories_close(b.history, a.history, n=tiny_data.n_test)
     assert a.predictions == b.predictions
     assert b.test_accuracy == pytest.approx(1 - 2 / len(relabelled))
     assert a.test_accuracy != b.test_accuracy
-    assert a.protocol == "holdout" and a.labels == tiny_data.val_labels.tolist()
+    assert a.protocol == "holdout" and a.labels == tiny_data.test_labels.tolist()
     # the split holds out a fifth of each class of train, which early stopping watches
     assert a.test_accuracy == pytest.approx(np.mean(np.array(a.predictions) == a.labels))
 
@@ -270,6 +270,6 @@ def test_baselines_are_the_previous_episodes_models(name, params):
                        rng.integers(0, 255, (20, 64, 64, 3), dtype=np.uint8), np.arange(20) % 10)
     r = run_one(get(name), RunConfig(epochs=2, **QUIET), data)
     assert r.ok, r.error
-    assert r.kind == "baseline" and r.path == "from-scratch" and r.image_size == 64
+    assert r.kind == "baseline" and r.route == "from-scratch" and r.image_size == 64
     assert r.params_total == r.params_trainable == params
     assert r.weights == "none (trained from scratch)" and r.preprocess == "lesson"

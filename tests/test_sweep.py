@@ -120,7 +120,7 @@ def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(tiny
     ok = [r for r in rows if r["status"] == "ok"]
     assert sorted(r["backbone"] for r in ok) == sorted(names)  # exactly one each
     for r in ok:
-        assert_histories_close(r["history"], expected[r["backbone"]], n=r["n_val"])
+        assert_histories_close(r["history"], expected[r["backbone"]], n=r["n_test"])
 
 
 def test_ctrl_c_keeps_finished_rows_and_says_how_to_resume(tiny_data_dir, tmp_path):
@@ -199,7 +199,7 @@ class _Recorder:
 
 def test_resume_runs_again_a_cached_row_that_lacks_a_probe_asked_for(tiny_data, tmp_path):
     """Probes add columns, not a new run: a finished cached row without them runs again (its
-    new row replaces it), while rows of paths without features are never asked for them."""
+    new row replaces it), while rows of routes without features are never asked for them."""
     from backbones import get
     from bench import runlog
     from bench.config import RunConfig
@@ -209,7 +209,7 @@ def test_resume_runs_again_a_cached_row_that_lacks_a_probe_asked_for(tiny_data, 
     specs = [get("MobileNet_0.25"), get("dense")]
     config = RunConfig(weights="random", image_size=32, verbose=0)
     for spec, path in zip(specs, ("cached", "from-scratch"), strict=True):
-        runlog.append_record(tmp_path, {"backbone": spec.name, "status": "ok", "path": path,
+        runlog.append_record(tmp_path, {"backbone": spec.name, "status": "ok", "route": path,
                                         "config_hash": identify(spec, config, tiny_data)
                                         .config_hash})
     recorder = _Recorder()

@@ -57,7 +57,7 @@ def test_a_prepared_dataset_is_read_by_name(tfds_dir):
     assert isinstance(data, LazyDataset) and not data.decoded
     assert (data.kind, data.class_names, data.image_shape) == ("tfds", ("red", "green"),
                                                                (16, 16, 3))
-    assert (data.n_train, data.n_val) == (20, 10)
+    assert (data.n_train, data.n_test) == (20, 10)
     identity = data.checksum()
     assert data.train_images.shape == (20, 16, 16, 3) and data.train_images.dtype == np.uint8
     assert sorted(np.bincount(data.train_labels)) == [10, 10]
@@ -81,7 +81,7 @@ def test_the_cli_runs_a_tfds_dataset(tfds_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = read_rows(tmp_path / "out")
     assert row["status"] == "ok", row["error"]
-    assert (row["data"], row["data_kind"], row["n_train"], row["n_val"]) == (
+    assert (row["data"], row["data_kind"], row["n_train"], row["n_test"]) == (
         f"tfds:{NAME}", "tfds", 20, 10)
 
 

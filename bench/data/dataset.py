@@ -15,7 +15,10 @@ from functools import cached_property
 import numpy as np
 
 _IMAGES_SHAPE = "images N×H×W×3 (or N×H×W / N×H×W×1 grayscale)"
-_ARRAY_NAMES = ("train_images", "train_labels", "val_images", "val_labels")
+_ARRAY_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
+# The names each array is hashed under in a data checksum, and so in every config hash and
+# feature key: renaming one would orphan every result and cached feature on users' disks.
+_CHECKSUM_NAMES = ("train_images", "train_labels", "val_images", "val_labels")
 _Note = Callable[[str, str], None]  # note(text, array name): record a change for Dataset.notes
 
 
@@ -33,8 +36,8 @@ class Dataset:
 
     train_images: np.ndarray  # uint8 when the source was integer-typed, else float32
     train_labels: np.ndarray  # int64, shape (N,)
-    val_images: np.ndarray
-    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
     class_names: tuple[str, ...]
     source: str  # the folder, as given
     notes: tuple[str, ...] = ()  # what the loader changed and the user should know
@@ -53,8 +56,8 @@ class Dataset:
         return len(self.train_labels)
 
     @property
-    def n_val(self) -> int:
-        return len(self.val_labels)
+    def n_test(self) -> int:
+        return len(self.test_labels)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -77,7 +80,7 @@ class Dataset:
     def __repr__(self) -> str:  # the dataclass default would print every pixel
         return (
             f"Dataset(source={self.source!r}, kind={self.kind!r}, n_train={self.n_train}, "
-            f"n_val={self.n_val}, image_shape={self.image_shape}, "
+            f"n_test={self.n_test}, image_shape={self.image_shape}, "
             f"dtype={self.train_images.dtype}, n_classes={self.n_classes}, "
             f"notes={self.notes!r})"
         )
@@ -86,8 +89,8 @@ class Dataset:
 def arrays_checksum(data: Dataset) -> str:
     """sha256 over the four arrays' shape, dtype and bytes."""
     digest = hashlib.sha256()
-    arrays = (data.train_images, data.train_labels, data.val_images, data.val_labels)
-    for name, arr in zip(_ARRAY_NAMES, arrays, strict=True):
+    arrays = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+    for name, arr in zip(_CHECKSUM_NAMES, arrays, strict=True):
         digest.update(f"{name}:{arr.shape}:{arr.dtype.str};".encode())
         digest.update(np.ascontiguousarray(arr).data)
     return digest.hexdigest()
@@ -114,8 +117,8 @@ class LazyDataset(Dataset):
 
     train_images = property(lambda self: self.loaded.train_images)
     train_labels = property(lambda self: self.loaded.train_labels)
-    val_images = property(lambda self: self.loaded.val_images)
-    val_labels = property(lambda self: self.loaded.val_labels)
+    test_images = property(lambda self: self.loaded.test_images)
+    test_labels = property(lambda self: self.loaded.test_labels)
     skipped_images = property(lambda self: self.loaded.skipped_images)
 
     @property
@@ -131,8 +134,8 @@ class LazyDataset(Dataset):
         return len(self.train_labels) if self.decoded else self._counts[0]
 
     @property
-    def n_val(self) -> int:
-        return len(self.val_labels) if self.decoded else self._counts[1]
+    def n_test(self) -> int:
+        return len(self.test_labels) if self.decoded else self._counts[1]
 
     def __repr__(self) -> str:
         state = "decoded" if self.decoded else "not decoded yet"
@@ -143,8 +146,8 @@ class LazyDataset(Dataset):
 def from_arrays(
     train_images: np.ndarray,
     train_labels: np.ndarray,
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
     class_names: Sequence[str] | None = None,
     source: str = "<arrays>",
     kind: str = "arrays",
@@ -157,8 +160,8 @@ def from_arrays(
     return build_dataset(
         train_images,
         train_labels,
-        val_images,
-        val_labels,
+        test_images,
+        test_labels,
         names=_ARRAY_NAMES,
         class_names=(class_names, "class_names") if class_names is not None else None,
         default_names=None,
@@ -172,8 +175,8 @@ def from_arrays(
 def build_dataset(
     train_images: np.ndarray,
     train_labels: np.ndarray,
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
     *,
     names: Sequence[str],
     class_names: tuple[tuple[str, ...], str] | None,
@@ -188,15 +191,15 @@ def build_dataset(
     def note(text: str, name: str) -> None:
         notes.setdefault(text, []).append(name)
 
-    timg, vimg = _check_image_pair(ti_name, train_images, vi_name, val_images, note)
+    timg, vimg = _check_image_pair(ti_name, train_images, vi_name, test_images, note)
     tlab = _check_labels(tl_name, train_labels, len(timg), ti_name, note)
-    vlab = _check_labels(vl_name, val_labels, len(vimg), vi_name, note)
+    vlab = _check_labels(vl_name, test_labels, len(vimg), vi_name, note)
     n_classes = _check_classes(tl_name, tlab, vl_name, vlab)
     return Dataset(
         train_images=_frozen(timg),
         train_labels=_frozen(tlab),
-        val_images=_frozen(vimg),
-        val_labels=_frozen(vlab),
+        test_images=_frozen(vimg),
+        test_labels=_frozen(vlab),
         class_names=_class_names(class_names, default_names, n_classes),
         source=source,
         notes=tuple(f"{text} ({', '.join(where)})" for text, where in notes.items()),
@@ -204,11 +207,11 @@ def build_dataset(
     )
 
 
-def _check_image_pair(ti_name: str, train_images: object, vi_name: str, val_images: object,
+def _check_image_pair(ti_name: str, train_images: object, vi_name: str, test_images: object,
                       note: _Note) -> tuple[np.ndarray, np.ndarray]:
     """Both splits checked, on one scale (0-255) and one dtype, with the same image size."""
     timg, t_unit = _check_images(ti_name, train_images, note)
-    vimg, v_unit = _check_images(vi_name, val_images, note)
+    vimg, v_unit = _check_images(vi_name, test_images, note)
     if t_unit and not v_unit:
         raise DataError(f"{vi_name}: expected pixels in 0-1 like {ti_name}; received values "
                         "above 1 (0-255 scale)")

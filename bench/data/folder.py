@@ -158,9 +158,9 @@ def _split(root: Path, classes: dict[str, list[str]], fraction: float
                             f"'{name}' into train and test; received {len(files)}")
         rng = np.random.default_rng([SPLIT_SEED, zlib.crc32(name.encode())])
         order = rng.permutation(len(files))
-        n_val = min(len(files) - 1, max(1, round(len(files) * fraction)))
-        val[name] = sorted(files[i] for i in order[:n_val])
-        train[name] = sorted(files[i] for i in order[n_val:])
+        n_test = min(len(files) - 1, max(1, round(len(files) * fraction)))
+        val[name] = sorted(files[i] for i in order[:n_test])
+        train[name] = sorted(files[i] for i in order[n_test:])
     return train, val
 
 

@@ -174,7 +174,7 @@ def save_folder(folder: Path, data: Dataset) -> Path:
     with its class names and identity beside them, so that loading the folder gives a dataset
     with the checksum, kind and source `data` has."""
     folder.mkdir()
-    arrays = (data.train_images, data.train_labels, data.val_images, data.val_labels)
+    arrays = (data.train_images, data.train_labels, data.test_images, data.test_labels)
     for name, array in zip(FILES, arrays, strict=True):
         np.save(folder / name, np.asarray(array), allow_pickle=False)
     (folder / "classes.txt").write_text("\n".join(data.class_names) + "\n")

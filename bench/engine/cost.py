@@ -34,11 +34,11 @@ import tensorflow as tf
 from backbones import BackboneSpec, Spec, get
 from bench import cache
 from bench.config import RunConfig
-from bench.engine import engines, features, openvino_backend
+from bench.engine import features, openvino_backend, runtimes
 from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
-COLUMNS = ("backbone", "image_size", "gflops", "engine", "predicted_extract_s", "note")
+COLUMNS = ("backbone", "image_size", "gflops", "runtime", "predicted_extract_s", "note")
 
 _CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 # Graph plumbing that moves no data: left out of the activation count.
@@ -150,14 +150,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """This machine's extraction speed in one engine, solved from two timed reference
+    """This machine's extraction speed in one runtime, solved from two timed reference
     backbones."""
 
     seconds_per_gflop: float
     seconds_per_mvalue: float  # per million activation values written
     trace_seconds_per_op: float  # tracing and the first call, per graph operation
     timings: tuple[tuple[str, int, float, float], ...] = ()  # (name, images, s, first call s)
-    engine: str = "tensorflow"
+    runtime: str = "tensorflow"
     # TensorFlow: per million values of nested (XLA-compiled) calls; 0 for OpenVINO, which
     # converts them into plain convolutions
     seconds_per_mcalled: float = 0.0
@@ -182,9 +182,9 @@ REFERENCES = (("VGG16", 16), ("MobileNet_0.25", 96))
 
 def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
               references: tuple[tuple[str, int], ...] = REFERENCES,
-              engine: str = "tensorflow") -> Calibration:
+              runtime: str = "tensorflow") -> Calibration:
     """Times the references (random weights, random uint8 images) through the extraction path
-    of `engine` at the size and batch `config` gives; about ten seconds on two CPU cores
+    of `runtime` at the size and batch `config` gives; about ten seconds on two CPU cores
     (OpenVINO: plus converting the two, timed, into a throw-away folder)."""
     rows, timings, first_call, setups = [], [], [], []
     for name, n_images in references:
@@ -194,15 +194,15 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
         backbone = spec.build(size, pooling=config.pooling, weights=None)
         bs = min(config.extract_batch_size, n_images)
         began = time.perf_counter()
-        run = _reference_engine(engine, spec, backbone, size, config, image_shape, bs)
+        run = _reference_runtime(runtime, spec, backbone, size, config, image_shape, bs)
         setup = time.perf_counter() - began
         images = np.random.default_rng(0).integers(0, 256, (n_images, *image_shape),
                                                    dtype=np.uint8)
         start = time.perf_counter()
-        engines.extract(run, images[:bs], verbose=0)  # tracing + one batch
+        runtimes.extract(run, images[:bs], verbose=0)  # tracing + one batch
         first = time.perf_counter() - start
         start = time.perf_counter()
-        engines.extract(run, images, verbose=0)
+        runtimes.extract(run, images, verbose=0)
         seconds = time.perf_counter() - start
         stats = graph_stats(backbone, (size, size, 3))
         rows.append((stats.gflops, stats.activations / 1e6, seconds / n_images))
@@ -215,10 +215,10 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
     per_gflop, per_mvalue = np.linalg.solve([[g1, a1], [g2, a2]], [t1, t2])
     ops, first = max(first_call)  # the reference with the most ops sets the tracing rate
     per_op, per_mparam = (np.linalg.lstsq([r[:2] for r in setups], [r[2] for r in setups])[0]
-                          if engine == "openvino" else (0.0, 0.0))
+                          if runtime == "openvino" else (0.0, 0.0))
     return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
-                       tuple(timings), engine,
-                       grouped_conv_seconds_per_mvalue() if engine == "tensorflow" else 0.0,
+                       tuple(timings), runtime,
+                       grouped_conv_seconds_per_mvalue() if runtime == "tensorflow" else 0.0,
                        max(float(per_op), 0.0), max(float(per_mparam), 0.0))
 
 
@@ -237,24 +237,24 @@ def grouped_conv_seconds_per_mvalue(shape: tuple[int, ...] = (16, 40, 40, 96)) -
     return best / (np.prod(shape) / 1e6)
 
 
-def _reference_engine(engine: str, spec: BackboneSpec, backbone: keras.Model, size: int,
+def _reference_runtime(runtime: str, spec: BackboneSpec, backbone: keras.Model, size: int,
                       config: RunConfig, image_shape: tuple[int, ...], batch: int):
-    if engine == "openvino":
+    if runtime == "openvino":
         # store None: converted into a temporary folder, so the conversion is timed each time
-        return engines.OpenVinoEngine(spec, backbone, size, config, image_shape, "uint8",
+        return runtimes.OpenVinoRuntime(spec, backbone, size, config, image_shape, "uint8",
                                       batch, key=f"calibration-{spec.name}", store=None)
     inputs, outputs = features.backbone_graph(spec, backbone, size, config, image_shape,
                                               "uint8")
-    return engines.TensorFlowEngine(keras.Model(inputs, outputs), image_shape, "uint8", batch)
+    return runtimes.TensorFlowRuntime(keras.Model(inputs, outputs), image_shape, "uint8", batch)
 
 
-def engines_to_calibrate(config: RunConfig) -> tuple[str, ...]:
-    """The engines --engine can choose among on this machine."""
-    if config.engine != "auto":
-        return (config.engine,)
-    from bench.engine import choose
+def runtimes_to_calibrate(config: RunConfig) -> tuple[str, ...]:
+    """The runtimes --runtime can choose among on this machine."""
+    if config.runtime != "auto":
+        return (config.runtime,)
+    from bench.engine import runtime_choice
 
-    if choose.has_gpu() or openvino_backend.version() is None:
+    if runtime_choice.has_gpu() or openvino_backend.version() is None:
         return ("tensorflow",)
     return ("tensorflow", "openvino")
 
@@ -264,20 +264,20 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
              image_shape: tuple[int, ...] = (64, 64, 3),
              progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
     """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, the
-    engine --engine would choose, and the predicted seconds to extract the features of
+    runtime --runtime would choose, and the predicted seconds to extract the features of
     `n_images` images on this machine with it (tracing and OpenVINO's conversion included,
     as a run's extract_s).
 
-    Each engine's time is its rate measured on an earlier run of this backbone (remembered
+    Each runtime's time is its rate measured on an earlier run of this backbone (remembered
     beside the feature cache) when there is one, else the calibration's model. A backbone
     that cannot be built at that size gets None and a note, as a sweep row would; a
-    from-scratch baseline has no extraction. Calibrates every engine --engine can choose
+    from-scratch baseline has no extraction. Calibrates every runtime --runtime can choose
     unless given calibrations. `progress(i, n, name)` is called before each backbone.
     """
     if isinstance(calibration, Calibration):
-        calibration = {calibration.engine: calibration}
-    calibrations = calibration or {name: calibrate(config, image_shape, engine=name)
-                                   for name in engines_to_calibrate(config)}
+        calibration = {calibration.runtime: calibration}
+    calibrations = calibration or {name: calibrate(config, image_shape, runtime=name)
+                                   for name in runtimes_to_calibrate(config)}
     store = _store(config)
     specs = list(specs)
     rows = []
@@ -286,12 +286,12 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
             progress(i, len(specs), spec.name)
         if is_baseline(spec):
             rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
-                             predicted_extract_s=0.0, engine=None,
+                             predicted_extract_s=0.0, runtime=None,
                              note="trained from scratch on the raw images: no extraction"))
             continue
         size = config.size_for(spec.input_size)
         row = dict(backbone=spec.name, image_size=size, gflops=None, predicted_extract_s=None,
-                   engine=None, note="")
+                   runtime=None, note="")
         try:
             stats = backbone_stats(spec, size, config.pooling, store)
         except Exception as err:  # one backbone never stops the estimate
@@ -306,12 +306,13 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
                                        + n_images / measured[name])
                 else:
                     predicted[name] = cal.predict(stats, n_images)
-            row["engine"] = min(predicted, key=predicted.get)
+            row["runtime"] = min(predicted, key=predicted.get)
             if "openvino" in predicted and "tensorflow" in predicted and (
                     calibrations["openvino"].predict(stats, 0)
                     >= 0.5 * predicted["tensorflow"]) and "openvino" not in measured:
-                row["engine"] = "tensorflow"  # auto's rule: not worth converting (choose.py)
-            row["predicted_extract_s"] = predicted[row["engine"]]
+                # auto's rule (runtime_choice.py): not worth converting
+                row["runtime"] = "tensorflow"
+            row["predicted_extract_s"] = predicted[row["runtime"]]
             row["note"] = "; ".join(
                 f"{name} {seconds:.0f} s ({'measured rate' if name in measured else 'model'})"
                 for name, seconds in predicted.items()) if len(predicted) > 1 else ""
@@ -321,9 +322,9 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
 
 def _remembered_rates(spec: BackboneSpec, config: RunConfig, size: int,
                       image_shape: tuple[int, ...], store: Path | None) -> dict[str, float]:
-    """Images/s an earlier run of this backbone measured per engine on this machine."""
+    """Images/s an earlier run of this backbone measured per runtime on this machine."""
     if store is None:
         return {}
-    from bench.engine import choose
+    from bench.engine import runtime_choice
 
-    return choose.remembered_rates(spec, config, size, image_shape, "uint8", store)
+    return runtime_choice.remembered_rates(spec, config, size, image_shape, "uint8", store)

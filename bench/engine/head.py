@@ -45,7 +45,7 @@ def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
 
     `model.fit(shuffle=True)` draws its order from TensorFlow's op-level seeds, which depend on
     how many ops were created before; fixing the order here is what lets the cached and the
-    end-to-end paths see identical batches.
+    end-to-end routes see identical batches.
     """
     rng = np.random.default_rng(seed)
     return np.stack([rng.permutation(n) for _ in range(epochs)]) if epochs else np.zeros((0, n))
@@ -89,8 +89,8 @@ HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
 LOOPS = ("fit", "compiled")
 
 
-def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-          y_val: np.ndarray, config: RunConfig, loop: str | None = None,
+def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch: np.ndarray,
+          y_watch: np.ndarray, config: RunConfig, loop: str | None = None,
           restore_best: bool = False, prepared: CompiledLoop | None = None) -> TrainOutcome:
     """The lesson's `fit`: Adam, early stopping on val_accuracy, batches in a seeded order.
 
@@ -117,16 +117,16 @@ def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_val: n
     stopper = _early_stopping(config, restore_best)
     if loop == "fit":
         compile_lesson(model)
-        return _train_fit(model, x_train, y_train, x_val, y_val, config, orders, stopper)
+        return _train_fit(model, x_train, y_train, x_watch, y_watch, config, orders, stopper)
     if prepared is not None:
         if prepared.model is not model:
             raise ValueError("prepared belongs to another model")
-        return prepared.run(x_train, y_train, x_val, y_val, orders, stopper)
+        return prepared.run(x_train, y_train, x_watch, y_watch, orders, stopper)
     start = time.perf_counter()
     prepared = CompiledLoop(model, x_train.shape[1:], x_train.dtype, y_train.dtype,
                             config.batch_size)
     prepare_s = time.perf_counter() - start
-    outcome = prepared.run(x_train, y_train, x_val, y_val, orders, stopper)
+    outcome = prepared.run(x_train, y_train, x_watch, y_watch, orders, stopper)
     # as under fit, whose first epoch includes tracing: epoch times add up to the training
     if outcome.epoch_times:
         outcome.epoch_times[0] += prepare_s
@@ -144,14 +144,14 @@ def _early_stopping(config: RunConfig,
                                          restore_best_weights=restore_best)
 
 
-def _train_fit(model: keras.Model, x_train, y_train, x_val, y_val, config: RunConfig,
+def _train_fit(model: keras.Model, x_train, y_train, x_watch, y_watch, config: RunConfig,
                orders: np.ndarray, stopper) -> TrainOutcome:
     timer = EpochTimer()
     fit = model.fit(
         batches(x_train, y_train, orders, config.batch_size),
         steps_per_epoch=math.ceil(len(x_train) / config.batch_size),
         epochs=config.epochs,
-        validation_data=(x_val, y_val),
+        validation_data=(x_watch, y_watch),
         validation_batch_size=config.batch_size,
         callbacks=[stopper, timer] if stopper else [timer],
         shuffle=False,  # the order is already fixed by epoch_orders
@@ -193,7 +193,7 @@ class CompiledLoop:
         empty_y = np.zeros((0,), label_dtype)
         self._epoch(empty_x, empty_y, empty_x, empty_y, np.zeros((0,), np.int64))
 
-    def _epoch_fn(self, x, y, x_val, y_val, order):
+    def _epoch_fn(self, x, y, x_watch, y_watch, order):
         model, bs = self.model, self.batch_size
 
         def steps(n, step, get_batch) -> None:
@@ -205,15 +205,15 @@ class CompiledLoop:
               lambda a, b: (tf.gather(x, order[a:b]), tf.gather(y, order[a:b])))
         train_logs = _metric_results(model)
         model.reset_metrics()
-        steps(tf.shape(x_val)[0], model.test_step, lambda a, b: (x_val[a:b], y_val[a:b]))
+        steps(tf.shape(x_watch)[0], model.test_step, lambda a, b: (x_watch[a:b], y_watch[a:b]))
         val_logs = _metric_results(model)
         return train_logs, val_logs
 
-    def run(self, x_train, y_train, x_val, y_val, orders: np.ndarray,
+    def run(self, x_train, y_train, x_watch, y_watch, orders: np.ndarray,
             stopper: keras.callbacks.EarlyStopping | None) -> TrainOutcome:
         model = self.model
         x_t, y_t = tf.constant(x_train), tf.constant(y_train)
-        xv_t, yv_t = tf.constant(x_val), tf.constant(y_val)
+        xv_t, yv_t = tf.constant(x_watch), tf.constant(y_watch)
         if stopper:
             stopper.set_model(model)
             stopper.on_train_begin()

@@ -42,26 +42,26 @@ class ProbeResult:
     predictions: np.ndarray  # on the evaluation images
 
 
-def linear(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
+def linear(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
            seed: int = 0) -> ProbeResult:
     """Multinomial logistic regression (L-BFGS) on standardised features; C by CV."""
     # lbfgs fits one multinomial (softmax) model for three or more classes
     model = make_pipeline(StandardScaler(),
                           LogisticRegression(solver="lbfgs", max_iter=MAX_ITER))
-    fit = _choose(model, "logisticregression__C", C_GRID, x_train, y_train, x_eval, seed)
+    fit = _choose(model, "logisticregression__C", C_GRID, x_train, y_train, x_test, seed)
     converged = bool(np.all(fit.search.best_estimator_[-1].n_iter_ < MAX_ITER))
-    return fit.result(y_eval, C=float(fit.value), converged=converged)
+    return fit.result(y_test, C=float(fit.value), converged=converged)
 
 
-def knn(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
+def knn(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
         seed: int = 0) -> ProbeResult:
     """k nearest neighbours by cosine distance on the raw features; k by CV."""
     model = KNeighborsClassifier(metric="cosine", algorithm="brute")
     # a fold trains on (folds - 1) / folds of the split: k cannot exceed that
     folds = _folds(y_train)
     ks = tuple(k for k in K_GRID if k <= len(y_train) * (folds - 1) // folds) or (1,)
-    fit = _choose(model, "n_neighbors", ks, x_train, y_train, x_eval, seed)
-    return fit.result(y_eval, k=int(fit.value))
+    fit = _choose(model, "n_neighbors", ks, x_train, y_train, x_test, seed)
+    return fit.result(y_test, k=int(fit.value))
 
 
 PROBES: dict[str, Callable[..., ProbeResult]] = {"linear": linear, "knn": knn}
@@ -77,7 +77,7 @@ def run(names: Iterable[str], splits: Splits, seed: int) -> dict[str, Any]:
     details: dict[str, Any] = {}
     for name in names:
         try:
-            result = PROBES[name](splits.x_train, splits.y_train, splits.x_eval, splits.y_eval,
+            result = PROBES[name](splits.x_train, splits.y_train, splits.x_test, splits.y_test,
                                   seed)
         except Exception as err:  # an optional column never costs the row
             details[name] = {"error": " ".join(str(err).split()) or type(err).__name__}
@@ -110,14 +110,14 @@ class _Fit:
     predictions: np.ndarray  # on the evaluation images
     seconds: float
 
-    def result(self, y_eval: np.ndarray, **chosen: Any) -> ProbeResult:
-        return ProbeResult(float(np.mean(self.predictions == y_eval)), self.seconds,
+    def result(self, y_test: np.ndarray, **chosen: Any) -> ProbeResult:
+        return ProbeResult(float(np.mean(self.predictions == y_test)), self.seconds,
                            {**chosen, "cv_accuracy": float(self.search.best_score_),
                             "folds": self.folds}, self.predictions)
 
 
 def _choose(model: BaseEstimator, param: str, grid: tuple, x_train: np.ndarray,
-            y_train: np.ndarray, x_eval: np.ndarray, seed: int) -> _Fit:
+            y_train: np.ndarray, x_test: np.ndarray, seed: int) -> _Fit:
     """Grid search by stratified, seeded CV on the training split, refit on all of it, one
     prediction on the evaluation images (their labels are not an argument)."""
     start = time.perf_counter()
@@ -131,6 +131,6 @@ def _choose(model: BaseEstimator, param: str, grid: tuple, x_train: np.ndarray,
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         search.fit(x_train, y_train)
-        predictions = np.asarray(search.predict(x_eval))
+        predictions = np.asarray(search.predict(x_test))
     return _Fit(search, search.best_params_[param], folds, predictions,
                 time.perf_counter() - start)

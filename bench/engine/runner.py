@@ -19,8 +19,8 @@ from bench import stats
 from bench.cache import process_caches
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import cost, paths, probes
-from bench.engine.paths import Outcome
+from bench.engine import cost, probes, routes
+from bench.engine.routes import Outcome
 from bench.identity import (
     RunIdentity,
     failed_row,
@@ -28,7 +28,7 @@ from bench.identity import (
     identify,
     is_baseline,
     known_fields,
-    path_name,
+    route_name,
 )
 from bench.provenance import git_commit
 from bench.result import STATUS_OK, RunResult
@@ -52,11 +52,11 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
     try:
         ident = identify(spec, config, data, checksum)
         if is_baseline(spec):
-            outcome = paths.from_scratch(spec, config, data)
+            outcome = routes.from_scratch(spec, config, data)
         elif config.end_to_end:
-            outcome = paths.end_to_end(spec, config, data, ident)
+            outcome = routes.end_to_end(spec, config, data, ident)
         else:
-            outcome = paths.cached(spec, config, data, ident)
+            outcome = routes.cached(spec, config, data, ident)
     except Exception as err:  # a sweep never dies of one model
         return failed_row(spec, config, data, _describe(err), time.perf_counter() - start,
                           checksum, **provenance)
@@ -64,6 +64,12 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
         keras.backend.clear_session()  # collects garbage itself (free_memory=True)
     common = {**known_fields(spec, config, data, checksum, ident), **provenance}
     return _ok_row(outcome, spec, config, data, ident, common, start)
+
+
+def _history(keras_history: dict, watched: str) -> dict:
+    """Keras' history with its val_ keys named by the split early stopping watched."""
+    return {k.replace("val_", f"{watched}_", 1) if k.startswith("val_") else k: v
+            for k, v in keras_history.items()}
 
 
 def _run_provenance() -> dict:
@@ -74,8 +80,8 @@ def _run_provenance() -> dict:
 
 def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
             ident: RunIdentity, common: dict, start: float) -> RunResult:
-    val = outcome.history["val_accuracy"]
-    best = int(np.argmax(val))
+    watched = outcome.history["val_accuracy"]  # Keras' name for what early stopping watches
+    best = int(np.argmax(watched))
     times = outcome.epoch_times
     labels, predictions = outcome.labels, outcome.predictions
     notes = list(data.notes)
@@ -84,17 +90,17 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
     if config.preprocess == "lesson" and not is_baseline(spec):
         notes.append(_lesson_preprocess_warning(spec))
     if config.probes and not outcome.probe_fields:
-        notes.append(probes.not_run_note(path_name(spec, config)))
+        notes.append(probes.not_run_note(route_name(spec, config)))
     per_class = stats.per_class_accuracy(labels, predictions, data.n_classes)
+    holdout = config.protocol == "holdout"
     return RunResult(
         status=STATUS_OK,
-        val_accuracy=val[-1],
-        best_val_accuracy=val[best],
+        test_accuracy=float(np.mean(labels == predictions)) if holdout else watched[-1],
+        holdout_accuracy=watched[-1] if holdout else None,
+        best_epoch_accuracy=watched[best],
         best_epoch=best + 1,
-        epochs_run=len(val),
-        history=outcome.history,
-        test_accuracy=float(np.mean(labels == predictions)) if config.protocol == "holdout"
-        else None,
+        epochs_run=len(watched),
+        history=_history(outcome.history, "holdout" if holdout else "test"),
         eval_split="test",
         predictions=predictions.tolist(),
         labels=labels.tolist(),
@@ -113,7 +119,7 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         infer_ms=outcome.infer_ms,
         gflops=cost.run_gflops(spec, ident.size, config),
         **outcome.probe_fields,
-        **outcome.engine_fields,
+        **outcome.runtime_fields,
         notes=notes,
         head_weights=outcome.head_weights,
         **common,

@@ -28,10 +28,10 @@ class Splits:
 
     x_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_eval: np.ndarray  # the test file, in both protocols
-    y_eval: np.ndarray
+    x_watch: np.ndarray
+    y_watch: np.ndarray
+    x_test: np.ndarray  # the test file, in both protocols
+    y_test: np.ndarray
 
 
 def make_splits(x_train_all: np.ndarray, x_test: np.ndarray, data: Dataset,
@@ -42,6 +42,6 @@ def make_splits(x_train_all: np.ndarray, x_test: np.ndarray, data: Dataset,
         tr, va = holdout_split(data.train_labels, config.val_fraction,
                                config.effective_backbone_seed)
         return Splits(x_train_all[tr], data.train_labels[tr], x_train_all[va],
-                      data.train_labels[va], x_test, data.val_labels)
-    return Splits(x_train_all, data.train_labels, x_test, data.val_labels, x_test,
-                  data.val_labels)
+                      data.train_labels[va], x_test, data.test_labels)
+    return Splits(x_train_all, data.train_labels, x_test, data.test_labels, x_test,
+                  data.test_labels)

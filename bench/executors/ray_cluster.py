@@ -164,7 +164,7 @@ class RayExecutor:
             # Once into the object store; each task gets a reference, not a copy of the pixels.
             payload = ray.put(dict(
                 train_images=data.train_images, train_labels=data.train_labels,
-                val_images=data.val_images, val_labels=data.val_labels,
+                test_images=data.test_images, test_labels=data.test_labels,
                 class_names=list(data.class_names), source=data.source, notes=list(data.notes)))
 
             def submit(spec, config: RunConfig) -> None:
@@ -222,7 +222,7 @@ def _run_task(backbone: str, config: dict, payload: dict, data_checksum: str) ->
     # The driver validated these arrays: rebuilt as they are, notes included, not re-normalised.
     data = Dataset(
         train_images=payload["train_images"], train_labels=payload["train_labels"],
-        val_images=payload["val_images"], val_labels=payload["val_labels"],
+        test_images=payload["test_images"], test_labels=payload["test_labels"],
         class_names=tuple(payload["class_names"]), source=payload["source"],
         notes=tuple(payload["notes"]),
     )

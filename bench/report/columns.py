@@ -54,7 +54,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("K", dtype="Int64", shown=_only(DETAILS)),
     Column("seed", "seed", "Int64", shown=_only(CSV)),
     # last epoch under lesson; under holdout the holdout split of the training set
-    Column("val_acc", "val_accuracy", "float64", shown=_only(FRAME, CSV, DETAILS), per_entry=MEAN),
+    Column("val_acc", "watched_accuracy", "float64", shown=_only(FRAME, CSV, DETAILS),
+           per_entry=MEAN),
     Column("val_acc_sd", dtype="float64", shown=_only(FRAME)),
     Column("test_acc", "test_accuracy", "float64", shown=_DATA, per_entry=MEAN),  # holdout only
     Column("test_acc_sd", dtype="float64", shown=_only(FRAME)),
@@ -70,7 +71,7 @@ COLUMNS: tuple[Column, ...] = (
     # per-class summaries, cost and how the run was made
     Column("balanced_acc", "balanced_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
     Column("macro_f1", "macro_f1", "float64", ".3f", _DATA | {DETAILS}, MEAN),
-    Column("best_val_acc", "best_val_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("best_val_acc", "best_epoch_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
     Column("epochs", "epochs_run", "Int64", shown=_DATA | {DETAILS}, per_entry=MEAN),
     Column("trainable_params", "params_trainable", "Int64", ",", _DATA),
     Column("total_params", "params_total", "Int64", ",", _DATA),
@@ -80,7 +81,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("preprocess", "preprocess", shown=_DATA),  # said in the table's title
     # "imagenet", "random" or a weights file's name (never its path); markdown: the file name
     Column("weights", "weights", shown=_DATA | {DETAILS}),
-    Column("path", "path", shown=_DATA | {DETAILS}),
+    Column("path", "route", shown=_DATA | {DETAILS}),
     # the csv's provenance (lists such as predictions are left out)
     Column("eval_split", "eval_split", shown=_only(CSV)),
     Column("imagenet_top1", "imagenet_top1", "float64", shown=_only(CSV)),
@@ -105,11 +106,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("weights_file", "weights_file", shown=_DATA),
     # Keras' own file name for the run's size when another resolution's file stood in
     Column("weights_substituted_for", "weights_substituted_for", shown=_DATA),
-    # where the frozen backbone ran (--engine) and how fast, resize and preprocessing included
-    Column("engine", "engine", shown=_DATA),
-    Column("engine_version", "engine_version", shown=_DATA),
-    Column("engine_batch", "engine_batch", "Int64", shown=_DATA),
-    Column("extract_img_s", "engine_images_per_s", "float64", ".0f", _DATA, MEAN),
+    # where the frozen backbone ran (--runtime) and how fast, resize and preprocessing included
+    Column("runtime", "runtime", shown=_DATA),
+    Column("runtime_version", "runtime_version", shown=_DATA),
+    Column("runtime_batch", "runtime_batch", "Int64", shown=_DATA),
+    Column("extract_img_s", "runtime_images_per_s", "float64", ".0f", _DATA, MEAN),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

@@ -152,7 +152,7 @@ def inflation(tables: Iterable[Table]) -> list[Inflation]:
         lesson = _by_model(lesson_table.entries)
         for holdout_table in (t for t in holdouts if _experiment(t) == _experiment(lesson_table)):
             for key, holdout in _by_model(holdout_table.entries).items():
-                before = lesson[key].mean("val_accuracy") if key in lesson else None
+                before = lesson[key].mean("test_accuracy") if key in lesson else None
                 after = holdout.mean("test_accuracy")
                 if before is not None and after is not None:
                     entry = lesson[key]

@@ -354,7 +354,7 @@ def _common_value(runs: Sequence[RunResult], name: str) -> str:
 def _protocol_line(runs: Sequence[RunResult]) -> str:
     """One line saying what was run: the data and the protocol knobs."""
     data = f"Data: `{_common_value(runs, 'data')}`"
-    sizes = [_common_value(runs, k) for k in ("n_train", "n_val", "n_classes")]
+    sizes = [_common_value(runs, k) for k in ("n_train", "n_test", "n_classes")]
     if MISSING not in sizes and not any(s.startswith("mixed") for s in sizes):
         data += f" ({sizes[0]} train / {sizes[1]} val images, {sizes[2]} classes)"
     knobs = ", ".join(

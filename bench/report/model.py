@@ -56,7 +56,7 @@ def seed_order(seed: Any) -> tuple:
 
 def rank_field(protocol: str) -> str:
     """The accuracy entries are ranked by: the untouched test file under holdout."""
-    return "test_accuracy" if protocol == HOLDOUT else "val_accuracy"
+    return "test_accuracy"
 
 
 def eval_arrays(run: RunResult) -> tuple[np.ndarray, np.ndarray] | None:
@@ -112,9 +112,9 @@ def n_eval(run: RunResult) -> int | None:
     """Images the ranking accuracy was measured on."""
     if arrays := eval_arrays(run):
         return len(arrays[0])
-    # without stored labels: under lesson the test file is the validation set, n_val counts it
-    if run.protocol != HOLDOUT and is_number(run.n_val) and run.n_val > 0:
-        return int(run.n_val)
+    # without stored labels: under lesson the test file is the validation set, n_test counts it
+    if run.protocol != HOLDOUT and is_number(run.n_test) and run.n_test > 0:
+        return int(run.n_test)
     return None
 
 
@@ -269,7 +269,7 @@ def title(configuration: dict, differing: Iterable[str] = ()) -> str:
 def _ranking_key(entry: Entry) -> tuple:
     return (
         _sort_number(entry.accuracy()),
-        _sort_number(entry.mean("best_val_accuracy")),
+        _sort_number(entry.mean("best_epoch_accuracy")),
         str(entry.first.backbone),
         entry.label,
     )
@@ -368,7 +368,7 @@ def _entry_numbers(entry: Entry) -> dict[str, Any]:
         rank_low=entry.rank_low,
         rank_high=entry.rank_high,
         k=len(entry.runs),
-        val_acc_sd=entry.mean_sd("val_accuracy")[1],
+        val_acc_sd=entry.mean_sd("watched_accuracy")[1],
         test_acc_sd=entry.mean_sd("test_accuracy")[1],
         ci_low=ci_low,
         ci_high=ci_high,

@@ -77,7 +77,7 @@ def _unique_files(folder: Path, labels: Sequence[str], prefix: str) -> list[Path
 
 
 def _history_panel(ax: Any, runs: Sequence[RunResult], metrics: Sequence[str], best: Any) -> None:
-    """One metric pair (train, validation) per epoch, one line per run."""
+    """One metric pair (training batches, the watched split) per epoch, one line per run."""
     single = len(runs) == 1
     plotted = False
     for colour, metric in enumerate(metrics):
@@ -116,9 +116,10 @@ def _plot_history(runs: Sequence[RunResult], title: str, path: Path) -> None:
     # fixed margins: a layout engine doubles the drawing time, and dozens of these are drawn
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.22)
     best = runs[0].best_epoch if len(runs) == 1 else None
+    watched = "holdout" if runs[0].protocol == "holdout" else "test"
     for ax, metrics, ylabel in (
-        (axes[0], ("accuracy", "val_accuracy"), "accuracy"),
-        (axes[1], ("loss", "val_loss"), "loss"),
+        (axes[0], ("accuracy", f"{watched}_accuracy"), "accuracy"),
+        (axes[1], ("loss", f"{watched}_loss"), "loss"),
     ):
         _history_panel(ax, runs, metrics, best)
         ax.set_xlabel("epoch")

@@ -1,5 +1,5 @@
-"""The extraction engines: OpenVINO computes TensorFlow's features (so the feature cache does
-not depend on the engine), its converted models are cached, and --engine auto chooses from
+"""The extraction runtimes: OpenVINO computes TensorFlow's features (so the feature cache does
+not depend on the runtime), its converted models are cached, and --runtime auto chooses from
 measured or remembered rates."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import openvino  # noqa: F401  (the engine under test; CI installs it, so no skip)
+import openvino  # noqa: F401  (the runtime under test; CI installs it, so no skip)
 import pytest
 import tensorflow as tf
 from conftest import assert_features_close, assert_histories_close, read_rows, synthetic_arrays
@@ -24,7 +24,7 @@ from bench.__main__ import main
 from bench.cache import reset_process_caches
 from bench.config import RunConfig
 from bench.data import Dataset, from_arrays
-from bench.engine import choose, engines, features, openvino_backend
+from bench.engine import features, openvino_backend, runtime_choice, runtimes
 from bench.engine.runner import run_one
 from bench.identity import identify
 
@@ -33,11 +33,11 @@ BATCH = 8  # 20 images: two full batches and a short one, which OpenVINO pads
 
 
 def _data(n_train: int = 20) -> Dataset:
-    return from_arrays(*synthetic_arrays(n_train=n_train, n_val=6), source="synthetic")
+    return from_arrays(*synthetic_arrays(n_train=n_train, n_test=6), source="synthetic")
 
 
 class _Built:
-    """A backbone as paths._extract builds it, and what choose() needs beside it."""
+    """A backbone as routes._extract builds it, and what choose_runtime() needs beside it."""
 
     def __init__(self, name: str, config: RunConfig, data: Dataset):
         self.spec, self.config, self.data = get(name), config, data
@@ -50,16 +50,18 @@ class _Built:
         self.extractor = keras.Model(inputs, outputs)
         self.images = data.train_images
 
-    def engine(self, name: str, store: Path | None) -> engines.Engine:
-        return choose.make_engine(name, self.spec, self.backbone, self.extractor, self.config,
-                                  self.ident, self.images.shape[1:], "uint8", store)
+    def runtime(self, name: str, store: Path | None) -> runtimes.Runtime:
+        return runtime_choice.make_runtime(name, self.spec, self.backbone, self.extractor,
+                                           self.config, self.ident, self.images.shape[1:],
+                                           "uint8", store)
 
     def choose(self, store: Path, n_total: int | None = None):
-        return choose.choose(self.spec, self.backbone, self.extractor, self.config, self.ident,
-                             self.images, n_total or len(self.images), store)
+        return runtime_choice.choose_runtime(self.spec, self.backbone, self.extractor,
+                                             self.config, self.ident, self.images,
+                                             n_total or len(self.images), store)
 
     def tf_features(self) -> np.ndarray:
-        return engines.extract(self.engine("tensorflow", None), self.images, verbose=0)
+        return runtimes.extract(self.runtime("tensorflow", None), self.images, verbose=0)
 
 
 def _assert_close(got: np.ndarray, want: np.ndarray) -> None:
@@ -79,7 +81,7 @@ def converted(tmp_path_factory) -> Path:
     converting costs seconds, and the tests that only need it present copy it."""
     store = tmp_path_factory.mktemp("converted")
     built = _Built("MobileNet_0.25", _random(), _data())
-    key = choose.openvino_key(built.spec, built.config, built.ident)
+    key = runtime_choice.openvino_key(built.spec, built.config, built.ident)
     assert not openvino_backend.converted(built.backbone, key, built.spec.name, store).was_cached
     keras.backend.clear_session()
     return store
@@ -98,9 +100,9 @@ def _copy_converted(converted: Path, store: Path) -> None:
 ])
 def test_openvino_features_equal_tensorflow_random_weights(name, tmp_path):
     built = _Built(name, _random(), _data())
-    ov = built.engine("openvino", tmp_path)
-    got = engines.extract(ov, built.images, verbose=0)
-    assert ov.info.engine == "openvino" and ov.info.batch == BATCH
+    ov = built.runtime("openvino", tmp_path)
+    got = runtimes.extract(ov, built.images, verbose=0)
+    assert ov.info.runtime == "openvino" and ov.info.batch == BATCH
     _assert_close(got, built.tf_features())
 
 
@@ -111,7 +113,7 @@ def test_openvino_features_equal_tensorflow_real_mobilenet(tmp_path, real_weight
                        extract_batch_size=BATCH)
     built = _Built("MobileNet_0.25", config, _data())
     assert built.ident.weights.source != "random"
-    got = engines.extract(built.engine("openvino", tmp_path), built.images, verbose=0)
+    got = runtimes.extract(built.runtime("openvino", tmp_path), built.images, verbose=0)
     assert got.shape == (20, built.spec.feature_width)
     _assert_close(got, built.tf_features())
 
@@ -128,28 +130,28 @@ def test_openvino_and_tensorflow_runs_train_the_same_head(tiny_data):
         # the features of the last extraction stay in memory even with the cache off (a K-seed
         # run shares them): without this the second run would reuse the first's
         reset_process_caches()
-        rows[name] = _run(tiny_data, engine=name, cache=False)
+        rows[name] = _run(tiny_data, runtime=name, cache=False)
     ov, tf_row = rows["openvino"], rows["tensorflow"]
-    one_sample = 1 / tiny_data.n_val
-    diffs = np.abs(np.subtract(ov.history["val_accuracy"], tf_row.history["val_accuracy"]))
+    one_sample = 1 / tiny_data.n_test
+    diffs = np.abs(np.subtract(ov.history["test_accuracy"], tf_row.history["test_accuracy"]))
     assert len(diffs) == 2 and np.all(diffs <= one_sample + 1e-9), diffs
     # features within 1e-5 move the head's losses far less than one sample would
-    np.testing.assert_allclose(ov.history["val_loss"], tf_row.history["val_loss"], rtol=1e-3)
-    assert (ov.engine, ov.engine_version) == ("openvino", openvino_backend.version())
-    assert (tf_row.engine, tf_row.engine_version) == ("tensorflow", tf.__version__)
+    np.testing.assert_allclose(ov.history["test_loss"], tf_row.history["test_loss"], rtol=1e-3)
+    assert (ov.runtime, ov.runtime_version) == ("openvino", openvino_backend.version())
+    assert (tf_row.runtime, tf_row.runtime_version) == ("tensorflow", tf.__version__)
     for row in rows.values():
-        assert row.engine_batch == BATCH and not row.features_cached
-        assert row.engine_images_per_s > 0 and row.infer_ms > 0
-        assert row.engine_note.startswith(f"--engine {row.engine}")
-    assert ov.engine_setup_s > 0  # conversion and compilation
+        assert row.runtime_batch == BATCH and not row.features_cached
+        assert row.runtime_images_per_s > 0 and row.infer_ms > 0
+        assert row.runtime_note.startswith(f"--runtime {row.runtime}")
+    assert ov.runtime_setup_s > 0  # conversion and compilation
 
 
 def test_end_to_end_row_says_tensorflow_whatever_the_engine(tiny_data):
-    row = run_one(get("MobileNet_0.25"), _random(epochs=1, engine="openvino", cache=False,
+    row = run_one(get("MobileNet_0.25"), _random(epochs=1, runtime="openvino", cache=False,
                                                  end_to_end=True), tiny_data)
     assert row.status == "ok", row.error
-    assert (row.engine, row.engine_version) == ("tensorflow", tf.__version__)
-    assert "end to end" in row.engine_note
+    assert (row.runtime, row.runtime_version) == ("tensorflow", tf.__version__)
+    assert "end to end" in row.runtime_note
 
 
 @pytest.mark.xdist_group("openvino-converted")
@@ -157,16 +159,16 @@ def test_cached_features_are_the_same_whichever_engine_computed_them(tiny_data, 
                                                                     converted):
     _copy_converted(converted, tmp_path / "cache")
     cache_dir = str(tmp_path / "cache")
-    first = _run(tiny_data, engine="openvino", cache_dir=cache_dir)
+    first = _run(tiny_data, runtime="openvino", cache_dir=cache_dir)
     reset_process_caches()  # the second run reads the disk, not the last extraction in memory
-    second = _run(tiny_data, engine="tensorflow", cache_dir=cache_dir)
+    second = _run(tiny_data, runtime="tensorflow", cache_dir=cache_dir)
     assert not first.features_cached and second.features_cached
-    assert first.engine == second.engine == "openvino"
-    for field in ("engine_version", "engine_batch", "engine_images_per_s", "engine_note"):
+    assert first.runtime == second.runtime == "openvino"
+    for field in ("runtime_version", "runtime_batch", "runtime_images_per_s", "runtime_note"):
         assert getattr(second, field) == getattr(first, field), field
     # the second run trained on the features the first cached: one computation
-    assert_histories_close(second.history, first.history, n=tiny_data.n_val)
-    assert "from the cache" in first.engine_note  # the shared conversion was found
+    assert_histories_close(second.history, first.history, n=tiny_data.n_test)
+    assert "from the cache" in first.runtime_note  # the shared conversion was found
 
 
 def _one_entry(store: Path) -> Path:
@@ -177,35 +179,36 @@ def _one_entry(store: Path) -> Path:
 
 def test_converted_model_is_cached_once_and_keyed_by_the_weights(tmp_path):
     built = _Built("MobileNet_0.25", _random(), _data())
-    first = built.engine("openvino", tmp_path)
-    second = built.engine("openvino", tmp_path)
+    first = built.runtime("openvino", tmp_path)
+    second = built.runtime("openvino", tmp_path)
     assert "converted now" in first.info.note and "from the cache" in second.info.note
     folder = _one_entry(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
     assert not [p for p in tmp_path.rglob(".tmp-*")]
     # one converted model, compiled twice: the same features (a wrong or damaged model
     # would move them by far more than FEATURE_RTOL)
-    assert_features_close(engines.extract(second, built.images, verbose=0),
-                          engines.extract(first, built.images, verbose=0))
-    key = choose.openvino_key(built.spec, built.config, built.ident)
+    assert_features_close(runtimes.extract(second, built.images, verbose=0),
+                          runtimes.extract(first, built.images, verbose=0))
+    key = runtime_choice.openvino_key(built.spec, built.config, built.ident)
     assert folder.name == f"MobileNet_0.25-{key[:16]}"
     other = replace(built.config, backbone_seed=4)
-    other_key = choose.openvino_key(built.spec, other, identify(built.spec, other, built.data))
+    other_key = runtime_choice.openvino_key(built.spec, other,
+                                            identify(built.spec, other, built.data))
     assert other_key != key
-    assert choose.openvino_key(built.spec, built.config,
+    assert runtime_choice.openvino_key(built.spec, built.config,
                                identify(built.spec, built.config, built.data)) == key
 
 
 @pytest.fixture
 def auto():
-    """A random MobileNet_0.25 under --engine auto (each test says whether a GPU is seen)."""
-    return _Built("MobileNet_0.25", _random(engine="auto"), _data())
+    """A random MobileNet_0.25 under --runtime auto (each test says whether a GPU is seen)."""
+    return _Built("MobileNet_0.25", _random(runtime="auto"), _data())
 
 
 def _remember(built: _Built, store: Path, **memory) -> None:
-    key = choose._choice_key(built.spec, built.config, built.ident.size,
+    key = runtime_choice._choice_key(built.spec, built.config, built.ident.size,
                              tuple(built.images.shape[1:]), "uint8")
-    choose._remember(store, key, memory)
+    runtime_choice._remember(store, key, memory)
 
 
 def _no_probing(*args, **kwargs):
@@ -214,68 +217,68 @@ def _no_probing(*args, **kwargs):
 
 @pytest.mark.xdist_group("openvino-converted")
 @pytest.mark.parametrize("rates, want", [
-    ({"tensorflow": 10.0, "openvino": 100.0}, engines.OpenVinoEngine),
-    ({"tensorflow": 100.0, "openvino": 10.0}, engines.TensorFlowEngine),
+    ({"tensorflow": 10.0, "openvino": 100.0}, runtimes.OpenVinoRuntime),
+    ({"tensorflow": 100.0, "openvino": 10.0}, runtimes.TensorFlowRuntime),
 ])
 def test_auto_takes_the_remembered_faster_engine_without_probing(auto, tmp_path, monkeypatch,
                                                                  converted, rates, want):
-    monkeypatch.setattr(choose, "has_gpu", lambda: False)
-    monkeypatch.setattr(choose, "_probe", _no_probing)
+    monkeypatch.setattr(runtime_choice, "has_gpu", lambda: False)
+    monkeypatch.setattr(runtime_choice, "_probe", _no_probing)
     _copy_converted(converted, tmp_path)
-    key = choose.openvino_key(auto.spec, auto.config, auto.ident)
+    key = runtime_choice.openvino_key(auto.spec, auto.config, auto.ident)
     assert openvino_backend.is_cached(key, auto.spec.name, tmp_path)
     _remember(auto, tmp_path, rates=rates)
-    engine, done = auto.choose(tmp_path, n_total=1000)
-    assert type(engine) is want and done is None
-    assert "remembered" in engine.info.note and engine.info.probe_s == 0
+    runtime, done = auto.choose(tmp_path, n_total=1000)
+    assert type(runtime) is want and done is None
+    assert "remembered" in runtime.info.note and runtime.info.probe_s == 0
 
 
 def test_auto_counts_an_uncached_conversion_against_openvino(auto, tmp_path, monkeypatch):
-    monkeypatch.setattr(choose, "has_gpu", lambda: False)
-    monkeypatch.setattr(choose, "_probe", _no_probing)
+    monkeypatch.setattr(runtime_choice, "has_gpu", lambda: False)
+    monkeypatch.setattr(runtime_choice, "_probe", _no_probing)
     # 10x faster, but converting (60 s remembered) costs more than TensorFlow's 26 images
     _remember(auto, tmp_path, rates={"tensorflow": 10.0, "openvino": 100.0}, conversion_s=60.0)
-    engine, _ = auto.choose(tmp_path)
-    assert type(engine) is engines.TensorFlowEngine and "remembered" in engine.info.note
+    runtime, _ = auto.choose(tmp_path)
+    assert type(runtime) is runtimes.TensorFlowRuntime and "remembered" in runtime.info.note
 
 
 def test_auto_on_a_gpu_runs_tensorflow(auto, tmp_path, monkeypatch):
-    monkeypatch.setattr(choose, "has_gpu", lambda: True)
-    monkeypatch.setattr(choose, "_probe", _no_probing)
-    engine, done = auto.choose(tmp_path, n_total=10**6)
-    assert type(engine) is engines.TensorFlowEngine and done is None
-    assert "GPU" in engine.info.note
-    assert not (tmp_path / choose.CHOICES_FILE).exists()
+    monkeypatch.setattr(runtime_choice, "has_gpu", lambda: True)
+    monkeypatch.setattr(runtime_choice, "_probe", _no_probing)
+    runtime, done = auto.choose(tmp_path, n_total=10**6)
+    assert type(runtime) is runtimes.TensorFlowRuntime and done is None
+    assert "GPU" in runtime.info.note
+    assert not (tmp_path / runtime_choice.CHOICES_FILE).exists()
 
 
 def test_cold_auto_probes_both_remembers_them_and_computes_tensorflows_features(
         auto, tmp_path, monkeypatch):
-    monkeypatch.setattr(choose, "has_gpu", lambda: False)
-    # a large dataset: converting pays off, so both engines are probed
-    engine, done = auto.choose(tmp_path, n_total=10**6)
-    assert "measured tensorflow and openvino" in engine.info.note, engine.info.note
+    monkeypatch.setattr(runtime_choice, "has_gpu", lambda: False)
+    # a large dataset: converting pays off, so both runtimes are probed
+    runtime, done = auto.choose(tmp_path, n_total=10**6)
+    assert "measured tensorflow and openvino" in runtime.info.note, runtime.info.note
     assert done is not None and 0 < len(done) <= len(auto.images)
-    got = engines.extract(engine, auto.images, verbose=0, done=done)
+    got = runtimes.extract(runtime, auto.images, verbose=0, done=done)
     _assert_close(got, auto.tf_features())
-    memory = json.loads((tmp_path / choose.CHOICES_FILE).read_text())
+    memory = json.loads((tmp_path / runtime_choice.CHOICES_FILE).read_text())
     (entry,) = memory.values()
     assert set(entry["rates"]) == {"tensorflow", "openvino"}
     assert all(rate > 0 for rate in entry["rates"].values())
     assert not [p for p in tmp_path.rglob(".tmp-*")]
-    monkeypatch.setattr(choose, "_probe", _no_probing)
+    monkeypatch.setattr(runtime_choice, "_probe", _no_probing)
     again, _ = auto.choose(tmp_path, n_total=10**6)
-    assert type(again) is type(engine) and "remembered" in again.info.note
+    assert type(again) is type(runtime) and "remembered" in again.info.note
 
 
 def test_an_unknown_engine_is_a_one_line_usage_error(tiny_data_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "bench", "MobileNet_0.25", "--engine", "bogus",
+    proc = subprocess.run([sys.executable, "-m", "bench", "MobileNet_0.25", "--runtime", "bogus",
                            "--data", str(tiny_data_dir), "--out", str(tmp_path / "out")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "--engine" in lines[0] and "bogus" in lines[0]
+    assert "--runtime" in lines[0] and "bogus" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -285,8 +288,8 @@ def test_cli_engine_openvino_row_names_it(tiny_data_dir, tmp_path, converted):
     out = tmp_path / "out"
     assert main(["MobileNet_0.25", "--data", str(tiny_data_dir), "--out", str(out),
                  "--weights", "random", "--image-size", "32", "--seed", "3", "--epochs", "1",
-                 "--quiet", "--engine", "openvino"]) == 0
+                 "--quiet", "--runtime", "openvino"]) == 0
     (row,) = read_rows(out)
-    assert row["status"] == "ok" and row["engine"] == "openvino"
-    assert row["engine_note"] == "--engine openvino; f32, converted model from the cache"
-    assert row["engine_version"] == openvino_backend.version()
+    assert row["status"] == "ok" and row["runtime"] == "openvino"
+    assert row["runtime_note"] == "--runtime openvino; f32, converted model from the cache"
+    assert row["runtime_version"] == openvino_backend.version()

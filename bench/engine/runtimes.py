@@ -1,9 +1,9 @@
 """Where the frozen backbone runs: TensorFlow's traced graph or OpenVINO's CPU runtime.
 
-An Engine maps a batch of raw images to features. Resize and preprocessing run in TensorFlow
+An Runtime maps a batch of raw images to features. Resize and preprocessing run in TensorFlow
 in both (the Preprocess layer: the lesson's resize_with_pad, exact by definition); only the
 frozen backbone moves. Both compute in float32 and agree within 1e-5 of the features' scale
-(tests/test_engines.py), so the feature cache does not depend on the engine.
+(tests/test_runtimes.py), so the feature cache does not depend on the runtime.
 """
 
 from __future__ import annotations
@@ -22,31 +22,31 @@ from bench.engine import features, openvino_backend
 
 
 @dataclass
-class EngineInfo:
-    """What a row records about the engine that computed its features."""
+class RuntimeInfo:
+    """What a row records about the runtime that computed its features."""
 
-    engine: str  # "tensorflow" or "openvino"
+    runtime: str  # "tensorflow" or "openvino"
     version: str
     batch: int
     setup_s: float = 0.0  # one-time: conversion (0 when cached) and compilation
-    probe_s: float = 0.0  # --engine auto's timing of the engines it did not choose
+    probe_s: float = 0.0  # --runtime auto's timing of the runtimes it did not choose
     images_per_s: float | None = None  # steady extraction, resize and preprocessing included
     note: str = ""  # how it was chosen
 
     def to_fields(self) -> dict:
-        return {f"engine_{k}" if k != "engine" else k: v for k, v in asdict(self).items()}
+        return {f"runtime_{k}" if k != "runtime" else k: v for k, v in asdict(self).items()}
 
 
-class Engine:
+class Runtime:
     """A batch of raw images (uint8 or float, any size) -> float32 features (batch x width)."""
 
-    info: EngineInfo
+    info: RuntimeInfo
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
-class TensorFlowEngine(Engine):
+class TensorFlowRuntime(Runtime):
     """Preprocessing, resize and backbone in one traced TensorFlow function (features.extract's
     graph): XLA stays off, as its resize differs from TensorFlow's (results/PERF.md)."""
 
@@ -54,13 +54,13 @@ class TensorFlowEngine(Engine):
                  batch_size: int):
         self.extractor = extractor  # forward_function holds it weakly
         self.forward = features.forward_function(extractor, image_shape, dtype)
-        self.info = EngineInfo("tensorflow", tf.__version__, batch_size, note="graph")
+        self.info = RuntimeInfo("tensorflow", tf.__version__, batch_size, note="graph")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.forward(images).numpy()
 
 
-class OpenVinoEngine(Engine):
+class OpenVinoRuntime(Runtime):
     """Preprocessing and resize traced in TensorFlow, the backbone compiled by OpenVINO."""
 
     def __init__(self, spec: BackboneSpec, backbone: keras.Model, size: int, config: RunConfig,
@@ -73,7 +73,7 @@ class OpenVinoEngine(Engine):
         found = openvino_backend.converted(backbone, key, spec.name, store)
         self.backbone = openvino_backend.CompiledBackbone(found.xml, batch_size, size)
         self.conversion_s = None if found.was_cached else found.seconds
-        self.info = EngineInfo("openvino", openvino_backend.version(), batch_size,
+        self.info = RuntimeInfo("openvino", openvino_backend.version(), batch_size,
                                setup_s=found.seconds + self.backbone.compile_s,
                                note="f32, converted model " + ("from the cache" if found.was_cached
                                                                else "converted now"))
@@ -82,16 +82,16 @@ class OpenVinoEngine(Engine):
         return self.backbone(self.preprocess(images).numpy())
 
 
-def extract(engine: Engine, images: np.ndarray, verbose: int = 1,
+def extract(runtime: Runtime, images: np.ndarray, verbose: int = 1,
             timer: features.ForwardTimer | None = None,
             done: np.ndarray | None = None) -> np.ndarray:
-    """Runs `engine` over `images` batch by batch; float32 features (N x width).
+    """Runs `runtime` over `images` batch by batch; float32 features (N x width).
 
     `done` holds the features of the first images, already computed (by auto's probe): the
     extraction starts after them. Only one batch is ever upscaled: memory is the features
     plus a batch, whatever N.
     """
-    n, batch_size = len(images), engine.info.batch
+    n, batch_size = len(images), runtime.info.batch
     start = 0 if done is None else len(done)
     progress = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
     out = None
@@ -103,7 +103,7 @@ def extract(engine: Engine, images: np.ndarray, verbose: int = 1,
     for first in range(start, n, batch_size):
         batch = images[first:first + batch_size]
         began = time.perf_counter()
-        result = engine(batch)
+        result = runtime(batch)
         if timer:
             timer.add(len(batch), time.perf_counter() - began)
         if out is None:

@@ -1,12 +1,12 @@
-"""--engine auto: which engine runs a backbone's extraction, chosen by measurement, remembered.
+"""--runtime auto: which runtime runs a backbone's extraction, chosen by measurement, remembered.
 
 On a CUDA GPU TensorFlow runs it (OpenVINO here is a CPU runtime). On a CPU with OpenVINO
-installed, auto times a few batches of the real images in each engine, adds the one-time
-conversion to OpenVINO (0 when the converted model is cached), predicts each engine's whole
-extraction of the dataset, and takes the fastest. The probe batches of the chosen engine are
-the first batches of its extraction; only the other engine's probe is extra work. The choice
+installed, auto times a few batches of the real images in each runtime, adds the one-time
+conversion to OpenVINO (0 when the converted model is cached), predicts each runtime's whole
+extraction of the dataset, and takes the fastest. The probe batches of the chosen runtime are
+the first batches of its extraction; only the other runtime's probe is extra work. The choice
 and the measured rates are remembered per backbone, size, input and machine in
-engine-choices.json beside the feature cache: the next run of that backbone probes nothing.
+runtime-choices.json beside the feature cache: the next run of that backbone probes nothing.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import tensorflow as tf
 from backbones import BackboneSpec
 from bench.config import RunConfig
 from bench.engine import openvino_backend
-from bench.engine.engines import Engine, OpenVinoEngine, TensorFlowEngine
+from bench.engine.runtimes import OpenVinoRuntime, Runtime, TensorFlowRuntime
 from bench.identity import KERAS_VERSION, RunIdentity
 
-CHOICES_FILE = "engine-choices.json"
-PROBE_SECONDS = 0.25  # of timed calls per engine, after a first call that traces / warms up
+CHOICES_FILE = "runtime-choices.json"
+PROBE_SECONDS = 0.25  # of timed calls per runtime, after a first call that traces / warms up
 
 
 def has_gpu() -> bool:
@@ -46,35 +46,35 @@ def openvino_key(spec: BackboneSpec, config: RunConfig, ident: RunIdentity) -> s
                                       tensorflow=tf.__version__)
 
 
-def make_engine(name: str, spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
+def make_runtime(name: str, spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
                 config: RunConfig, ident: RunIdentity, image_shape: tuple[int, ...],
-                dtype: str, store: Path | None) -> Engine:
-    """The named engine ("tensorflow" or "openvino") for this backbone."""
+                dtype: str, store: Path | None) -> Runtime:
+    """The named runtime ("tensorflow" or "openvino") for this backbone."""
     batch = config.extract_batch_size
     if name == "tensorflow":
-        return TensorFlowEngine(extractor, image_shape, dtype, batch)
-    return OpenVinoEngine(spec, backbone, ident.size, config, image_shape, dtype, batch,
+        return TensorFlowRuntime(extractor, image_shape, dtype, batch)
+    return OpenVinoRuntime(spec, backbone, ident.size, config, image_shape, dtype, batch,
                           openvino_key(spec, config, ident), store)
 
 
-def choose(spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
+def choose_runtime(spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
            config: RunConfig, ident: RunIdentity, images: np.ndarray, n_total: int,
-           store: Path | None) -> tuple[Engine, np.ndarray | None]:
-    """(engine, features of images[:k] it already computed, or None) for config.engine."""
+           store: Path | None) -> tuple[Runtime, np.ndarray | None]:
+    """(runtime, features of images[:k] it already computed, or None) for config.runtime."""
     shape, dtype = tuple(images.shape[1:]), images.dtype.name
 
-    def build(name: str) -> Engine:
-        return make_engine(name, spec, backbone, extractor, config, ident, shape, dtype, store)
+    def build(name: str) -> Runtime:
+        return make_runtime(name, spec, backbone, extractor, config, ident, shape, dtype, store)
 
-    if config.engine != "auto":
-        engine = build(config.engine)
-        engine.info.note = f"--engine {config.engine}; " + engine.info.note
-        return engine, None
+    if config.runtime != "auto":
+        runtime = build(config.runtime)
+        runtime.info.note = f"--runtime {config.runtime}; " + runtime.info.note
+        return runtime, None
     if has_gpu() or openvino_backend.version() is None:
-        engine = build("tensorflow")
-        engine.info.note = ("auto: a GPU runs TensorFlow" if has_gpu()
+        runtime = build("tensorflow")
+        runtime.info.note = ("auto: a GPU runs TensorFlow" if has_gpu()
                             else "auto: OpenVINO is not installed")
-        return engine, None
+        return runtime, None
     key = _choice_key(spec, config, ident.size, shape, dtype)
     memory = dict(_read(store).get(key) or {}) if store else {}
     rates = {k: float(v) for k, v in (memory.get("rates") or {}).items()}
@@ -94,7 +94,7 @@ def choose(spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
                                     first_timed=config.extract_batch_size)
         rates["openvino"] = probed["openvino"].rate
         conversion = 0.0  # paid
-        memory["conversion_s"] = round(probed["openvino"].engine.info.setup_s, 2)
+        memory["conversion_s"] = round(probed["openvino"].runtime.info.setup_s, 2)
     predicted = {name: (conversion if name == "openvino" else 0.0) + n_total / rate
                  for name, rate in rates.items()}
     best = min(predicted, key=predicted.get)
@@ -103,18 +103,18 @@ def choose(spec: BackboneSpec, backbone: keras.Model, extractor: keras.Model,
     return _chosen(best, build, probed, rates, predicted)
 
 
-def remember(engine: Engine, spec: BackboneSpec, config: RunConfig, ident: RunIdentity,
+def remember(runtime: Runtime, spec: BackboneSpec, config: RunConfig, ident: RunIdentity,
              images: np.ndarray, store: Path | None) -> None:
     """Keeps an extraction's steady rate (and a conversion's seconds) for the next auto choice:
     a whole extraction measures the rate better than the probe's few batches."""
-    if not store or not engine.info.images_per_s or has_gpu():
+    if not store or not runtime.info.images_per_s or has_gpu():
         return
     key = _choice_key(spec, config, ident.size, tuple(images.shape[1:]), images.dtype.name)
     memory = dict(_read(store).get(key) or {})
     memory["rates"] = {**(memory.get("rates") or {}),
-                       engine.info.engine: round(engine.info.images_per_s, 3)}
-    if getattr(engine, "conversion_s", None):
-        memory["conversion_s"] = round(engine.conversion_s, 2)
+                       runtime.info.runtime: round(runtime.info.images_per_s, 3)}
+    if getattr(runtime, "conversion_s", None):
+        memory["conversion_s"] = round(runtime.conversion_s, 2)
     _remember(store, key, memory)
 
 
@@ -125,52 +125,52 @@ CONVERSION_S_PER_LAYER = 0.04
 
 @dataclass
 class _Probe:
-    engine: Engine
+    runtime: Runtime
     features: np.ndarray  # of the first images
     rate: float  # images per second, steady
-    seconds: float  # everything the probe took, building the engine included
+    seconds: float  # everything the probe took, building the runtime included
 
 
-def _probe(make: Callable[[], Engine], images: np.ndarray, batch: int, warm: int,
+def _probe(make: Callable[[], Runtime], images: np.ndarray, batch: int, warm: int,
            first_timed: int) -> _Probe:
-    """Times the engine `make` builds on the first images: a first call on `warm` images
+    """Times the runtime `make` builds on the first images: a first call on `warm` images
     (tracing, warm-up), a timed call on `first_timed`, then full batches until PROBE_SECONDS
     of timing. A slow backbone is timed on a few images only: for ConvNeXtTiny in TensorFlow
     (4 img/s) a batch of 16 would cost as much as 10 % of its OpenVINO extraction."""
     began = time.perf_counter()
-    engine = make()
-    outputs = [engine(images[:warm])]
+    runtime = make()
+    outputs = [runtime(images[:warm])]
     first = time.perf_counter() - began
     spans, done = [], len(outputs[0])
     while done < len(images) and (not spans or sum(s for _, s in spans) < PROBE_SECONDS):
         size = first_timed if not spans else batch
         tick = time.perf_counter()
-        outputs.append(engine(images[done:done + size]))
+        outputs.append(runtime(images[done:done + size]))
         spans.append((len(outputs[-1]), time.perf_counter() - tick))
         done += len(outputs[-1])
     # full batches measure the rate an extraction runs at, when there are any
     full = spans[1:] or spans
     timed_images, timed = sum(n for n, _ in full), sum(s for _, s in full)
     rate = timed_images / timed if timed > 0 else warm / first
-    return _Probe(engine, np.concatenate(outputs), rate, time.perf_counter() - began)
+    return _Probe(runtime, np.concatenate(outputs), rate, time.perf_counter() - began)
 
 
 def _chosen(best: str, build, probed: dict, rates: dict, predicted: dict):
-    """The chosen engine, with the features its probe computed; notes for the row."""
+    """The chosen runtime, with the features its probe computed; notes for the row."""
     if best in probed:
-        engine, done = probed[best].engine, probed[best].features
+        runtime, done = probed[best].runtime, probed[best].features
     else:
-        engine, done = build(best), None
-    engine.info.probe_s = sum(p.seconds for name, p in probed.items() if name != best)
+        runtime, done = build(best), None
+    runtime.info.probe_s = sum(p.seconds for name, p in probed.items() if name != best)
     how = "remembered" if not probed else "measured " + " and ".join(probed)
-    engine.info.note = (f"auto ({how}): {_rates_text(rates)}; predicted extraction "
+    runtime.info.note = (f"auto ({how}): {_rates_text(rates)}; predicted extraction "
                         + ", ".join(f"{name} {s:.0f} s" for name, s in predicted.items()))
-    return engine, done
+    return runtime, done
 
 
 def remembered_rates(spec: BackboneSpec, config: RunConfig, size: int,
                      shape: tuple[int, ...], dtype: str, store: Path) -> dict[str, float]:
-    """{engine: images/s} measured by earlier runs of this backbone on this machine."""
+    """{runtime: images/s} measured by earlier runs of this backbone on this machine."""
     memory = _read(store).get(_choice_key(spec, config, size, shape, dtype)) or {}
     return {k: float(v) for k, v in (memory.get("rates") or {}).items() if v}
 

@@ -1,7 +1,7 @@
-"""The engine table: TensorFlow's traced graph against OpenVINO f32 for eleven backbones.
+"""The runtime table: TensorFlow's traced graph against OpenVINO f32 for eleven backbones.
 
 Each backbone (random weights, 160x160, batch 16) runs on the same images, already
-preprocessed and resized in memory, in both engines: images/s of each (one timed pass after a
+preprocessed and resized in memory, in both runtimes: images/s of each (one timed pass after a
 warm-up batch), OpenVINO's speed-up, the largest difference of their features relative to
 the features' scale (max|ov - tf| / max|tf|), and what OpenVINO costs once (conversion and
 compilation). A few dozen images per backbone keep the table to minutes; deselect it with
@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 from backbones import get
 from bench.config import RunConfig
-from bench.engine import choose, features, openvino_backend
+from bench.engine import features, openvino_backend, runtime_choice
 from bench.identity import identify
 
 SIZE, BATCH = 160, 16
@@ -47,7 +47,7 @@ def table_row(name: str, data, store) -> list:
     """One backbone's row of the table."""
     spec = get(name)
     config = RunConfig(weights="random", image_size=SIZE, verbose=0)
-    ident = identify(spec, config, data, data_checksum="engine-table")
+    ident = identify(spec, config, data, data_checksum="runtime-table")
     keras.utils.set_random_seed(config.effective_backbone_seed)
     backbone = features.build_backbone(spec, SIZE, config, ident.weights)
     preprocess = features.Preprocess(SIZE, config.preprocess, spec.preprocess_input)
@@ -55,7 +55,7 @@ def table_row(name: str, data, store) -> list:
     graph = tf.function(lambda x: backbone(x, training=False),
                         input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), "float32")])
     tf_out, tf_rate = timed_pass(lambda x: graph(x).numpy(), ready[:TF_IMAGES.get(name, IMAGES)])
-    found = openvino_backend.converted(backbone, choose.openvino_key(spec, config, ident),
+    found = openvino_backend.converted(backbone, runtime_choice.openvino_key(spec, config, ident),
                                        name, store)
     compiled = openvino_backend.CompiledBackbone(found.xml, BATCH, SIZE)
     ov_out, ov_rate = timed_pass(compiled, ready)
@@ -80,7 +80,7 @@ def test_engine_table(ds10, tmp_path, report, benchmark):
     benchmark.pedantic(measure, rounds=1, iterations=1)
     table = tabulate(rows, HEADERS, tablefmt="github", floatfmt=("", ".1f", ".1f", ".2f", ".1e",
                                                                    ".1f"))
-    report(f"engine table ({IMAGES} images, {', '.join(f'{k} {v}' for k, v in TF_IMAGES.items())}"
+    report(f"runtime table ({IMAGES} images, {', '.join(f'{k} {v}' for k, v in TF_IMAGES.items())}"
            f" in TensorFlow; {SIZE}x{SIZE}, batch {BATCH}, random weights; load {before:.2f} -> "
            f"{getloadavg()[0]:.2f}):\n{table}")
     assert not failed, failed

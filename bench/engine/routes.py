@@ -18,7 +18,7 @@ from backbones import BackboneSpec, BaselineSpec
 from bench.cache import CachedFeatures, FeatureCache, default_cache_dir, process_caches
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import choose, engines, features, head, probes
+from bench.engine import features, head, probes, runtime_choice, runtimes
 from bench.engine.splits import Splits, make_splits
 from bench.identity import RunIdentity
 
@@ -39,8 +39,8 @@ class Outcome:
     # steady-state forward ms per image of the frozen backbone, measured while extracting
     # (None: no extraction, or an old cache file that did not keep it)
     infer_ms: float | None = None
-    # the RunResult fields of the engine that computed the features (engines.EngineInfo)
-    engine_fields: dict[str, Any] = field(default_factory=dict)
+    # the RunResult fields of the runtime that computed the features (runtimes.RuntimeInfo)
+    runtime_fields: dict[str, Any] = field(default_factory=dict)
     # the RunResult fields of the --probes run on the cached features ({} when none ran)
     probe_fields: dict[str, Any] = field(default_factory=dict)
     # what export rebuilds the model from: the head's weights (a baseline's: the whole
@@ -62,7 +62,7 @@ def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
                      on_features=True, params_backbone=found.params_backbone,
                      extract_s=found.extract_s, features_cached=was_cached)
     # the probes see what the head saw: its training split, then the test file's images
-    return replace(trained, infer_ms=found.infer_ms, engine_fields=dict(found.engine),
+    return replace(trained, infer_ms=found.infer_ms, runtime_fields=dict(found.runtime),
                    probe_fields=probes.run(config.probes, splits, config.seed))
 
 
@@ -75,10 +75,10 @@ def end_to_end(spec: BackboneSpec, config: RunConfig, data: Dataset,
     model = keras.Model(inputs, model_head(outputs), name=f"{spec.name}_lesson")
     trained = _train_on_images(model, config, data, feature_width=int(outputs.shape[-1]),
                                head_model=model_head)
-    # the backbone ran inside Keras' fit: TensorFlow, whatever --engine says
-    info = engines.EngineInfo("tensorflow", tf.__version__, config.batch_size,
+    # the backbone ran inside Keras' fit: TensorFlow, whatever --runtime says
+    info = runtimes.RuntimeInfo("tensorflow", tf.__version__, config.batch_size,
                               note="end to end: the backbone runs inside model.fit")
-    return replace(trained, engine_fields=info.to_fields())
+    return replace(trained, runtime_fields=info.to_fields())
 
 
 def from_scratch(spec: BaselineSpec, config: RunConfig, data: Dataset) -> Outcome:
@@ -111,7 +111,7 @@ def _features(spec: BackboneSpec, config: RunConfig, data: Dataset,
     if key in memory:
         return memory[key], True
     store = FeatureCache(config.cache_dir or default_cache_dir()) if config.cache else None
-    found = store.load(key, spec.name, data.n_train, data.n_val) if store else None
+    found = store.load(key, spec.name, data.n_train, data.n_test) if store else None
     was_cached = found is not None
     if found is None:
         found = _extract(spec, config, data, ident)
@@ -125,29 +125,30 @@ def _features(spec: BackboneSpec, config: RunConfig, data: Dataset,
 def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
              ident: RunIdentity) -> CachedFeatures:
     """extract_s counts everything: conversion, auto's probing, tracing and the batches;
-    the engine's images/s only the batches after the first (steady state)."""
+    the runtime's images/s only the batches after the first (steady state)."""
     start = time.perf_counter()
     backbone, inputs, outputs = _frozen_backbone(spec, config, data, ident)
     extractor = keras.Model(inputs, outputs, name=f"{spec.name}_features")
     store = Path(config.cache_dir or default_cache_dir()) if config.cache else None
-    engine, done = choose.choose(spec, backbone, extractor, config, ident, data.train_images,
-                                 data.n_train + data.n_val, store)
+    runtime, done = runtime_choice.choose_runtime(spec, backbone, extractor, config, ident,
+                                                  data.train_images, data.n_train + data.n_test,
+                                                  store)
     timer = features.ForwardTimer()  # one timer: the validation split's batches count too
     if done is not None:
         timer.batches_seen = 1  # the probe's first call (tracing, warm-up) is behind us
-    train_x = engines.extract(engine, data.train_images, config.verbose, timer, done=done)
-    val_x = engines.extract(engine, data.val_images, config.verbose, timer)
+    train_x = runtimes.extract(runtime, data.train_images, config.verbose, timer, done=done)
+    val_x = runtimes.extract(runtime, data.test_images, config.verbose, timer)
     if timer.ms_per_image:
-        engine.info.images_per_s = 1000 / timer.ms_per_image
-        choose.remember(engine, spec, config, ident, data.train_images, store)
+        runtime.info.images_per_s = 1000 / timer.ms_per_image
+        runtime_choice.remember(runtime, spec, config, ident, data.train_images, store)
     return CachedFeatures(train_x, val_x, time.perf_counter() - start, backbone.count_params(),
-                          timer.ms_per_image, engine.info.to_fields())
+                          timer.ms_per_image, runtime.info.to_fields())
 
 
 def _train_on_images(model: keras.Model, config: RunConfig, data: Dataset,
                      feature_width: int | None, head_model: keras.Model | None = None,
                      ) -> Outcome:
-    splits = make_splits(data.train_images, data.val_images, data, config)
+    splits = make_splits(data.train_images, data.test_images, data, config)
     return _train(model, splits, config, feature_width=feature_width, head_model=head_model)
 
 
@@ -158,12 +159,12 @@ def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_wid
 
     `head_model` is the part whose weights export needs (default: all of `model`).
     """
-    trained = head.train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+    trained = head.train(model, splits.x_train, splits.y_train, splits.x_watch, splits.y_watch,
                          config, restore_best=config.protocol == "holdout")
     return Outcome(
         history=trained.history, epoch_times=trained.epoch_times,
-        labels=np.asarray(splits.y_eval),
-        predictions=np.argmax(_predict(model, splits.x_eval, config, on_features), axis=-1),
+        labels=np.asarray(splits.y_test),
+        predictions=np.argmax(_predict(model, splits.x_test, config, on_features), axis=-1),
         params_total=params_backbone + model.count_params(),
         params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         feature_width=feature_width, extract_s=extract_s, features_cached=features_cached,
