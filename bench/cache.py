@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.fsio import os_error_line
-from bench.runlog import safe_name
+from bench.fsio import atomic_path, os_error_line
+from bench.resultsdir import safe_name
 
 CACHE_ENV = "BENCH_CACHE_DIR"
+# The cache folder's layout: features at its root, one .npz per key (FeatureCache), and what
+# the engine remembers per machine beside them.
+OPENVINO_DIR = "openvino"  # converted models, one folder each (engine/openvino_backend.py)
+CHOICES_FILE = "runtime-choices.json"  # measured rates and conversion times (runtime_choice.py)
+GRAPH_STATS_FILE = "graph-stats.json"  # FLOP and op counts per backbone and size (cost.py)
 # Part of every key: bump it when the file layout or what the features mean changes, and files
 # of the earlier format are never read again. 2: every file records infer_ms and its runtime.
 FORMAT_VERSION = 2
@@ -166,24 +170,13 @@ class FeatureCache:
             "infer_ms": features.infer_ms,
             "runtime": features.runtime,
         }
-        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, train=features.train, val=features.val,
                          meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as err:
-            if tmp:
-                self._remove(Path(tmp))
             self.warn(f"Feature cache: cannot save {path} ({os_error_line(err)}); the features "
                       "are used but not cached")
             return None
-        except BaseException:
-            if tmp:
-                self._remove(Path(tmp))
-            raise
         return path

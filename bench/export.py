@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.commands import UsageError
 from bench.config import RunConfig
 from bench.fsio import atomic_path, write_text_atomic, writer_lock
-from bench.heads import HeadFile, load_head
+from bench.headfile import HeadFile, load_head
 from bench.identity import file_sha256
 from bench.report import model
 from bench.result import RunResult

@@ -15,9 +15,9 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-LOCK_FILE = ".bench.lock"
+from bench.resultsdir import LOCK_FILE, TMP_MARK
+
 # In every temporary name: what a killed writer left behind is recognisable as such.
-TMP_MARK = ".bench-tmp"
 
 _HELD: dict[str, int] = {}  # real path of a folder this process holds -> the lock file's fd
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +21,7 @@ import numpy as np
 
 from bench import stats
 from bench.result import SCHEMA, RunResult
-
-RUNS_FILE = "runs.jsonl"
-
-_SAFE_NAME_MAX = 120  # well under every file system's 255-byte limit, "history_" + ".png" included
+from bench.resultsdir import RUNS_FILE
 
 
 def _json_safe(value: Any) -> Any:
@@ -256,9 +252,3 @@ def _eval_arrays(row: dict) -> tuple[np.ndarray, np.ndarray, int] | None:
         return None
     n_classes = max(int(row.get("n_classes") or 0), int(max(y.max(), p.max())) + 1)
     return y, p, n_classes
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe version of name: [A-Za-z0-9._-] only, no leading dot, never empty."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).lstrip(".")[:_SAFE_NAME_MAX]
-    return cleaned or "_"

@@ -159,7 +159,7 @@ def _append(out: Path, result: RunResult, image_shape: Sequence[int] | None) -> 
     stored. When either fails (disk full, read-only, I/O) the row goes to stderr as its json
     line, so it is not lost, and the OSError says so in one line."""
     from bench import runlog
-    from bench.heads import with_head_file
+    from bench.headfile import with_head_file
 
     try:
         stored = with_head_file(out, result, image_shape)

@@ -9,7 +9,7 @@ import keras
 
 from backbones import get
 from bench.config import RunConfig
-from bench.engine import cost, features
+from bench.engine import cost, features, runtimes
 from bench.weights import resolve_weights
 
 SWEEP = ("MobileNet_0.25", "MobileNetV2", "EfficientNetB0", "ResNet50", "DenseNet121")
@@ -43,7 +43,9 @@ def test_cost_model_predicts_a_5_backbone_sweep(ds10, report, benchmark):
                                                   ds10.image_shape, "uint8")
         extractor = keras.Model(inputs, outputs)
         start = time.perf_counter()  # what a run's extract_s holds: tracing included
-        features.extract(extractor, images, config.extract_batch_size, verbose=0)
+        runtime = runtimes.TensorFlowRuntime(extractor, ds10.image_shape, "uint8",
+                                             config.extract_batch_size)
+        runtimes.extract(runtime, images, verbose=0)
         measured = time.perf_counter() - start
         predicted = row["predicted_extract_s"]
         errors.append(predicted / measured)

@@ -18,7 +18,7 @@ import pytest
 
 from backbones import get
 from bench.config import RunConfig
-from bench.engine import features
+from bench.engine import features, runtimes
 from bench.weights import resolve_weights
 
 SIZE = 160
@@ -50,22 +50,24 @@ def test_d_extraction_scales_linearly(data10k, weights_dir, report, benchmark):
                                        resolve_weights(spec, SIZE, config))
     inputs, outputs = features.backbone_graph(spec, backbone, SIZE, config, data10k.image_shape,
                                               "uint8")
-    extractor = keras.Model(inputs, outputs)
     images = data10k.train_images
     bs = config.extract_batch_size
-    features.extract(extractor, images[:bs * 4], bs, verbose=0)  # tracing, allocator warm-up
+    # what a run's TensorFlow extraction does (the runtime the cached route uses)
+    runtime = runtimes.TensorFlowRuntime(keras.Model(inputs, outputs), data10k.image_shape,
+                                         "uint8", bs)
+    runtimes.extract(runtime, images[:bs * 4], verbose=0)  # tracing, allocator warm-up
     before = getloadavg()[0]
     rows = []
     for n in COUNTS:
         resident = _status_kb("VmRSS")
         can_reset = _reset_peak()
         start = time.perf_counter()
-        out = features.extract(extractor, images[:n], bs, verbose=0)
+        out = runtimes.extract(runtime, images[:n], verbose=0)
         seconds = time.perf_counter() - start
         peak_mb = (_status_kb("VmHWM") - resident) / 1024 if can_reset else float("nan")
         rows.append((n, seconds / n * 1e3, peak_mb, out.nbytes / 2**20))
         del out
-    benchmark.pedantic(features.extract, args=(extractor, images[:COUNTS[0]], bs),
+    benchmark.pedantic(runtimes.extract, args=(runtime, images[:COUNTS[0]]),
                        kwargs={"verbose": 0}, rounds=1, iterations=1)
     per_image = [ms for _, ms, _, _ in rows]
     spread = max(per_image) / min(per_image)

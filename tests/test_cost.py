@@ -8,7 +8,7 @@ import pytest
 from backbones import get
 from bench.cache import reset_process_caches
 from bench.config import RunConfig
-from bench.engine import cost, features, routes
+from bench.engine import cost, features, routes, runtimes
 from bench.identity import identify
 
 
@@ -90,13 +90,18 @@ def _tiny_extractor() -> keras.Model:
 def test_inference_time_leaves_out_the_first_batch_only():
     extractor, timer = _tiny_extractor(), features.ForwardTimer()
     images = np.zeros((5, 8, 8, 3), np.uint8)
-    features.extract(extractor, images, 2, verbose=0, timer=timer)  # batches of 2, 2, 1
+
+    def extract(x, batch_size, timer):
+        runtime = runtimes.TensorFlowRuntime(extractor, x.shape[1:], "uint8", batch_size)
+        runtimes.extract(runtime, x, verbose=0, timer=timer)
+
+    extract(images, 2, timer)  # batches of 2, 2, 1
     assert (timer.batches_seen, timer.images) == (3, 3)
-    features.extract(extractor, images[:3], 2, verbose=0, timer=timer)  # a second split counts
+    extract(images[:3], 2, timer)  # a second split counts
     assert (timer.batches_seen, timer.images) == (5, 6)
     assert timer.ms_per_image == pytest.approx(1000 * timer.seconds / 6) and timer.seconds > 0
     one_batch = features.ForwardTimer()
-    features.extract(extractor, images, 8, verbose=0, timer=one_batch)
+    extract(images, 8, one_batch)
     assert one_batch.ms_per_image is None  # tracing alone is no steady state
 
 

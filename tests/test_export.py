@@ -15,7 +15,7 @@ from conftest import assert_same_predictions, read_rows, write_dataset
 
 from bench import runlog
 from bench.__main__ import main
-from bench.heads import head_file_name, load_head, save_head, with_head_file
+from bench.headfile import head_file_name, load_head, save_head, with_head_file
 from bench.result import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def _reference_logits(row: dict, out: Path, data_dir: Path, weights_dir: Path | 
     from backbones import get
     from bench.config import RunConfig
     from bench.data import load_dataset
-    from bench.engine import features, head
+    from bench.engine import features, head, runtimes
     from bench.identity import identify
 
     spec, data = get(row["backbone"]), load_dataset(data_dir, download=False)
@@ -75,7 +75,9 @@ def _reference_logits(row: dict, out: Path, data_dir: Path, weights_dir: Path | 
     backbone = features.build_backbone(spec, ident.size, config, ident.weights)
     inputs, outputs = features.backbone_graph(spec, backbone, ident.size, config,
                                               data.image_shape, "uint8")
-    extracted = features.extract(keras.Model(inputs, outputs), data.test_images, 16, verbose=0)
+    runtime = runtimes.TensorFlowRuntime(keras.Model(inputs, outputs), data.image_shape,
+                                         "uint8", 16)
+    extracted = runtimes.extract(runtime, data.test_images, verbose=0)
     trained = head.build_head(data.n_classes)
     trained.build(extracted.shape)
     trained.set_weights(load_head(out / row["head_file"]).weights)
@@ -196,7 +198,8 @@ def test_head_files_round_trip_without_pickle(tmp_path):
     result = RunResult(backbone="Mobile Net/1", status="ok", config_hash="abc",
                        class_names=["cat", "dog"], head_weights=weights)
     written = with_head_file(tmp_path, result, (32, 32, 3))
-    assert written.head_file == head_file_name(result) == "heads/Mobile_Net_1-abc.weights.npz"
+    assert written.head_file == head_file_name(result.backbone, result.config_hash)
+    assert written.head_file == "heads/Mobile_Net_1-abc.weights.npz"
     found = load_head(tmp_path / written.head_file)
     assert [w.tolist() for w in found.weights] == [w.tolist() for w in weights]
     assert found.class_names == ["cat", "dog"] and found.image_shape == (32, 32, 3)

@@ -5,7 +5,7 @@ import pytest
 from backbones import get
 from bench.cache import process_caches
 from bench.config import RunConfig
-from bench.engine import features
+from bench.engine import features, runtimes
 from bench.weights import resolve_weights
 
 
@@ -24,6 +24,13 @@ def tiny_extractor() -> keras.Model:
     return _tiny_extractor()
 
 
+def _extract(extractor: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The features TensorFlow's runtime extracts, batch by batch, as a run does."""
+    runtime = runtimes.TensorFlowRuntime(extractor, images.shape[1:], images.dtype.name,
+                                         batch_size)
+    return runtimes.extract(runtime, images, verbose=0)
+
+
 def _images(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 12, 12, 3), dtype=np.uint8)
 
@@ -32,17 +39,9 @@ def _images(n, seed=0):
 def test_extract_equals_predict_whatever_the_batching(tiny_extractor, batch_size):
     images = _images(19)  # 19 = no batch size above divides it: a short last batch
     expected = tiny_extractor.predict(images, batch_size=8, verbose=0)
-    got = features.extract(tiny_extractor, images, batch_size, verbose=0)
+    got = _extract(tiny_extractor, images, batch_size)
     assert got.dtype == np.float32 and got.shape == (19, 6)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_extract_with_xla_pads_the_last_batch_and_drops_the_padding(tiny_extractor):
-    # 12 -> 24: a ratio at which XLA's bilinear resize agrees with TensorFlow's (not all do)
-    images = _images(10)
-    plain = features.extract(tiny_extractor, images, 4, verbose=0, jit_compile=False)
-    jitted = features.extract(tiny_extractor, images, 4, verbose=0, jit_compile=True)
-    np.testing.assert_allclose(jitted, plain, rtol=1e-4, atol=1e-5)
 
 
 def test_one_traced_forward_serves_both_splits_and_goes_with_its_model():
@@ -50,10 +49,11 @@ def test_one_traced_forward_serves_both_splits_and_goes_with_its_model():
     import weakref
 
     tiny_extractor = _tiny_extractor()
-    features.extract(tiny_extractor, _images(5), 4, verbose=0)
+    _extract(tiny_extractor, _images(5), 4)
     forwards = process_caches().forwards
     (forward,) = forwards[tiny_extractor].values()
-    features.extract(tiny_extractor, _images(3, seed=1), 4, verbose=0)
+    assert forward is not None
+    _extract(tiny_extractor, _images(3, seed=1), 4)
     assert list(forwards[tiny_extractor].values()) == [forward]
     ref = weakref.ref(tiny_extractor)
     del tiny_extractor, forward
@@ -69,7 +69,7 @@ def test_extract_runs_a_real_backbone_graph_on_uint8(tiny_data):
     inputs, outputs = features.backbone_graph(spec, backbone, 32, config, tiny_data.image_shape,
                                               "uint8")
     extractor = keras.Model(inputs, outputs)
-    got = features.extract(extractor, tiny_data.train_images, 16, verbose=0)
+    got = _extract(extractor, tiny_data.train_images, 16)
     expected = extractor.predict(tiny_data.train_images, batch_size=64, verbose=0)
     assert got.shape == (tiny_data.n_train, spec.feature_width)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -123,7 +123,7 @@ def zenodo(monkeypatch):
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setattr(dollarstreet, "DOWNLOADS",
-                        {name: (f"{base}/{name}?download=1", None) for name in FILES})
+                        {name: f"{base}/{name}?download=1" for name in FILES})
     monkeypatch.setattr(dollarstreet, "TIMEOUT_S", 1.0)
     try:
         yield state

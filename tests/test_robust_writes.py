@@ -19,9 +19,10 @@ from conftest import read_rows
 from bench import cache
 from bench.__main__ import main
 from bench.cache import CachedFeatures, FeatureCache, feature_key
-from bench.fsio import LOCK_FILE, writer_lock
-from bench.report import CSV_FILE, MARKDOWN_FILE, write_report
+from bench.fsio import writer_lock
+from bench.report import write_report
 from bench.result import RunResult
+from bench.resultsdir import CSV_FILE, LOCK_FILE, MARKDOWN_FILE
 from bench.runlog import RUNS_FILE, append_record, read_records
 from bench.sweep import _report_is_current
 
@@ -269,7 +270,7 @@ def test_a_read_only_cache_folder_keeps_the_row_ok(capsys, tiny_data_dir, tmp_pa
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(cache.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(cache, "atomic_path", read_only)  # every cache file is written there
     out = tmp_path / "out"
     code = main(["MobileNet_0.25", "--data", str(tiny_data_dir), "--out", str(out), *FAST])
     lines = _stderr_lines(capsys)

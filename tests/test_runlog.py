@@ -18,7 +18,6 @@ from bench.runlog import (
     group_key,
     latest_records,
     read_records,
-    safe_name,
     upgrade,
     upgrade_log,
 )
@@ -253,36 +252,6 @@ def test_group_key_prefers_the_runner_group_to_the_knobs() -> None:
     assert group_key(run("A", group="g1")) == group_key(run("A", group="g1", data="moved"))
     assert group_key(run("A", group="g1")) != group_key(run("A", group="g2"))
     assert group_key(run("A", group="g1")) != group_key(run("B", group="g1"))
-
-
-# ---------------------------------------------------------------------------------------------
-# safe_name
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("ResNet50", "ResNet50"),
-        ("efficientnet_v2-b0.x", "efficientnet_v2-b0.x"),
-        ("a b/c:d", "a_b_c_d"),
-        ("../evil", "_evil"),
-        (".hidden", "hidden"),
-        ("...", "_"),
-        ("", "_"),
-        ("Modèle", "Mod_le"),
-    ],
-)
-def test_safe_name(name: str, expected: str) -> None:
-    assert safe_name(name) == expected
-
-
-def test_safe_name_never_escapes_and_is_bounded() -> None:
-    for name in ["../../etc/passwd", "/abs/path", "..\\win", "a" * 1000, "\n\t"]:
-        cleaned = safe_name(name)
-        assert cleaned and not cleaned.startswith(".")
-        assert "/" not in cleaned and "\\" not in cleaned and os.sep not in cleaned
-        assert len(cleaned) <= 120  # "history_" + name + ".png" stays under 255 bytes
-    assert safe_name("a" * 1000) == "a" * 120
 
 
 # --- rows already on users' disks ------------------------------------------------------------

@@ -184,7 +184,7 @@ def test_converted_model_is_cached_once_and_keyed_by_the_weights(tmp_path):
     assert "converted now" in first.info.note and "from the cache" in second.info.note
     folder = _one_entry(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
-    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert not [p for p in tmp_path.rglob("*.bench-tmp*")]
     # one converted model, compiled twice: the same features (a wrong or damaged model
     # would move them by far more than FEATURE_RTOL)
     assert_features_close(runtimes.extract(second, built.images, verbose=0),
@@ -264,7 +264,7 @@ def test_cold_auto_probes_both_remembers_them_and_computes_tensorflows_features(
     (entry,) = memory.values()
     assert set(entry["rates"]) == {"tensorflow", "openvino"}
     assert all(rate > 0 for rate in entry["rates"].values())
-    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert not [p for p in tmp_path.rglob("*.bench-tmp*")]
     monkeypatch.setattr(runtime_choice, "_probe", _no_probing)
     again, _ = auto.choose(tmp_path, n_total=10**6)
     assert type(again) is type(runtime) and "remembered" in again.info.note

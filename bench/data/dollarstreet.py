@@ -7,6 +7,7 @@ they were downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from bench.data.dataset import DataError
 from bench.data.npy import FILES, check_size
+from bench.fsio import write_text_atomic
 
 # Where the lesson's notebooks keep it; the one folder bench downloads when it is missing.
 DEFAULT_DIR = Path("data") / "dataset_dollarstreet"
@@ -21,12 +23,10 @@ DEFAULT_DIR = Path("data") / "dataset_dollarstreet"
 N_IMAGES, IMAGE_SHAPE = 878 + 293, (64, 64, 3)
 
 ZENODO_RECORD = "https://zenodo.org/records/10970014"
-# name -> (url, md5). No md5 is pinned: the record's published checksums could not be found in
-# any source available when this was written, and an invented one would fail every download.
-# The files are checked against the sha256 manifest written on their first complete download.
-DOWNLOADS: dict[str, tuple[str, str | None]] = {
-    name: (f"{ZENODO_RECORD}/files/{name}?download=1", None) for name in FILES
-}
+# name -> url. The record publishes no checksum bench could pin: each file is checked as it
+# arrives (length, .npy header), then against the sha256 manifest written on the first complete
+# download.
+DOWNLOADS: dict[str, str] = {name: f"{ZENODO_RECORD}/files/{name}?download=1" for name in FILES}
 # sha256 of each file, recorded next to them once all four are in, checked on every load.
 MANIFEST = "SHA256SUMS"
 # A server that stops sending fails the download after this long instead of hanging it.
@@ -60,7 +60,7 @@ def download(dest: Path) -> None:
 
     Each file is fetched under a ``.part`` name and renamed only when complete: as long as the
     server's Content-Length says (urlretrieve checks it), as long as its own .npy header says,
-    and, where an md5 is known, with that md5. A failed first attempt leaves no folder behind.
+    A failed first attempt leaves no folder behind.
     The first load after it (`verify`) records the files' sha256.
     """
     dest = Path(dest)
@@ -70,9 +70,9 @@ def download(dest: Path) -> None:
     except OSError as err:
         raise _download_error(dest, f"cannot create the folder: {err.strerror or err}") from err
     try:
-        for name, (url, md5) in DOWNLOADS.items():
+        for name, url in DOWNLOADS.items():
             if not (dest / name).is_file():
-                _fetch(dest, name, url, md5)
+                _fetch(dest, name, url)
     except BaseException:
         for folder in created:  # deepest first; one a file was kept in stays
             if folder.is_dir() and not any(folder.iterdir()):
@@ -80,7 +80,7 @@ def download(dest: Path) -> None:
         raise
 
 
-def _fetch(dest: Path, name: str, url: str, md5: str | None) -> None:
+def _fetch(dest: Path, name: str, url: str) -> None:
     import keras  # deferred: importing Keras starts TensorFlow, which plain loading never needs
 
     part = dest / f"{name}.part"
@@ -90,8 +90,6 @@ def _fetch(dest: Path, name: str, url: str, md5: str | None) -> None:
         got = keras.utils.get_file(
             fname=part.name,
             origin=url,
-            file_hash=md5,
-            hash_algorithm="md5",
             cache_dir=str(dest.parent),
             # An absolute subdir is used as is; a relative one lands under /tmp/.keras when
             # get_file finds cache_dir unwritable.
@@ -140,8 +138,8 @@ def verify(folder: str | os.PathLike, refetch: bool = True) -> str | None:
 
 
 def _failing(folder: Path) -> dict[str, str]:
-    """name -> why, for each file that fails its recorded sha256 (or, unrecorded, its pinned
-    md5 and its .npy header's size)."""
+    """name -> why, for each file that fails its recorded sha256 (or, unrecorded, its .npy
+    header's size)."""
     recorded = _read_manifest(folder / MANIFEST)
     failing = {}
     for name in FILES:
@@ -151,10 +149,6 @@ def _failing(folder: Path) -> dict[str, str]:
             if digest != recorded[name]:
                 failing[name] = (f"{name} has sha256 {digest[:16]}..., not the "
                                  f"{recorded[name][:16]}... recorded in {MANIFEST}")
-            continue
-        md5 = DOWNLOADS.get(name, ("", None))[1]
-        if md5 and _digest(path, "md5") != md5:
-            failing[name] = f"{name} does not have the record's md5 {md5}"
             continue
         try:
             check_size(path)
@@ -177,12 +171,8 @@ def _record(folder: Path) -> None:
     """Writes SHA256SUMS (as sha256sum prints it), atomically; a read-only folder goes
     unrecorded rather than failing the load."""
     text = "".join(f"{_digest(folder / name, 'sha256')}  {name}\n" for name in FILES)
-    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, folder / MANIFEST)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        write_text_atomic(folder / MANIFEST, text)
 
 
 def _digest(path: Path, algorithm: str) -> str:

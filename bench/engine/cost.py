@@ -21,7 +21,6 @@ import gc
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ import tensorflow as tf
 from backbones import BackboneSpec, Spec, get
 from bench import cache
 from bench.config import RunConfig
-from bench.engine import features, openvino_backend, runtimes
+from bench.engine import features, openvino_backend, runtime_choice, runtimes
+from bench.fsio import write_text_atomic
 from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
@@ -102,7 +102,7 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
                      sort_keys=True, default=str)
     known_stats = cache.process_caches().graph_stats
     if key not in known_stats:
-        path = Path(store) / "graph-stats.json" if store else None
+        path = Path(store) / cache.GRAPH_STATS_FILE if store else None
         known = _read_json(path) if path else {}
         if key not in known:
             model = spec.build(size, pooling=pooling, weights=None)
@@ -128,7 +128,7 @@ def run_gflops(spec: Spec, size: int, config: RunConfig) -> float | None:
 
 
 def _store(config: RunConfig) -> Path | None:
-    """Where graph-stats.json lives: the feature cache's folder, unless the cache is off."""
+    """Where GRAPH_STATS_FILE lives: the feature cache's folder, unless the cache is off."""
     return Path(config.cache_dir or cache.default_cache_dir()) if config.cache else None
 
 
@@ -142,10 +142,7 @@ def _read_json(path: Path) -> dict:
 def _write_json(path: Path, data: dict) -> None:
     """Atomically (a temporary file renamed), so a concurrent reader never sees half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=0, sort_keys=True)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=0, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -252,7 +249,6 @@ def runtimes_to_calibrate(config: RunConfig) -> tuple[str, ...]:
     """The runtimes --runtime can choose among on this machine."""
     if config.runtime != "auto":
         return (config.runtime,)
-    from bench.engine import runtime_choice
 
     if runtime_choice.has_gpu() or openvino_backend.version() is None:
         return ("tensorflow",)
@@ -307,11 +303,11 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
                 else:
                     predicted[name] = cal.predict(stats, n_images)
             row["runtime"] = min(predicted, key=predicted.get)
-            if "openvino" in predicted and "tensorflow" in predicted and (
-                    calibrations["openvino"].predict(stats, 0)
-                    >= 0.5 * predicted["tensorflow"]) and "openvino" not in measured:
-                # auto's rule (runtime_choice.py): not worth converting
-                row["runtime"] = "tensorflow"
+            if ("openvino" in predicted and "tensorflow" in predicted
+                    and "openvino" not in measured
+                    and not runtime_choice.worth_converting(
+                        calibrations["openvino"].predict(stats, 0), predicted["tensorflow"])):
+                row["runtime"] = "tensorflow"  # what auto would run
             row["predicted_extract_s"] = predicted[row["runtime"]]
             row["note"] = "; ".join(
                 f"{name} {seconds:.0f} s ({'measured rate' if name in measured else 'model'})"
@@ -325,6 +321,5 @@ def _remembered_rates(spec: BackboneSpec, config: RunConfig, size: int,
     """Images/s an earlier run of this backbone measured per runtime on this machine."""
     if store is None:
         return {}
-    from bench.engine import runtime_choice
 
     return runtime_choice.remembered_rates(spec, config, size, image_shape, "uint8", store)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,8 +141,9 @@ def backbone_graph(spec: BackboneSpec, backbone: keras.Model, size: int, config:
 
 @dataclass
 class ForwardTimer:
-    """Steady-state inference time over one or more extract() calls: the first batch it sees
-    (tracing, memory allocation) is left out, as is everything outside the forward calls."""
+    """Steady-state inference time over one or more runtimes.extract() calls: the first batch
+    it sees (tracing, memory allocation) is left out, as is everything outside the forward
+    calls."""
 
     seconds: float = 0.0
     images: int = 0
@@ -161,44 +161,13 @@ class ForwardTimer:
         return 1000 * self.seconds / self.images if self.images else None
 
 
-def extract(extractor: keras.Model, images: np.ndarray, batch_size: int, verbose: int = 1,
-            jit_compile: bool = False, timer: ForwardTimer | None = None) -> np.ndarray:
-    """Runs the frozen backbone once over `images`; float32 features (N x width).
-
-    Each batch goes into the graph as raw pixels (uint8 when the data is) and is scaled,
-    resized and run through the backbone in one traced call, so only one batch is ever
-    upscaled: memory is the features plus a batch, whatever N. XLA stays off unless asked
-    for: on a CPU it made extraction 8-10x slower, and XLA's bilinear resize disagrees with
-    TensorFlow's at some ratios (32->160, 64->192: whole pixel values), which would change
-    the features (results/PERF.md). `timer` receives each batch's forward time, the copy of
-    its features to the host included (that is when the computation has finished).
-    """
-    forward = forward_function(extractor, images.shape[1:], images.dtype, jit_compile)
-    n = len(images)
-    out = np.empty((n, *extractor.output_shape[1:]), dtype=np.float32)
-    progress = keras.utils.Progbar(n, verbose=verbose, unit_name="image") if verbose else None
-    for start in range(0, n, batch_size):
-        batch = images[start:start + batch_size]
-        began = time.perf_counter()
-        if jit_compile and len(batch) < batch_size:
-            # one static shape: XLA would compile the backbone again for a short last batch
-            pad = np.zeros((batch_size - len(batch), *batch.shape[1:]), dtype=batch.dtype)
-            out[start:] = forward(np.concatenate([batch, pad]))[:len(batch)]
-        else:
-            out[start:start + len(batch)] = forward(batch)
-        if timer:
-            timer.add(len(batch), time.perf_counter() - began)
-        if progress:
-            progress.add(len(batch))
-    return out
-
-
-def forward_function(extractor: keras.Model, image_shape: tuple[int, ...], dtype,
-                     jit_compile: bool = False):
-    """One traced forward per extractor and input signature, shared by the train and validation
+def forward_function(extractor: keras.Model, image_shape: tuple[int, ...], dtype):
+    """One traced forward per extractor and input signature, shared by the train and test
     calls. It reaches its model through a weak reference, so the cache entry (keyed weakly)
-    goes when the runner drops the extractor."""
-    key = (tuple(image_shape), np.dtype(dtype).name, jit_compile)
+    goes when the runner drops the extractor. XLA stays off: on a CPU it made extraction 8-10x
+    slower, and XLA's bilinear resize disagrees with TensorFlow's at some ratios (32->160,
+    64->192: whole pixel values), which would change the features (results/PERF.md)."""
+    key = (tuple(image_shape), np.dtype(dtype).name)
     functions = process_caches().forwards.setdefault(extractor, {})
     if key not in functions:
         model = weakref.ref(extractor)
@@ -207,7 +176,7 @@ def forward_function(extractor: keras.Model, image_shape: tuple[int, ...], dtype
         def forward(images):
             return model()(images, training=False)
 
-        functions[key] = tf.function(forward, input_signature=[spec], jit_compile=jit_compile)
+        functions[key] = tf.function(forward, input_signature=[spec])
     return functions[key]
 
 

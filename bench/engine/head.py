@@ -86,12 +86,10 @@ class TrainOutcome:
 
 
 HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
-LOOPS = ("fit", "compiled")
 
 
 def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch: np.ndarray,
-          y_watch: np.ndarray, config: RunConfig, loop: str | None = None,
-          restore_best: bool = False, prepared: CompiledLoop | None = None) -> TrainOutcome:
+          y_watch: np.ndarray, config: RunConfig, restore_best: bool = False) -> TrainOutcome:
     """The lesson's `fit`: Adam, early stopping on val_accuracy, batches in a seeded order.
 
     `model` is the head alone (on cached features) or the full model (on images). Both loops
@@ -104,24 +102,14 @@ def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch:
       where a step is a few microseconds of arithmetic and fit's per-step Python would be most
       of the time).
 
-    `loop=None` picks "fit" for `config.end_to_end` and "compiled" otherwise; `prepared`, a
-    CompiledLoop of this model made beforehand, implies "compiled".
-    `restore_best` (the holdout protocol) leaves the model with its best epoch's weights, even
-    without early stopping.
+    "fit" runs for `config.end_to_end`, "compiled" otherwise. `restore_best` (the holdout
+    protocol) leaves the model with its best epoch's weights, even without early stopping.
     """
-    if loop is None:
-        loop = "compiled" if prepared or not config.end_to_end else "fit"
-    if loop not in LOOPS:
-        raise ValueError(f"loop must be one of {LOOPS}; received {loop!r}")
     orders = epoch_orders(len(x_train), config.epochs, config.seed)
     stopper = _early_stopping(config, restore_best)
-    if loop == "fit":
+    if config.end_to_end:
         compile_lesson(model)
         return _train_fit(model, x_train, y_train, x_watch, y_watch, config, orders, stopper)
-    if prepared is not None:
-        if prepared.model is not model:
-            raise ValueError("prepared belongs to another model")
-        return prepared.run(x_train, y_train, x_watch, y_watch, orders, stopper)
     start = time.perf_counter()
     prepared = CompiledLoop(model, x_train.shape[1:], x_train.dtype, y_train.dtype,
                             config.batch_size)

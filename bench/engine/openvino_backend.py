@@ -23,6 +23,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bench.cache import OPENVINO_DIR
+from bench.resultsdir import TMP_MARK
+
 # float32 arithmetic on every CPU, and one inference request at a time (extraction is
 # synchronous, batch by batch): the latency hint gives that request every core.
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
@@ -66,7 +69,7 @@ class Converted:
 
 def folder(key: str, label: str, store: Path | None) -> Path | None:
     """Where the converted model of `key` lives under `store` (None: no store)."""
-    return store / "openvino" / f"{label}-{key[:16]}" if store else None
+    return store / OPENVINO_DIR / f"{label}-{key[:16]}" if store else None
 
 
 def is_cached(key: str, label: str, store: Path | None) -> bool:
@@ -88,7 +91,7 @@ def converted(backbone: keras.Model, key: str, label: str, store: Path | None) -
             parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             parent = None  # an unwritable cache: convert into a temporary folder only
-    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=TMP_MARK, dir=parent))
     try:
         xml = _convert(backbone, work)
         if final and parent:

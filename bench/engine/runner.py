@@ -8,7 +8,6 @@ import statistics
 import time
 import traceback
 from datetime import UTC, datetime
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -30,7 +29,7 @@ from bench.identity import (
     known_fields,
     route_name,
 )
-from bench.provenance import git_commit
+from bench.provenance import cpu_name, git_commit
 from bench.result import STATUS_OK, RunResult
 from bench.weights import WeightsError
 
@@ -142,13 +141,7 @@ def _device() -> str:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU: {details.get('device_name', gpus[0].name)}" + (
             f" (x{len(gpus)})" if len(gpus) > 1 else "")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    return f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
 
 
 def _describe(err: BaseException) -> str:

@@ -12,9 +12,6 @@ runtime-choices.json beside the feature cache: the next run of that backbone pro
 from __future__ import annotations
 
 import json
-import os
-import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,12 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 from backbones import BackboneSpec
+from bench.cache import CHOICES_FILE
 from bench.config import RunConfig
 from bench.engine import openvino_backend
 from bench.engine.runtimes import OpenVinoRuntime, Runtime, TensorFlowRuntime
+from bench.fsio import write_text_atomic
 from bench.identity import KERAS_VERSION, RunIdentity
+from bench.provenance import cpu_name, usable_cores
 
-CHOICES_FILE = "runtime-choices.json"
 PROBE_SECONDS = 0.25  # of timed calls per runtime, after a first call that traces / warms up
 
 
@@ -86,9 +85,7 @@ def choose_runtime(spec: BackboneSpec, backbone: keras.Model, extractor: keras.M
         probed["tensorflow"] = _probe(lambda: build("tensorflow"), images,
                                       config.extract_batch_size, warm=2, first_timed=4)
         rates["tensorflow"] = probed["tensorflow"].rate
-    # converting pays only when OpenVINO could win: it would have to be twice as fast as
-    # TensorFlow to save the conversion's time when the conversion costs half TF's extraction
-    if "openvino" not in rates and conversion < 0.5 * n_total / rates["tensorflow"]:
+    if "openvino" not in rates and worth_converting(conversion, n_total / rates["tensorflow"]):
         probed["openvino"] = _probe(lambda: build("openvino"), images,
                                     config.extract_batch_size, warm=config.extract_batch_size,
                                     first_timed=config.extract_batch_size)
@@ -116,6 +113,12 @@ def remember(runtime: Runtime, spec: BackboneSpec, config: RunConfig, ident: Run
     if getattr(runtime, "conversion_s", None):
         memory["conversion_s"] = round(runtime.conversion_s, 2)
     _remember(store, key, memory)
+
+
+def worth_converting(conversion_s: float, tensorflow_s: float) -> bool:
+    """Whether trying OpenVINO can pay: it would have to be twice as fast as TensorFlow to save
+    a conversion that costs half of TensorFlow's whole extraction."""
+    return conversion_s < 0.5 * tensorflow_s
 
 
 # What converting a backbone costs before it was ever measured on this machine: 8-34 s for
@@ -187,16 +190,7 @@ def _choice_key(spec: BackboneSpec, config: RunConfig, size: int,
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model} x{cores}"
+    return f"{cpu_name()} x{usable_cores()}"
 
 
 def _read(store: Path) -> dict:
@@ -211,9 +205,7 @@ def _remember(store: Path, key: str, value: dict) -> None:
     the next run probes again."""
     try:
         store.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=store, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({**_read(store), key: value}, f, indent=0)
-        os.replace(tmp, store / CHOICES_FILE)
+        write_text_atomic(store / CHOICES_FILE, json.dumps({**_read(store), key: value},
+                                                           indent=0))
     except OSError:
         pass

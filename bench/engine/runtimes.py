@@ -47,8 +47,8 @@ class Runtime:
 
 
 class TensorFlowRuntime(Runtime):
-    """Preprocessing, resize and backbone in one traced TensorFlow function (features.extract's
-    graph): XLA stays off, as its resize differs from TensorFlow's (results/PERF.md)."""
+    """Preprocessing, resize and backbone in one traced TensorFlow function
+    (features.forward_function)."""
 
     def __init__(self, extractor: keras.Model, image_shape: tuple[int, ...], dtype: str,
                  batch_size: int):

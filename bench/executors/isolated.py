@@ -31,7 +31,7 @@ from bench.executors.common import (
     child_pythonpath,
     with_source,
 )
-from bench.heads import child_head_path, load_head
+from bench.headfile import child_head_path, load_head
 from bench.identity import failed_row
 from bench.result import RunResult
 

@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     from bench.config import RunConfig
     from bench.data import load_dataset
     from bench.executors.common import worker_spec
-    from bench.heads import child_head_path, save_head
+    from bench.headfile import child_head_path, save_head
     from bench.runlog import RUNS_FILE
 
     spec = worker_spec(request["backbone"])

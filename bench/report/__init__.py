@@ -22,16 +22,11 @@ from bench.fsio import atomic_path, remove_stale_temporaries, write_text_atomic
 from bench.report import model
 from bench.report.columns import CSV_COLUMNS, LEADERBOARD_COLUMNS
 from bench.report.markdown import MARKDOWN_COLUMNS, leaderboard_markdown
-from bench.report.plots import PLOTS_DIR, write_plots
+from bench.report.plots import write_plots
 from bench.report.tables import csv_frame, leaderboard
 from bench.result import RunResult
+from bench.resultsdir import CSV_FILE, MARKDOWN_FILE, PLOTS_DIR, STATE_FILE
 from bench.runlog import RUNS_FILE, latest_records, log_state, read_log, upgrade_log
-
-MARKDOWN_FILE = "leaderboard.md"
-CSV_FILE = "leaderboard.csv"
-# Written last, holding the log_state of the runs.jsonl the report was built from: the report
-# is current exactly when this matches the file now (file times cannot say that).
-STATE_FILE = ".report-state"
 
 __all__ = [
     "CSV_COLUMNS",

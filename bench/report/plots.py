@@ -26,9 +26,8 @@ from bench.report.model import (
 )
 from bench.report.placement import log_limits, palette, panels, place_labels, save
 from bench.result import RunResult
-from bench.runlog import safe_name
+from bench.resultsdir import PLOTS_DIR, safe_name
 
-PLOTS_DIR = "plots"
 SUMMARY_PLOT = "summary.png"
 TRANSFER_PLOT = "transfer.png"
 COST_PLOT = "cost.png"

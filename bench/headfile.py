@@ -14,9 +14,8 @@ import numpy as np
 
 from bench.fsio import atomic_path
 from bench.result import RunResult
-from bench.runlog import safe_name
+from bench.resultsdir import head_file_name
 
-HEADS_DIR = "heads"
 _WEIGHT = "weight_"  # np.savez keys: weight_000, weight_001, ... in get_weights() order
 
 
@@ -28,11 +27,6 @@ class HeadFile:
     weights: list[np.ndarray]
     class_names: list[str]
     image_shape: tuple[int, ...] | None  # the training images' shape (a baseline's input)
-
-
-def head_file_name(result: RunResult) -> str:
-    """Where a row's head goes, relative to the results folder; unique per run (config hash)."""
-    return f"{HEADS_DIR}/{safe_name(result.backbone)}-{result.config_hash}.weights.npz"
 
 
 def save_head(path: Path, weights: Sequence[np.ndarray], class_names: Sequence[str] = (),
@@ -66,6 +60,6 @@ def with_head_file(out: Path, result: RunResult, image_shape: Sequence[int] | No
     are). The weights stay in memory on the returned row; they never go into runs.jsonl."""
     if not result.ok or result.head_weights is None or not result.config_hash:
         return result
-    name = head_file_name(result)
+    name = head_file_name(result.backbone, result.config_hash)
     save_head(Path(out) / name, result.head_weights, result.class_names, image_shape)
     return replace(result, head_file=name)
