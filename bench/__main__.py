@@ -21,6 +21,7 @@ from bench import commands
 from bench.commands import Interrupted, SweepOptions, UsageError
 from bench.config import ConfigError, RunConfig
 from bench.console import one_line
+from bench.export import export
 from bench.fsio import FolderBusy, os_error_line
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -178,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             commands.report(args.out)
         elif args.command == "export":
-            from bench.export import export  # the report's model: only this command needs it
 
             export(args.name, args.out, args.file, args.weights_dir)
         else:

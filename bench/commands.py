@@ -13,9 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import ConfigError, RunConfig, knob
+from backbones import UnknownBackboneError, baselines, canonical, load_extras, rows, select
+from bench import runlog
+from bench.config import LESSON_IMAGE_SIZE, ConfigError, RunConfig, knob
+from bench.data import FILES, DataError, LazyDataset, load_dataset
 from bench.data.dollarstreet import DEFAULT_DIR
-from bench.fsio import writer_lock
+from bench.dryrun import dry_run
+from bench.executors import make_executor
+from bench.executors.ray_cluster import ClusterError, RayExecutor
+from bench.fsio import LOCK_FILE, writer_lock
+from bench.identity import identify
+from bench.report import write_report
+from bench.sweep import run_sweep
+from bench.weights import WeightsError
 
 DEFAULT_OUT_DIR = Path("results")
 
@@ -109,7 +119,6 @@ def list_backbones() -> None:
     """Prints the registry as a table."""
     from tabulate import tabulate
 
-    from backbones import rows
 
     _load_extras()
     table = rows()
@@ -123,13 +132,11 @@ def list_backbones() -> None:
 
 def report(out: str) -> None:
     """Rebuilds leaderboard.md, leaderboard.csv and the plots from out/runs.jsonl."""
-    from bench import report, runlog
-
     folder = Path(out)
     if not (folder / runlog.RUNS_FILE).is_file():
         raise UsageError(f"No {runlog.RUNS_FILE} in {folder}: nothing to report")
     with writer_lock(folder):
-        print(f"Wrote {report.write_report(folder)['markdown']}")
+        print(f"Wrote {write_report(folder)['markdown']}")
 
 
 def run(options: SweepOptions, config: RunConfig) -> int:
@@ -139,8 +146,6 @@ def run(options: SweepOptions, config: RunConfig) -> int:
     _check_sizes(specs, config)
     _check_engine(config)
     if options.dry_run:
-        from bench.data import DataError
-        from bench.dryrun import dry_run
 
         try:
             dry_run(specs, config, Path(options.data))
@@ -161,8 +166,6 @@ def run(options: SweepOptions, config: RunConfig) -> int:
 
 
 def _remove_if_only_lock(out: Path) -> None:
-    from bench.fsio import LOCK_FILE
-
     if [p.name for p in out.iterdir()] == [LOCK_FILE]:
         (out / LOCK_FILE).unlink()
         out.rmdir()
@@ -170,8 +173,6 @@ def _remove_if_only_lock(out: Path) -> None:
 
 def _sweep(options: SweepOptions, config: RunConfig, specs: list, out: Path) -> int:
     """The sweep itself, under out's writer lock; how many rows failed."""
-    from bench.sweep import run_sweep
-
     data = _load(options.data, options, specs, config)
     executor = _executor(options, specs)
     try:
@@ -193,8 +194,6 @@ def _print(line: str) -> None:
 
 def _select(options: SweepOptions) -> list:
     """The registry entries the options name, each once, in the order given."""
-    from backbones import UnknownBackboneError, baselines, canonical, select
-
     if not options.backbones and not options.all:
         raise UsageError("name at least one backbone, or pass --all (see: python -m bench --list)")
     _load_extras()
@@ -208,8 +207,6 @@ def _select(options: SweepOptions) -> list:
 
 def _load_extras() -> None:
     """The rows of the modules named in $BENCH_EXTRA_BACKBONES join the registry."""
-    from backbones import load_extras
-
     try:
         load_extras()
     except (ImportError, ValueError) as err:  # a module that is not there, a name taken
@@ -271,8 +268,6 @@ def _load(folder: str, options: SweepOptions | None = None, specs: Sequence = ()
     done, it is not decoded at all. Images of mixed sizes are stored at the largest size the
     selected backbones need.
     """
-    from bench.data import FILES, DataError, LazyDataset, load_dataset
-
     options = options or SweepOptions(data=folder)
     is_default = not folder.startswith("tfds:") and Path(folder).resolve() == DEFAULT_DIR.resolve()
     if is_default and not all((Path(folder) / name).is_file() for name in FILES):
@@ -299,7 +294,6 @@ def _storage_size(specs: Sequence, config: RunConfig | None) -> int | None:
     """The side images of mixed sizes are stored at: the largest any selected backbone needs."""
     if config is None:
         return None
-    from bench.config import LESSON_IMAGE_SIZE
 
     sizes = [config.size_for(s.input_size) for s in specs if s.kind != "baseline"]
     return max(sizes, default=config.size_for(LESSON_IMAGE_SIZE))
@@ -310,9 +304,6 @@ def _needs_pixels(data, options: SweepOptions, specs: Sequence, config: RunConfi
     """Whether some (backbone, seed) has no ok row in runs.jsonl yet (the sweep will run it)."""
     if config is None or options.rerun:
         return True
-    from bench import runlog
-    from bench.identity import identify
-    from bench.weights import WeightsError
 
     done = {r.get("config_hash") for r in runlog.read_records(Path(options.out))
             if r.get("status") == "ok"}
@@ -330,11 +321,9 @@ def _executor(options: SweepOptions, specs: list):
     """The executor the options ask for; a Ray cluster is connected now, so that no Ray, a bad
     address or a task no node can hold is a usage error before anything runs."""
     if options.ray is None:
-        from bench.executors import make_executor
 
         isolate = not options.no_isolate and (len(specs) > 1 or options.timeout_min is not None)
         return make_executor(isolate, options.timeout_min)
-    from bench.executors.ray_cluster import ClusterError, RayExecutor
 
     executor = RayExecutor(options.ray or None, gpus_per_task=options.gpus_per_task,
                            cpus_per_task=options.cpus_per_task, log=_print)

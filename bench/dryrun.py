@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.config import RunConfig
-from bench.data import dollarstreet
+from bench.data import FILES, dollarstreet, load_dataset
 
 
 def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
@@ -46,8 +46,6 @@ def _images(data_dir: Path) -> tuple[int, tuple[int, ...], str]:
     """How many images of which shape the sweep would read, and where they come from: the
     source when it is there (an image folder or a TFDS dataset is counted, not decoded), else
     the lesson's data (the default folder before its download)."""
-    from bench.data import FILES, load_dataset
-
     is_default = data_dir.resolve() == dollarstreet.DEFAULT_DIR.resolve()
     absent = not data_dir.exists() and not str(data_dir).startswith("tfds:")
     if absent or (is_default and not all((data_dir / name).is_file() for name in FILES)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from backbones import UnknownBackboneError, get, load_extras
 from bench.commands import UsageError
 from bench.config import RunConfig
 from bench.fsio import atomic_path, write_text_atomic, writer_lock
@@ -107,8 +108,6 @@ def _best_run(entry: model.Entry) -> RunResult:
 
 
 def _spec(name: str):
-    from backbones import UnknownBackboneError, get, load_extras
-
     try:
         load_extras()
         return get(name)

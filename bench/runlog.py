@@ -241,14 +241,8 @@ def _defaults_for(row: dict) -> dict:
 
 
 def _eval_arrays(row: dict) -> tuple[np.ndarray, np.ndarray, int] | None:
-    labels, predictions = row.get("labels") or [], row.get("predictions") or []
-    if not labels or len(labels) != len(predictions):
+    if (arrays := stats.label_arrays(row.get("labels"), row.get("predictions"))) is None:
         return None
-    try:
-        y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    except (TypeError, ValueError):
-        return None
-    if y.ndim != 1 or min(y.min(), p.min()) < 0:
-        return None
+    y, p = arrays
     n_classes = max(int(row.get("n_classes") or 0), int(max(y.max(), p.max())) + 1)
     return y, p, n_classes

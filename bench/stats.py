@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 ArrayLike = Sequence[int] | Sequence[bool] | np.ndarray
 
@@ -41,6 +40,8 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     """Wilson score interval for a proportion correct / n (e.g. an accuracy on n images)."""
     if n < 1 or not 0 <= correct <= n:
         raise ValueError(f"need 0 <= correct <= n and n >= 1; received correct={correct}, n={n}")
+    from scipy import stats as _scipy_stats  # scipy.stats costs half a second to import
+
     ci = _scipy_stats.binomtest(int(correct), int(n)).proportion_ci(
         confidence_level=confidence, method="wilson"
     )
@@ -72,6 +73,8 @@ def sign_test(score_a: ArrayLike, score_b: ArrayLike) -> SignTest:
     n = a_better + b_better
     if n == 0:
         return SignTest(a_better=0, b_better=0, n_untied=0, p_value=1.0)
+    from scipy import stats as _scipy_stats
+
     p = _scipy_stats.binomtest(min(a_better, b_better), n, 0.5).pvalue
     return SignTest(a_better=a_better, b_better=b_better, n_untied=n, p_value=float(p))
 
@@ -132,6 +135,21 @@ def bootstrap_ranks(
         None if score is None else (int(lo), int(hi))
         for score, lo, hi in zip(scores, low, high, strict=True)
     ]
+
+
+def label_arrays(labels: object, predictions: object) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, predictions) as int64 arrays of equal length, or None when a row stored none,
+    or something that is not class indices."""
+    labels, predictions = labels or [], predictions or []
+    if not labels or len(labels) != len(predictions):
+        return None
+    try:
+        y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    if y.ndim != 1 or min(y.min(), p.min()) < 0:
+        return None
+    return y, p
 
 
 def _checked(labels: ArrayLike, predictions: ArrayLike, n_classes: int) -> tuple[np.ndarray, ...]:
@@ -198,6 +216,8 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> Spearman:
     n = int(xs.size)
     if n < 3:
         return Spearman(rho=None, p_value=None, n=n)
+    from scipy import stats as _scipy_stats
+
     with warnings.catch_warnings():
         # a constant input has no ranks to correlate: scipy warns and returns NaN
         warnings.simplefilter("ignore", _scipy_stats.ConstantInputWarning)

@@ -7,13 +7,23 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from backbones import load_extras, select
+from bench import report, runlog
 from bench.config import RunConfig
 from bench.data import Dataset, load_dataset
-from bench.fsio import os_error_line
+from bench.executors import InProcessExecutor, make_executor
+from bench.fsio import os_error_line, writer_lock
+from bench.headfile import with_head_file
+from bench.identity import identify
+from bench.report import is_current
 from bench.result import RunResult
+from bench.runlog import RUNS_FILE
+from bench.weights import WeightsError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Log = Callable[[str], None]
 
@@ -77,8 +87,6 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     decided by the only writer. A row that cannot be appended is printed on stderr as its json
     line and the sweep stops with the OSError.
     """
-    from bench.fsio import writer_lock
-
     if out is None:
         return _sweep(specs, config, data, None, log, executor, rerun)
     with writer_lock(out):
@@ -87,8 +95,6 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
 
 def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, log: Log | None,
            executor, rerun: bool) -> SweepOutcome:
-    from bench import report, runlog
-    from bench.executors import InProcessExecutor
 
     executor = executor or InProcessExecutor()
     checksum = data.checksum()
@@ -129,9 +135,6 @@ def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, 
 def _plan(specs: Sequence, config: RunConfig, data: Dataset, checksum: str, done: set[str],
           outcome: SweepOutcome, log: Log | None) -> list:
     """The (spec, seed configs) still to run; a (backbone, seed) in `done` is skipped, and said."""
-    from bench.identity import identify
-    from bench.weights import WeightsError
-
     order = {spec.name: i for i, spec in enumerate(specs, 1)}
     tasks = []
     for spec in specs:
@@ -158,9 +161,6 @@ def _append(out: Path, result: RunResult, image_shape: Sequence[int] | None) -> 
     """Saves the row's head file, then appends the row to out/runs.jsonl; returns the row as
     stored. When either fails (disk full, read-only, I/O) the row goes to stderr as its json
     line, so it is not lost, and the OSError says so in one line."""
-    from bench import runlog
-    from bench.headfile import with_head_file
-
     try:
         stored = with_head_file(out, result, image_shape)
         runlog.append_record(out, stored.to_dict())
@@ -173,9 +173,6 @@ def _append(out: Path, result: RunResult, image_shape: Sequence[int] | None) -> 
 
 def _report_is_current(out: Path) -> bool:
     """The report was built, to its end, from runs.jsonl as it is now: nothing to rebuild."""
-    from bench.report import is_current
-    from bench.runlog import RUNS_FILE
-
     return not (out / RUNS_FILE).exists() or is_current(out)
 
 
@@ -191,9 +188,6 @@ def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None
         import bench
         df = bench.run(["DenseNet121", "EfficientNet*"], data="data/dataset_dollarstreet")
     """
-    from backbones import load_extras, select
-    from bench.executors import make_executor
-
     load_extras()  # the modules named in $BENCH_EXTRA_BACKBONES, as the command line does
     names = [backbones] if isinstance(backbones, str) else list(backbones)
     specs = select(names)
@@ -202,4 +196,6 @@ def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None
         data = load_dataset(data)
     outcome = run_sweep(specs, cfg, data, out, log=print if verbose else None,
                         executor=make_executor(isolate))
+    import pandas as pd  # the notebook's table; the command line never needs pandas
+
     return pd.DataFrame([r.to_dict() for r in outcome.results])

@@ -141,3 +141,94 @@ def test_report_imports_no_tensorflow(finished_sweep):
 
 def test_a_fully_resumed_sweep_imports_no_tensorflow(finished_sweep):
     assert _probe(*finished_sweep) == {"code": 0, "heavy": []}
+
+
+# --- imports: layers without cycles -----------------------------------------------------------
+MAX_FUNCTION_LEVEL_IMPORTS = 35  # of project modules; each crosses into bench/engine (TensorFlow)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_imports() -> list[tuple[str, str, bool]]:
+    """(importer, imported module, inside a function) for every import of a bench or backbones
+    module in bench/ and backbones/; `from package import submodule` counts as the submodule,
+    imports under `if TYPE_CHECKING:` do not count (they never run)."""
+    modules = {_module_name(p): p for p in _modules()}
+    found = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", "") == "TYPE_CHECKING"
+                       for n in ast.walk(node)}
+        in_function = {id(n) for node in ast.walk(tree)
+                       if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                       for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = node.module or ""
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                           for a in node.names]
+            for target in dict.fromkeys(targets):
+                if target.split(".")[0] in PACKAGES:
+                    found.append((name, target, id(node) in in_function))
+    return found
+
+
+def _cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+        graph.setdefault(b, set())
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                on_stack.discard(w)
+                component.append(w)
+            on_stack.discard(v)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_anywhere_in_bench_or_backbones():
+    edges = {(a, b) for a, b, _ in project_imports() if a != b}
+    assert len(edges) > 50  # the walk sees the real code
+    assert not _cycles(edges), _cycles(edges)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c"]]
+    assert _cycles({("a", "b"), ("b", "c")}) == []
+
+
+def test_project_modules_are_imported_inside_functions_only_to_reach_the_engine():
+    inner = [(a, b) for a, b, in_function in project_imports() if in_function]
+    assert inner, "the walk sees the engine's lazy imports"
+    assert len(inner) <= MAX_FUNCTION_LEVEL_IMPORTS, inner
+    elsewhere = [(a, b) for a, b in inner if not b.startswith("bench.engine")
+                 and not a.startswith("bench.engine")]
+    assert not elsewhere, elsewhere

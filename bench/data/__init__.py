@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from bench.config import LESSON_IMAGE_SIZE
-from bench.data import dollarstreet, folder, npy
+from bench.data import dollarstreet, folder, npy, tfds
 from bench.data.dataset import DataError, Dataset, LazyDataset, arrays_checksum, from_arrays
 from bench.data.npy import FILES
 
@@ -38,7 +38,6 @@ def load_dataset(path: str | os.PathLike | None = None, download: bool = True, *
     """
     images = dict(skip_bad_images=skip_bad_images, storage_size=storage_size or LESSON_IMAGE_SIZE)
     if isinstance(path, str) and path.startswith("tfds:"):
-        from bench.data import tfds  # tensorflow-datasets is an optional extra
 
         return tfds.load_tfds(path, data_dir=tfds_dir, **images)
     where = dollarstreet.DEFAULT_DIR if path is None else Path(path)

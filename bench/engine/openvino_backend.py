@@ -23,7 +23,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench.cache import OPENVINO_DIR
+from bench.cache import OPENVINO_DIR, process_caches
+from bench.console import captured_stderr
 from bench.resultsdir import TMP_MARK
 
 # float32 arithmetic on every CPU, and one inference request at a time (extraction is
@@ -43,7 +44,6 @@ def version() -> str | None:
 def _core():
     import openvino
 
-    from bench.cache import process_caches
 
     once = process_caches().once
     if "openvino_core" not in once:
@@ -121,7 +121,6 @@ def _convert(backbone: keras.Model, work: Path) -> Path:
     """
     import openvino
 
-    from bench.console import captured_stderr
 
     saved = work / "saved_model"
     with captured_stderr():

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from backbones import get, load_extras
 from bench.config import RunConfig
 from bench.data import Dataset, npy
 from bench.result import RunResult
@@ -50,7 +51,6 @@ def worker_spec(backbone: str):
     from bench.engine.quiet import import_tensorflow
 
     import_tensorflow()  # before anything imports Keras: its C++ start-up chatter is captured
-    from backbones import get, load_extras
 
     load_extras()
     return get(backbone)

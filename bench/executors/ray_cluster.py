@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import backbones
+import bench
 from bench.config import RunConfig
 from bench.console import captured_stderr, one_line
 from bench.data import Dataset
@@ -28,6 +30,7 @@ from bench.executors.common import (
     worker_spec,
 )
 from bench.identity import failed_row
+from bench.provenance import git_commit
 from bench.result import RunResult
 
 INSTALL_HINT = "--ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.40')"
@@ -207,7 +210,6 @@ class RayExecutor:
             return failed_row(spec, config, data, _failure(ray, err),
                               time.perf_counter() - submitted, data_checksum)
         if result.git_commit is None:  # the worker ran the driver's code (runtime_env py_modules)
-            from bench.provenance import git_commit
 
             result = replace(result, git_commit=git_commit())
         return with_source(result, data)
@@ -253,9 +255,6 @@ def _shares_features(spec, config: RunConfig) -> bool:
 def job_runtime_env() -> dict:
     """For ray.init: workers import the driver's own bench and backbones, uploaded by Ray, so a
     node needs only the dependencies (TensorFlow, Keras, Ray), not a checkout of bench."""
-    import backbones
-    import bench
-
     return {"py_modules": [_package_dir(bench), _package_dir(backbones)]}
 
 

@@ -16,6 +16,12 @@ import threading
 import time
 from pathlib import Path
 
+from bench.config import RunConfig
+from bench.data import load_dataset
+from bench.executors.common import worker_spec
+from bench.headfile import child_head_path, save_head
+from bench.runlog import RUNS_FILE
+
 
 def _exit_with_parent(parent: int) -> None:
     """A child whose driver was killed (SIGKILL leaves no chance to clean up) stops too, with
@@ -37,11 +43,6 @@ def main(argv: list[str]) -> int:
     request = json.loads(request_path.read_text())
     _exit_with_parent(int(request["parent_pid"]))
 
-    from bench.config import RunConfig
-    from bench.data import load_dataset
-    from bench.executors.common import worker_spec
-    from bench.headfile import child_head_path, save_head
-    from bench.runlog import RUNS_FILE
 
     spec = worker_spec(request["backbone"])
     from bench.engine.runner import run_one

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from bench.config import PROTOCOL_KNOBS
 from bench.report.model import HOLDOUT, LESSON, Entry, Table, eval_arrays
@@ -74,6 +73,8 @@ def paired_difference(
     treated: np.ndarray, control: np.ndarray
 ) -> tuple[float, float, float, float]:
     """(mean difference, 95 % bootstrap interval low, high, Wilcoxon p) of per-image scores."""
+    from scipy import stats as scipy_stats  # costs half a second to import
+
     difference = treated - control
     mean = float(difference.mean())
     if not np.any(difference):  # the same on every image: nothing to resample or test

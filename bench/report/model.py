@@ -60,17 +60,8 @@ def rank_field(protocol: str) -> str:
 
 
 def eval_arrays(run: RunResult) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, predictions) of the evaluation images, or None when not stored (or unusable)."""
-    labels, predictions = run.labels or [], run.predictions or []
-    if not labels or len(labels) != len(predictions):
-        return None
-    try:
-        y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    except (TypeError, ValueError):
-        return None
-    if y.ndim != 1 or y.min() < 0 or p.min() < 0:
-        return None
-    return y, p
+    """(labels, predictions) of the test images, or None when not stored (or unusable)."""
+    return stats.label_arrays(run.labels, run.predictions)
 
 
 def n_classes(run: RunResult, arrays: tuple[np.ndarray, np.ndarray]) -> int:

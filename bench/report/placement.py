@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn: a report without plots is fast
+    from matplotlib.figure import Figure
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
@@ -64,6 +64,8 @@ def _best_offset(
 
 def place_labels(fig: Figure, ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
     """Labels each point, choosing per label the first offset that overlaps nothing placed yet."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     renderer = FigureCanvasAgg(fig).get_renderer()
     a = ax.get_window_extent(renderer)
     frame = (a.x0, a.y0, a.x1, a.y1)
@@ -83,6 +85,8 @@ def place_labels(fig: Figure, ax: Any, points: Sequence[tuple[float, float, str]
 def save(fig: Figure, path: Path) -> None:
     """Writes the figure as a png and frees it."""
     # A Figure with its own Agg canvas: no pyplot, no global figure registry, nothing to close.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png")
     fig.clear()
@@ -91,6 +95,8 @@ def save(fig: Figure, path: Path) -> None:
 def palette(n: int) -> list[Any]:
     if n <= 10:
         return [f"C{i}" for i in range(n)]
+    import matplotlib
+
     return [matplotlib.colormaps["tab20"](i % 20) for i in range(n)]
 
 
@@ -98,6 +104,8 @@ def panels(n: int, width: float, height: float, right: float) -> tuple[Figure, l
     """A figure of n panels, one above the other; margins fixed in inches, because label
     placement measures pixel positions, which must not move afterwards."""
     total = n * height
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, total), dpi=100)
     axes = list(np.atleast_1d(fig.subplots(n, 1)))
     bottom, top, gap = 0.7, 0.9, 1.0  # inches: x label; suptitle and title; between panels

@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from bench import stats
 from bench.fsio import atomic_path
@@ -28,13 +27,16 @@ from bench.report.placement import log_limits, palette, panels, place_labels, sa
 from bench.result import RunResult
 from bench.resultsdir import PLOTS_DIR, safe_name
 
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
+    from matplotlib.figure import Figure
+
 SUMMARY_PLOT = "summary.png"
 TRANSFER_PLOT = "transfer.png"
 COST_PLOT = "cost.png"
 BASELINE = "baseline"  # Entry.kind of a model trained from scratch: no backbone to time
 
 Point = tuple[float, float, str]  # x, y, label
-Panel = Callable[[Figure, Any, Table], None]  # draws one table on one axes
+Panel = Callable[["Figure", Any, Table], None]  # draws one table on one axes
 
 
 @dataclass
@@ -110,6 +112,8 @@ def _plot_history(runs: Sequence[RunResult], title: str, path: Path) -> None:
     Several runs (one entry's seeds) share the axes, one faint line per seed and metric, so the
     spread between seeds shows at a glance.
     """
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 4), dpi=100)
     axes = fig.subplots(1, 2)
     # fixed margins: a layout engine doubles the drawing time, and dozens of these are drawn
@@ -356,6 +360,8 @@ def _plot_confusion(entry: Entry, path: Path) -> bool:
     names = [str(s) for s in run.class_names[:n]] + [str(i) for i in range(len(run.class_names), n)]
     side = min(3.5 + 0.45 * n, 20)
     # constrained layout from the start: a colorbar added first would not take part in it
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues", vmin=0)

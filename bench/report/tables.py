@@ -4,9 +4,7 @@ line per run), both in table order (one table per configuration) and rank order 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from bench.console import one_line
 from bench.report.columns import (
@@ -21,6 +19,9 @@ from bench.report.columns import (
 from bench.report.model import Entry, Table, n_eval, run_interval, run_value, tables
 from bench.result import RunResult
 from bench.runlog import upgrade_log
+
+if TYPE_CHECKING:  # pandas is imported when a table is made
+    import pandas as pd
 
 TABLE = "table"  # the column that names an entry's table (its configuration in words)
 
@@ -45,6 +46,8 @@ def _entry_row(table: Table, entry: Entry) -> dict[str, Any]:
 def entry_frame(found: Sequence[Table]) -> pd.DataFrame:
     """One row per entry, numbers unformatted; means over seeds are floats."""
     rows = [_entry_row(t, e) for t in found for e in t.entries]
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
     columns = columns_of(FRAME)
     _as_ints(frame, [c.name for c in columns if c.dtype == "Int64" and c.per_entry != MEAN])
@@ -79,6 +82,8 @@ def csv_frame(found: Sequence[Table], failed: Sequence[RunResult]) -> pd.DataFra
     as the runs recorded them."""
     lines = [_csv_line(run, t, e) for t in found for e in t.entries for run in e.runs]
     lines += [_csv_line(run, None, None) for run in failed]
+    import pandas as pd
+
     frame = pd.DataFrame(lines, columns=list(CSV_COLUMNS))
     _as_ints(frame, [c.name for c in columns_of(CSV) if c.dtype == "Int64"])
     return frame
