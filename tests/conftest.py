@@ -11,6 +11,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -152,6 +154,28 @@ def board_differences(got_text: str, want_text: str) -> list[str]:
             for i, (g, w) in enumerate(zip(got[1], want[1], strict=True))
             if not same_number(g, w)]
 
+
+
+# --- what a fresh interpreter imports ---------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+TENSORFLOW = ("tensorflow", "keras")
+_REPORT_PROBE = """
+import json, sys
+print(json.dumps({"result": globals().get("result"), "heavy": sorted(
+    m for m in sys.modules if m.split(".")[0] in json.loads(%r))}))
+"""
+
+
+def fresh_python(code: str, *argv: str, watch: Sequence[str] = TENSORFLOW) -> dict:
+    """Runs `code` in a fresh interpreter on this checkout, with `argv` as sys.argv[1:]:
+    {"result": what the code left in its variable `result`, "heavy": the modules of the
+    packages in `watch` it imported}. The code failing fails the test."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    probe = code + _REPORT_PROBE % json.dumps(list(watch))
+    proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 # --- rows -------------------------------------------------------------------------------------

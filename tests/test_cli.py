@@ -69,21 +69,38 @@ def test_no_flag_gives_the_dataclass_defaults():
     assert config == RunConfig(verbose=config.verbose)
 
 
-def test_each_flag_sets_its_field():
-    options, config = run_options(parse([
-        "run", "A", "B*", "--all", "--dry-run", "--data", "d", "--out", "o", "--rerun",
-        "--quiet", "--ray", "--cpus-per-task", "0.5", "--image-size", "native", "--pooling",
-        "avg", "--batch-size", "8", "--epochs", "3", "--patience", "0", "--seed", "-1",
-        "--seeds", "2", "--protocol", "holdout", "--val-fraction", "0.25", "--preprocess",
-        "lesson", "--end-to-end", "--weights", "random", "--weights-dir", "w",
-        "--extract-batch-size", "4", "--no-cache", "--cache-dir", "c"]))
-    assert options == SweepOptions(backbones=["A", "B*"], all=True, dry_run=True, data="d",
-                                   out="o", rerun=True, quiet=True, ray="", cpus_per_task=0.5)
-    assert config == RunConfig(image_size="native", pooling="avg", batch_size=8, epochs=3,
-                               patience=0, seed=-1, seeds=2, protocol="holdout",
-                               val_fraction=0.25, preprocess="lesson", end_to_end=True,
-                               weights="random", weights_dir="w", extract_batch_size=4,
-                               verbose=0, cache=False, cache_dir="c")
+def _another_value(field) -> tuple[object, list[str]]:
+    """A valid value of the field other than its default, and the arguments that set it."""
+    default, choices = field.default, field.metadata.get("choices")
+    if isinstance(default, bool):
+        return not default, [flag(field)]
+    if field.name == "probes":
+        return ("linear",), [flag(field), "linear"]
+    if choices:
+        other = next(c for c in choices if c != default)
+        return other, [flag(field), other]
+    if field.name == "image_size":
+        return "native", [flag(field), "native"]
+    if isinstance(default, int):
+        return default + 3, [flag(field), str(default + 3)]
+    if isinstance(default, float) or field.metadata.get("type") is float:
+        value = 0.25 if default is None or default > 0.3 else 0.4
+        return value, [flag(field), str(value)]
+    return "x", [flag(field), "x"]
+
+
+@pytest.mark.parametrize("field", [f for f in _knobs(SweepOptions) + _knobs(RunConfig)
+                                   if f.name != "backbones"], ids=lambda f: f.name)
+def test_each_flag_sets_its_field(field):
+    value, args = _another_value(field)
+    needs = ["--ray"] if field.name in ("gpus_per_task", "cpus_per_task") else []
+    options, config = run_options(parse(["run", "A", *args, *needs]))
+    parsed = options if hasattr(options, field.name) else config
+    assert getattr(parsed, field.name) == value != field.default
+    other = config if parsed is options else options
+    untouched = SweepOptions if other is options else RunConfig
+    assert all(getattr(other, f.name) == f.default for f in _knobs(untouched)
+               if f.name not in ("backbones", "verbose"))
 
 
 def test_unknown_backbone_in_a_real_process_is_the_registrys_line(tiny_data_dir):

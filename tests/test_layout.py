@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fresh_python
 
 # one xdist worker runs this file: its module-scoped fixture is set up once
 pytestmark = pytest.mark.xdist_group("layout")
@@ -84,28 +82,23 @@ def test_only_the_engine_imports_tensorflow_at_module_level():
     assert not offenders, f"TensorFlow (or the engine) imported outside bench/engine: {offenders}"
 
 
-_PROBE = (
-    "import json, runpy, sys\n"
-    "sys.argv = ['bench', *json.loads(sys.argv[1])]\n"
-    "try:\n"
-    "    runpy.run_module('bench', run_name='__main__')\n"
-    "except SystemExit as exit:\n"
-    "    code = exit.code\n"
-    "else:\n"
-    "    code = 0\n"
-    "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
-    "print(json.dumps({'code': code, 'heavy': heavy}))\n"
-)
+_MAIN = """
+import json, runpy, sys
+sys.argv = ["bench", *json.loads(sys.argv[1])]
+try:
+    runpy.run_module("bench", run_name="__main__")
+except SystemExit as exit:
+    result = exit.code
+else:
+    result = 0
+"""
 
 
 def _probe(*args: str) -> dict:
     """Runs python -m bench ARGS in a fresh interpreter; its exit code and the TF modules it
     imported."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(args))], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.splitlines()[-1])
+    found = fresh_python(_MAIN, json.dumps(list(args)))
+    return {"code": found["result"], "heavy": found["heavy"]}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--list"], ["run", "--help"], ["list"]],

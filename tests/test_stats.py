@@ -4,12 +4,11 @@ per-class scores, Spearman."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fresh_python
 
 from bench.stats import (
     SignTest,
@@ -320,13 +319,5 @@ def test_mean_sd_uses_the_sample_sd() -> None:
 
 def test_stats_imports_no_tensorflow_pandas_or_matplotlib() -> None:
     # the runner fills rows with these functions; the reporter's heavy imports stay out
-    code = (
-        "import sys, bench.stats; "
-        "heavy = ('tensorflow', 'keras', 'pandas', 'matplotlib'); "
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy); "
-        "assert not bad, bad"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    watched = ("tensorflow", "keras", "pandas", "matplotlib")
+    assert fresh_python("import bench.stats", watch=watched)["heavy"] == []
