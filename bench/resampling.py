@@ -47,13 +47,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 # Cells per block of a (B, n) or (B, pairs) matrix: bounds memory to tens of MiB whatever the
 # table's size, and keeps int32 image indices safe.
 _BLOCK_CELLS = 1 << 22
 # Half the distance between these quantiles is the sd of a normal deviation.
-_SCALE_QUANTILES = (float(_scipy_stats.norm.cdf(-1.0)), float(_scipy_stats.norm.cdf(1.0)))
+_SCALE_QUANTILES = (0.15865525393145707, 0.8413447460685429)  # scipy.stats.norm.cdf(-1), cdf(1)
 
 
 @dataclass(frozen=True, eq=False)  # arrays: == would be ambiguous
@@ -387,6 +386,8 @@ def power_at(res: Resampled, difference: float, alpha: float = 0.05) -> float:
     critical, scale = _typical(res, alpha)
     if scale == 0:
         return 1.0 if difference > 0 else 0.0
+    from scipy import stats as _scipy_stats  # costs half a second to import
+
     return float(_scipy_stats.norm.sf(critical - difference / scale))
 
 
@@ -395,6 +396,8 @@ def resolvable_difference(res: Resampled, power: float = 0.8, alpha: float = 0.0
     inverse)."""
     _probability(power, "power")
     critical, scale = _typical(res, alpha)
+    from scipy import stats as _scipy_stats
+
     return float(scale * (critical + _scipy_stats.norm.ppf(power)))
 
 
