@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report", help="rebuild leaderboard.md, leaderboard.csv and plots from runs.jsonl",
         description="Rebuild leaderboard.md, leaderboard.csv and plots from runs.jsonl.")
-    add_flags(report, SweepOptions, only=("out",))
+    add_flags(report, SweepOptions, only=("out", "margin"))
     _add_export(sub)
     return parser
 
@@ -177,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             commands.list_backbones()
         elif args.command == "report":
-            commands.report(args.out)
+            try:
+                margin = SweepOptions(margin=args.margin).margin  # checked as the run's is
+            except ConfigError as err:
+                raise UsageError(f"--margin {err.reason}") from None
+            commands.report(args.out, margin)
         elif args.command == "export":
 
             export(args.name, args.out, args.file, args.weights_dir)

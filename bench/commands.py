@@ -90,6 +90,11 @@ class SweepOptions:
         False, "run backbones again even when runs.jsonl has an ok row for the same config hash "
         "(default: skip them, so a re-run resumes)")
     quiet: bool = knob(False, "no Keras progress bars")
+    # the recommendation bounds how much worse the cheaper entry may be; the report's, not the
+    # runs': change it and `report` rebuilds the answer from the same rows
+    margin: float = knob(
+        2.0, "the recommendation: the cheapest entry shown at most this many accuracy points "
+        "below the best (95 %%, the choice of the best included)", metavar="POINTS")
 
     def __post_init__(self) -> None:
         # nan fails no `<= 0` and inf passes every bound: both are refused outright
@@ -104,6 +109,9 @@ class SweepOptions:
                 raise ConfigError(name, f"must be a finite number >= 0; received {amount}")
         if self.ray is None and (self.gpus_per_task, self.cpus_per_task) != (None, None):
             raise ConfigError("gpus_per_task", "and --cpus-per-task apply to --ray runs")
+        if not (math.isfinite(self.margin) and 0 <= self.margin <= 100):
+            raise ConfigError("margin", f"must be accuracy points between 0 and 100; received "
+                              f"{self.margin}")
         if self.ray is not None and (self.no_isolate or self.timeout_min is not None):
             raise ConfigError("no_isolate", "and --timeout-min do not apply to --ray runs (each "
                               "(backbone, seed) is a Ray task in a Ray worker process)")
@@ -130,13 +138,13 @@ def list_backbones() -> None:
           f"(select by name or glob).")
 
 
-def report(out: str) -> None:
+def report(out: str, margin_points: float = 2.0) -> None:
     """Rebuilds leaderboard.md, leaderboard.csv and the plots from out/runs.jsonl."""
     folder = Path(out)
     if not (folder / runlog.RUNS_FILE).is_file():
         raise UsageError(f"No {runlog.RUNS_FILE} in {folder}: nothing to report")
     with writer_lock(folder):
-        print(f"Wrote {write_report(folder)['markdown']}")
+        print(f"Wrote {write_report(folder, margin=margin_points / 100)['markdown']}")
 
 
 def run(options: SweepOptions, config: RunConfig) -> int:
@@ -177,7 +185,7 @@ def _sweep(options: SweepOptions, config: RunConfig, specs: list, out: Path) -> 
     executor = _executor(options, specs)
     try:
         outcome = run_sweep(specs, config, data, out, log=_print, executor=executor,
-                            rerun=options.rerun)
+                            rerun=options.rerun, margin=options.margin / 100)
     except KeyboardInterrupt:
         raise Interrupted(f"finished rows are kept in {out / 'runs.jsonl'}. Run the same "
                           "command again to resume (finished backbones are skipped)") from None

@@ -14,10 +14,12 @@ from pathlib import Path
 from backbones import UnknownBackboneError, get, load_extras
 from bench.commands import UsageError
 from bench.config import RunConfig
+from bench.data import DataError, load_dataset
 from bench.fsio import atomic_path, write_text_atomic, writer_lock
 from bench.headfile import HeadFile, load_head
 from bench.identity import file_sha256
-from bench.report import model
+from bench.report import ranking
+from bench.report.entries import Entry, entries, metric
 from bench.result import RunResult
 from bench.runlog import RUNS_FILE, group_key, latest_records, read_records
 from bench.weights import ResolvedWeights, WeightsError
@@ -62,7 +64,8 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
 
     try:
         classifier = build_model(spec, config, weights, seed, head.weights,
-                                 len(head.class_names), head.image_shape)
+                                 len(head.class_names), head.image_shape,
+                                 _batchnorm_images(row))
     except (WeightsError, ExportError) as err:
         raise UsageError(f"{row.backbone}: {err}") from None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ def find_row(out: Path, name: str | None) -> RunResult:
     records = read_records(Path(out))
     runs = latest_records([RunResult.from_dict(r) for r in records])
     if name is None:
-        found = model.tables(runs)
+        found = ranking.tables(runs)
         if not found:
             raise UsageError(f"No ok row in {runs_file}: nothing to export")
         return _best_run(found[0].entries[0])
@@ -93,15 +96,15 @@ def find_row(out: Path, name: str | None) -> RunResult:
     if not mine:
         raise UsageError(f"No ok row of {backbone} in {runs_file}: nothing to export")
     latest = group_key(mine[-1])
-    return _best_run(model.entries([r for r in mine if group_key(r) == latest])[0])
+    return _best_run(entries([r for r in mine if group_key(r) == latest])[0])
 
 
-def _best_run(entry: model.Entry) -> RunResult:
+def _best_run(entry: Entry) -> RunResult:
     """Of an entry's seeds, the best by the accuracy the leaderboard ranks by; the lowest seed
     among equals (entry.runs is in seed order)."""
 
     def accuracy(run: RunResult) -> float:
-        value = model.metric(run, model.rank_field(run.protocol))
+        value = metric(run, "test_accuracy")
         return value if value is not None else float("-inf")
 
     return max(entry.runs, key=accuracy)
@@ -130,12 +133,31 @@ def _head(out: Path, row: RunResult) -> HeadFile:
         raise UsageError(f"Head file of {row.backbone} unreadable: {path} ({reason})") from None
 
 
+def _batchnorm_images(row: RunResult):
+    """The training images a random backbone's BatchNormalization statistics were re-estimated
+    on, read again from the row's data (checked by its checksum); None when the run had no
+    such statistics."""
+    if not (row.weights_id or "").endswith(":batchnorm=train"):
+        return None
+    try:
+        data = load_dataset(row.data, download=False)
+        same = data.checksum() == row.data_checksum
+    except DataError as err:
+        raise UsageError(f"{row.backbone} is a random-features control: its BatchNorm "
+                         f"statistics come from its training images, which cannot be read "
+                         f"({err})") from None
+    if not same:
+        raise UsageError(f"{row.backbone}: {row.data} no longer holds the data the run saw "
+                         f"(checksum differs); its random backbone cannot be rebuilt")
+    return data.train_images
+
+
 def _row_weights(row: RunResult, weights_dir: str | None) -> tuple[ResolvedWeights, int]:
     """The backbone's weights as the run had them, and the seed its build starts from."""
     kind, _, value = (row.weights_id or "").partition(":")
     seed = row.seed or 0
-    if kind == "random":  # "random:seed=N": what the backbone seed N draws
-        return ResolvedWeights("random", "random", None), int(value.partition("=")[2])
+    if kind == "random":  # "random:seed=N[:batchnorm=train]": what the backbone seed N draws
+        return ResolvedWeights("random", "random", None), int(value.split(":")[0].split("=")[1])
     local = Path(weights_dir) / str(row.weights_file) if weights_dir and row.weights_file \
         else None
     if kind == "keras":  # Keras' own file: from --weights-dir, else Keras' cache or download

@@ -36,7 +36,8 @@ class RunIdentity:
 
     size: int
     weights: ResolvedWeights
-    weights_id: str  # "random:seed=N", "keras:<file name>", "sha256:<file digest>", "scratch"
+    # "random:seed=N:batchnorm=train", "keras:<file name>", "sha256:<file digest>", "scratch"
+    weights_id: str
     data_checksum: str
     config_hash: str  # backbone + weights + data + every protocol knob + seed (+ holdout split)
     group: str  # the same without the head seed: the rows of one K-seed run share it
@@ -74,7 +75,10 @@ def identify(spec: Spec, config: RunConfig, data: Dataset,
         weights = resolve_weights(spec, size, config)
         if weights.source == "random":
             # a random backbone is whatever its seed draws: the seed is part of its identity
-            weights_id = f"random:seed={config.effective_backbone_seed}"
+            # and its BatchNormalization statistics, re-estimated on the training images
+            # (features.reestimate_batchnorm); rows of random backbones before that lack
+            # ":batchnorm=train" and are other runs
+            weights_id = f"random:seed={config.effective_backbone_seed}:batchnorm=train"
         elif weights.source == "imagenet":
             weights_id = f"keras:{weights.file_name}"
         else:

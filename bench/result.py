@@ -50,7 +50,8 @@ class RunResult:
     # Keras' own file name for the run's size when another file stood in for it (MobileNet's
     # 224 file at 160, say); None when the exact file was loaded
     weights_substituted_for: str | None = None
-    weights_id: str | None = None  # "random:seed=N", "keras:<file>" or "sha256:<file digest>"
+    # "random:seed=N:batchnorm=train", "keras:<file>" or "sha256:<file digest>"
+    weights_id: str | None = None
     data_checksum: str | None = None  # sha256 of the four arrays
     config_hash: str | None = None  # backbone + weights + data + protocol + seed: the resume key
     features_cached: bool = False  # features came from the on-disk cache (extract_s is theirs)
@@ -78,6 +79,12 @@ class RunResult:
     eval_split: str | None = None
     predictions: list[int] = field(default_factory=list)  # predicted class per test image
     labels: list[int] = field(default_factory=list)  # true class per test image
+    one_class: bool = False  # the predictions are one class for every test image
+    # holdout only: the epoch (1-based) a stopper watching the test file would have kept (the
+    # best of the test accuracies recorded after every epoch, never used) and its predictions:
+    # what the lesson protocol's choice of epoch flatters, measured inside this one run
+    test_chosen_epoch: int | None = None
+    test_chosen_predictions: list[int] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     per_class_accuracy: list[float] = field(default_factory=list)  # recall of each class
     balanced_accuracy: float | None = None  # mean per-class recall

@@ -18,6 +18,7 @@ from bench.fsio import os_error_line, writer_lock
 from bench.headfile import with_head_file
 from bench.identity import identify
 from bench.report import is_current
+from bench.report.ranking import MARGIN
 from bench.result import RunResult
 from bench.runlog import RUNS_FILE
 from bench.weights import WeightsError
@@ -77,7 +78,8 @@ def _finished(row: dict, probes: Sequence[str]) -> bool:
 
 
 def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.PathLike | None,
-              log: Log | None = None, executor=None, rerun: bool = False) -> SweepOutcome:
+              log: Log | None = None, executor=None, rerun: bool = False,
+              margin: float = MARGIN) -> SweepOutcome:
     """Runs each spec for each of config.seeds seeds; rows go to `out`/runs.jsonl as they come.
 
     A (backbone, seed) that already has an ok row with the same config hash in runs.jsonl is
@@ -85,17 +87,17 @@ def run_sweep(specs: Sequence, config: RunConfig, data: Dataset, out: str | os.P
     sweep is interrupted, so finished rows are never lost. The sweep holds `out`'s writer lock
     throughout (bench.fsio.FolderBusy when another process has it), so which rows are done is
     decided by the only writer. A row that cannot be appended is printed on stderr as its json
-    line and the sweep stops with the OSError.
+    line and the sweep stops with the OSError. `margin` is the report's recommendation margin
+    (an accuracy difference).
     """
     if out is None:
-        return _sweep(specs, config, data, None, log, executor, rerun)
+        return _sweep(specs, config, data, None, log, executor, rerun, margin)
     with writer_lock(out):
-        return _sweep(specs, config, data, Path(out), log, executor, rerun)
+        return _sweep(specs, config, data, Path(out), log, executor, rerun, margin)
 
 
 def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, log: Log | None,
-           executor, rerun: bool) -> SweepOutcome:
-
+           executor, rerun: bool, margin: float) -> SweepOutcome:
     executor = executor or InProcessExecutor()
     checksum = data.checksum()
     outcome = SweepOutcome()
@@ -128,7 +130,7 @@ def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, 
         raise
     finally:
         if out is not None and (outcome.results or not _report_is_current(out)):
-            report.write_report(out)
+            report.write_report(out, margin=margin)
     return outcome
 
 

@@ -1,109 +1,87 @@
-"""What pretraining bought and what the lesson protocol inflates, on entries whose per-image
-results are known."""
+"""What pretraining bought, what choosing the epoch on the test file flatters, and the probes
+against the head: paired differences on entries whose per-image results are known."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from conftest import make_run
 
-from bench.report.effects import TEST, inflation, paired_difference, pretraining
-from bench.report.model import Entry, Table
-from bench.result import RunResult
+from bench.report.effects import inflation, pretraining, probes
+from bench.report.ranking import tables
 
-LABELS = [i % 3 for i in range(60)]
-
-
-def run(backbone: str, right: np.ndarray | None, **fields) -> RunResult:
-    """An ok run whose predictions are right exactly where `right` is True."""
-    stored = {}
-    if right is not None:
-        wrong = [(y + 1) % 3 for y in LABELS]
-        stored = dict(labels=LABELS, predictions=np.where(right, LABELS, wrong).tolist())
-    fields = {"weights": "imagenet", "test_accuracy": 0.5, **fields}
-    return RunResult(backbone=backbone, status="ok", **stored, **fields)
+LABELS = [i % 3 for i in range(90)]
+ALL = np.ones(90, dtype=bool)
+HALF = np.arange(90) % 2 == 0
 
 
-def entry(*runs: RunResult) -> Entry:
-    return Entry(list(runs), label=runs[0].backbone)
+def predictions(right: np.ndarray) -> list[int]:
+    """Right exactly where `right` is True."""
+    return np.where(right, LABELS, [(y + 1) % 3 for y in LABELS]).tolist()
 
 
-def table(*entries: Entry, protocol: str = "lesson", **knobs) -> Table:
-    configuration = {"protocol": protocol, "val_fraction": 0.2, "image_size": 160, **knobs}
-    return Table("key", configuration, f"{protocol} table", protocol, list(entries), "Holm", None)
-
-
-ALL = np.ones(60, dtype=bool)
-HALF = np.arange(60) % 2 == 0
+def run(backbone: str, right: np.ndarray, seed: int = 2, **fields):
+    return make_run(backbone, labels=LABELS, predictions=predictions(right), seed=seed,
+                    test_accuracy=float(np.mean(right)), n_classes=3, infer_ms=1.0,
+                    params_total=1000, **fields)
 
 
 def test_pretrained_right_where_random_is_wrong_shows_a_clear_gain() -> None:
-    pretrained = entry(run("M", ALL, seed=1), run("M", ALL, seed=2))
-    random = entry(
-        run("M", HALF, seed=1, weights="random"), run("M", ~HALF, seed=2, weights="random")
-    )
-    [effect] = pretraining([table(pretrained, random)])
-    assert (effect.backbone, effect.title, effect.test) == ("M", "lesson table", TEST)
-    assert effect.treated is pretrained and effect.control is random
-    assert effect.difference == pytest.approx(0.5)  # averaged over the two seeds
-    assert 0 < effect.ci_low <= 0.5 <= effect.ci_high
-    assert effect.p_value < 0.001
+    runs = [run("M", ALL, seed=s) for s in (2, 3, 4)]
+    runs += [run("M", HALF, seed=s, weights="random") for s in (2, 3, 4)]
+    (table,) = tables(runs)
+    (effect,) = pretraining([table])
+    assert effect.treated.first.weights == "imagenet" and effect.control.random_weights
+    d = effect.difference
+    assert d.estimate == 0.5 and 0 < d.low < 0.5 < d.high and d.p_value < 0.01
+    # the table's own resampling: the same numbers as its intervals and verdicts use
+    again = table.difference(effect.treated, effect.control)
+    assert (again.low, again.high, again.p_value) == (d.low, d.high, d.p_value)
 
 
-def test_identical_entries_differ_by_nothing() -> None:
-    same = entry(run("M", HALF))
-    [effect] = pretraining([table(same, entry(run("M", HALF, weights="random")))])
-    assert (effect.difference, effect.ci_low, effect.ci_high, effect.p_value) == (0, 0, 0, 1)
+def test_a_pretrained_backbone_is_compared_with_the_best_baseline_too() -> None:
+    runs = [run("M", ALL, seed=s) for s in (2, 3)]
+    runs += [run("dense", HALF, seed=s, kind="baseline") for s in (2, 3)]
+    runs += [run("scratch-cnn", np.arange(90) < 30, seed=s, kind="baseline") for s in (2, 3)]
+    (effect,) = pretraining(tables(runs))
+    assert effect.control.first.backbone == "dense"  # the better baseline
+    assert effect.difference.estimate == 0.5
 
 
-def test_noisy_difference_interval_contains_zero_and_p_is_large() -> None:
-    rng = np.random.default_rng(1)
-    a, b = rng.random(60) < 0.6, rng.random(60) < 0.6
-    difference, low, high, p = paired_difference(a.astype(float), b.astype(float))
-    assert difference == pytest.approx(a.mean() - b.mean())
-    assert low < 0 < high and p > 0.05
+def test_no_difference_is_no_gain() -> None:
+    runs = [run("M", HALF, seed=s) for s in (2, 3)]
+    runs += [run("M", HALF, seed=s, weights="random") for s in (2, 3)]
+    (effect,) = pretraining(tables(runs))
+    d = effect.difference
+    assert d.estimate == 0 and d.low <= 0 <= d.high and d.p_value == 1
 
 
-def test_each_pretrained_backbone_is_compared_with_the_best_baseline() -> None:
-    best_baseline = entry(run("dense", HALF, kind="baseline", weights=None))
-    worse_baseline = entry(run("cnn", ~ALL, kind="baseline", weights=None))
-    found = pretraining([table(entry(run("M", ALL)), best_baseline, worse_baseline)])
-    assert [(e.backbone, e.control) for e in found] == [("M", best_baseline)]
-    assert found[0].difference == pytest.approx(0.5)
+def _holdout(backbone: str, right: np.ndarray, chosen: np.ndarray, seed: int):
+    return run(backbone, right, seed=seed, protocol="holdout",
+               test_chosen_predictions=predictions(chosen), test_chosen_epoch=3)
 
 
-def test_no_effect_without_predictions_on_the_same_images() -> None:
-    shifted = run("M", ALL, weights="random")
-    shifted = RunResult.from_dict({**shifted.to_dict(), "labels": LABELS[1:] + LABELS[:1]})
-    assert pretraining([table(entry(run("M", ALL)), entry(shifted))]) == []
-    assert (
-        pretraining([table(entry(run("M", None)), entry(run("M", HALF, weights="random")))]) == []
-    )
-    # a random backbone is not a pretrained one: nothing to compare it with
-    assert pretraining([table(entry(run("M", HALF, weights="random")))]) == []
+def test_choosing_the_epoch_on_the_test_file_is_measured_inside_the_run() -> None:
+    # the epoch the test file would choose is right on 10 more images than the holdout's
+    better = HALF | (np.arange(90) < 10)
+    runs = [_holdout("M", HALF, better, seed=s) for s in (2, 3, 4)]
+    (found,) = inflation(tables(runs))
+    assert found.chosen_on_holdout == np.mean(HALF)
+    assert found.chosen_on_test == np.mean(better)
+    d = found.difference
+    assert d.estimate == np.mean(better) - np.mean(HALF) and 0 < d.low <= d.estimate <= d.high
 
 
-def test_inflation_compares_the_same_experiment_under_both_protocols() -> None:
-    lesson = entry(run("M", None, test_accuracy=0.8), run("M", None, test_accuracy=0.7, seed=2))
-    holdout = entry(run("M", None, protocol="holdout", test_accuracy=0.6))
-    other = entry(run("M", None, protocol="holdout", test_accuracy=0.1))
-    found = inflation(
-        [
-            table(lesson),
-            table(holdout, protocol="holdout", val_fraction=0.1),  # the protocol's own knob
-            table(other, protocol="holdout", image_size=224),  # another experiment
-        ]
-    )
-    assert len(found) == 1
-    [effect] = found
-    assert (effect.backbone, effect.lesson, effect.holdout) == ("M", lesson, holdout)
-    assert effect.lesson_accuracy == pytest.approx(0.75)
-    assert effect.holdout_accuracy == pytest.approx(0.6)
-    assert effect.inflation == pytest.approx(0.15)
+def test_no_inflation_without_the_recorded_test_epochs() -> None:
+    runs = [run("M", HALF, seed=s, protocol="holdout") for s in (2, 3)]
+    assert inflation(tables(runs)) == []
+    lesson = [run("M", HALF, seed=s, test_chosen_predictions=predictions(ALL)) for s in (2, 3)]
+    assert inflation(tables(lesson)) == []  # lesson runs choose on the test file anyway
 
 
-def test_no_inflation_for_a_model_under_one_protocol_only() -> None:
-    lesson = table(entry(run("M", None, test_accuracy=0.8)))
-    holdout = table(
-        entry(run("N", None, protocol="holdout", test_accuracy=0.6)), protocol="holdout"
-    )
-    assert inflation([lesson, holdout]) == []
+def test_a_probe_is_compared_with_its_head_on_the_same_images() -> None:
+    runs = [run("M", HALF, seed=s, probes={"linear": {"C": 1.0, "predictions": predictions(ALL)}})
+            for s in (2, 3)]
+    (probe,) = probes(tables(runs))
+    assert probe.name == "linear" and probe.accuracy == 1.0
+    assert probe.low <= 1.0 <= probe.high
+    assert probe.difference.estimate == 0.5 and probe.difference.low > 0

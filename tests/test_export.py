@@ -73,6 +73,8 @@ def _reference_logits(row: dict, out: Path, data_dir: Path, weights_dir: Path | 
     ident = identify(spec, config, data)
     keras.utils.set_random_seed(config.effective_backbone_seed)
     backbone = features.build_backbone(spec, ident.size, config, ident.weights)
+    if row["weights"] == "random":  # as the run did: BatchNorm statistics of the train images
+        features.reestimate_batchnorm(backbone, spec, ident.size, config, data.train_images)
     inputs, outputs = features.backbone_graph(spec, backbone, ident.size, config,
                                               data.image_shape, "uint8")
     runtime = runtimes.TensorFlowRuntime(keras.Model(inputs, outputs), data.image_shape,

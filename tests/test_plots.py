@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_run
 from matplotlib.figure import Figure
 
 from bench.report import plots
-from bench.report.model import tables
+from bench.report.ranking import tables
 from bench.result import RunResult
 
 LABELS = [i % 3 for i in range(40)]
@@ -21,13 +22,10 @@ def run(backbone: str, accuracy: float, infer_ms: float | None, **fields) -> Run
     predictions = np.where(right, LABELS, [(y + 1) % 3 for y in LABELS]).tolist()
     defaults = dict(
         family=backbone[:3], weights="imagenet", params_total=int(1e6 * (infer_ms or 1)),
-        configuration={"protocol": "lesson", "image_size": 160}, test_accuracy=accuracy,
-        n_test=40,
+        test_accuracy=accuracy, n_test=40,
     )  # fmt: skip
-    return RunResult(
-        backbone, "ok", labels=LABELS, predictions=predictions, infer_ms=infer_ms,
-        **{**defaults, **fields},
-    )  # fmt: skip
+    return make_run(backbone, "ok", labels=LABELS, predictions=predictions, infer_ms=infer_ms,
+                    **{**defaults, **fields})
 
 
 def sweep() -> list[RunResult]:
@@ -64,15 +62,14 @@ def test_cost_panel_draws_the_front_the_baseline_and_the_recommendation() -> Non
     texts = [t.get_text() for t in ax.texts]
     assert "dense (from scratch)" in texts
     assert "Big (best)" in texts
-    recommended = table.recommendation.cheapest.label
-    assert f"{recommended} (recommended)" in texts or recommended == "Big"
+    chosen = table.recommendation.chosen
+    assert chosen is None or f"{chosen.label} (recommended)" in texts or chosen.label == "Big"
 
 
 def test_write_plots_writes_the_cost_plot_per_table(tmp_path: Path) -> None:
     second = [
-        RunResult.from_dict(
-            {**r.to_dict(), "configuration": {"protocol": "lesson", "image_size": 224}}
-        )
+        RunResult.from_dict({**r.to_dict(), "configuration": {**r.configuration,
+                                                              "image_size": 224}})
         for r in sweep()
     ]
     written = plots.write_plots(tmp_path, tables([*sweep(), *second]))

@@ -71,17 +71,21 @@ def _caffe_layer() -> keras.layers.Conv2D:
 
 def build_model(spec: Spec, row_config: RunConfig, weights: ResolvedWeights | None,
                 backbone_seed: int, head_weights: Sequence[np.ndarray], n_classes: int,
-                image_shape: Sequence[int] | None = None) -> keras.Model:
+                image_shape: Sequence[int] | None = None,
+                batchnorm_images: np.ndarray | None = None) -> keras.Model:
     """The row's classifier on raw uint8 images of any size (see the module's docstring).
 
     A frozen backbone is rebuilt as the run built it (seeded first: random weights are what
-    the seed draws), then the saved head is loaded onto it. A baseline (`weights` None) is its
-    whole trained model behind the resize to its training images' shape.
+    the seed draws, its BatchNormalization statistics re-estimated on `batchnorm_images` as the
+    run did), then the saved head is loaded onto it. A baseline (`weights` None) is its whole
+    trained model behind the resize to its training images' shape.
     """
     if isinstance(spec, BackboneSpec):
         size = row_config.size_for(spec.input_size)
         keras.utils.set_random_seed(backbone_seed)  # before any other layer draws a number
         body = features.build_backbone(spec, size, row_config, weights)
+        if batchnorm_images is not None:
+            features.reestimate_batchnorm(body, spec, size, row_config, batchnorm_images)
         trained = head.build_head(n_classes)
         trained.build((None, *body.output_shape[1:]))
         side = (size, size)

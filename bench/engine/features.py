@@ -74,6 +74,39 @@ def build_backbone(spec: BackboneSpec, size: int, config: RunConfig,
     return backbone
 
 
+# Images per batch when BatchNormalization statistics are re-estimated: fixed, so that a run and
+# an export of it compute the same statistics from the same images.
+BATCHNORM_BATCH = 32
+
+
+def reestimate_batchnorm(backbone: keras.Model, spec: BackboneSpec, size: int,
+                         config: RunConfig, images: np.ndarray) -> int:
+    """Random weights: every BatchNormalization layer's moving mean and variance, still their
+    initial 0 and 1 (so deep activations collapse and the head sees constant features), become
+    the average of its batch statistics over `images`: one pass in training mode, each batch
+    weighted equally (torch.optim.swa_utils.update_bn does the same). The usual random-features
+    baseline; weights are untouched. Returns how many layers it re-estimated."""
+    layers = [layer for layer in backbone._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    preprocess = Preprocess(size, config.preprocess, spec.preprocess_input)
+    momentum = [layer.momentum for layer in layers]
+    # Keras runs a non-trainable BatchNormalization in inference mode whatever `training`
+    # says: the frozen backbone thaws for this pass (no weight moves: nothing is optimised)
+    backbone.trainable = True
+    try:
+        for i, start in enumerate(range(0, len(images), BATCHNORM_BATCH)):
+            for layer in layers:  # moving = average of the i + 1 batches seen
+                layer.momentum = i / (i + 1)
+            backbone(preprocess(images[start:start + BATCHNORM_BATCH]), training=True)
+    finally:
+        backbone.trainable = False
+        for layer, value in zip(layers, momentum, strict=True):
+            layer.momentum = value
+    return len(layers)
+
+
 def _build_from_file(spec: BackboneSpec, size: int, pooling: str, path: str) -> keras.Model:
     """The network Keras builds for weights="imagenet", loaded from `path`.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -89,7 +90,8 @@ HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
 
 
 def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch: np.ndarray,
-          y_watch: np.ndarray, config: RunConfig, restore_best: bool = False) -> TrainOutcome:
+          y_watch: np.ndarray, config: RunConfig, restore_best: bool = False,
+          observe: Callable[[keras.Model], None] | None = None) -> TrainOutcome:
     """The lesson's `fit`: Adam, early stopping on val_accuracy, batches in a seeded order.
 
     `model` is the head alone (on cached features) or the full model (on images). Both loops
@@ -104,17 +106,20 @@ def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch:
 
     "fit" runs for `config.end_to_end`, "compiled" otherwise. `restore_best` (the holdout
     protocol) leaves the model with its best epoch's weights, even without early stopping.
+    `observe(model)` runs after each epoch, outside its timing, before early stopping decides:
+    it may look at the model (in inference mode), never change it.
     """
     orders = epoch_orders(len(x_train), config.epochs, config.seed)
     stopper = _early_stopping(config, restore_best)
     if config.end_to_end:
         compile_lesson(model)
-        return _train_fit(model, x_train, y_train, x_watch, y_watch, config, orders, stopper)
+        return _train_fit(model, x_train, y_train, x_watch, y_watch, config, orders, stopper,
+                          observe)
     start = time.perf_counter()
     prepared = CompiledLoop(model, x_train.shape[1:], x_train.dtype, y_train.dtype,
                             config.batch_size)
     prepare_s = time.perf_counter() - start
-    outcome = prepared.run(x_train, y_train, x_watch, y_watch, orders, stopper)
+    outcome = prepared.run(x_train, y_train, x_watch, y_watch, orders, stopper, observe)
     # as under fit, whose first epoch includes tracing: epoch times add up to the training
     if outcome.epoch_times:
         outcome.epoch_times[0] += prepare_s
@@ -133,15 +138,19 @@ def _early_stopping(config: RunConfig,
 
 
 def _train_fit(model: keras.Model, x_train, y_train, x_watch, y_watch, config: RunConfig,
-               orders: np.ndarray, stopper) -> TrainOutcome:
+               orders: np.ndarray, stopper, observe=None) -> TrainOutcome:
     timer = EpochTimer()
+    watcher = ([keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: observe(model))]
+               if observe else [])
     fit = model.fit(
         batches(x_train, y_train, orders, config.batch_size),
         steps_per_epoch=math.ceil(len(x_train) / config.batch_size),
         epochs=config.epochs,
         validation_data=(x_watch, y_watch),
         validation_batch_size=config.batch_size,
-        callbacks=[stopper, timer] if stopper else [timer],
+        # the timer first: its epoch ends before the watcher looks; the stopper last, as in
+        # the compiled loop, so the watcher sees the epoch's weights before any restore
+        callbacks=[timer, *watcher, *([stopper] if stopper else [])],
         shuffle=False,  # the order is already fixed by epoch_orders
         verbose=0,
     )
@@ -198,7 +207,8 @@ class CompiledLoop:
         return train_logs, val_logs
 
     def run(self, x_train, y_train, x_watch, y_watch, orders: np.ndarray,
-            stopper: keras.callbacks.EarlyStopping | None) -> TrainOutcome:
+            stopper: keras.callbacks.EarlyStopping | None,
+            observe: Callable[[keras.Model], None] | None = None) -> TrainOutcome:
         model = self.model
         x_t, y_t = tf.constant(x_train), tf.constant(y_train)
         xv_t, yv_t = tf.constant(x_watch), tf.constant(y_watch)
@@ -217,6 +227,8 @@ class CompiledLoop:
             times.append(time.perf_counter() - start)
             for k in HISTORY_KEYS:
                 history[k].append(logs[k])
+            if observe:
+                observe(model)
             if stopper:
                 stopper.on_epoch_end(i, logs)
                 if model.stop_training:

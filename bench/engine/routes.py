@@ -46,6 +46,9 @@ class Outcome:
     # what export rebuilds the model from: the head's weights (a baseline's: the whole
     # model's) as they were when the test file was predicted, in get_weights() order
     head_weights: list[np.ndarray] | None = None
+    # holdout only: the test file's predictions after every epoch, recorded and never used
+    # to train or to stop (what choosing the epoch on the test file would have reported)
+    test_predictions_by_epoch: list[np.ndarray] = field(default_factory=list)
 
 
 def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
@@ -97,6 +100,8 @@ def _frozen_backbone(spec: BackboneSpec, config: RunConfig, data: Dataset,
     """(backbone, images input, features): the backbone drawn from the backbone seed."""
     keras.utils.set_random_seed(config.effective_backbone_seed)
     backbone = features.build_backbone(spec, ident.size, config, ident.weights)
+    if ident.weights.source == "random":
+        features.reestimate_batchnorm(backbone, spec, ident.size, config, data.train_images)
     inputs, outputs = features.backbone_graph(
         spec, backbone, ident.size, config, data.image_shape, data.train_images.dtype.name
     )
@@ -159,9 +164,16 @@ def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_wid
 
     `head_model` is the part whose weights export needs (default: all of `model`).
     """
+    by_epoch: list[np.ndarray] = []
+
+    def record(m: keras.Model) -> None:
+        by_epoch.append(np.argmax(_predict(m, splits.x_test, config, on_features), axis=-1))
+
+    holdout = config.protocol == "holdout"
     trained = head.train(model, splits.x_train, splits.y_train, splits.x_watch, splits.y_watch,
-                         config, restore_best=config.protocol == "holdout")
+                         config, restore_best=holdout, observe=record if holdout else None)
     return Outcome(
+        test_predictions_by_epoch=by_epoch,
         history=trained.history, epoch_times=trained.epoch_times,
         labels=np.asarray(splits.y_test),
         predictions=np.argmax(_predict(model, splits.x_test, config, on_features), axis=-1),

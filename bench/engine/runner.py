@@ -65,6 +65,33 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
     return _ok_row(outcome, spec, config, data, ident, common, start)
 
 
+def _test_history(outcome: Outcome, labels: np.ndarray) -> dict:
+    """Holdout: the test file's accuracy after every epoch, recorded and never used."""
+    if not outcome.test_predictions_by_epoch:
+        return {}
+    return {"test_accuracy": [float(np.mean(p == labels))
+                              for p in outcome.test_predictions_by_epoch]}
+
+
+def _test_chosen(outcome: Outcome, labels: np.ndarray) -> dict:
+    """Holdout: the epoch a stopper watching the test file would keep (its best, as
+    restore_best_weights keeps) among the epochs run, and the predictions it would report."""
+    by_epoch = outcome.test_predictions_by_epoch
+    if not by_epoch:
+        return {}
+    best = int(np.argmax([np.mean(p == labels) for p in by_epoch]))
+    return {"test_chosen_epoch": best + 1, "test_chosen_predictions": by_epoch[best].tolist()}
+
+
+def _constant_note(predictions: np.ndarray, n_classes: int) -> list[str]:
+    """A head that predicts one class for every test image measured nothing but the class's
+    share: said in the row, so no comparison takes it for a model."""
+    if n_classes < 2 or len(set(predictions.tolist())) != 1:
+        return []
+    return [f"predicts one class (class {int(predictions[0])}) for every test image: its "
+            "accuracy is that class's share, not what its features tell apart"]
+
+
 def _history(keras_history: dict, watched: str) -> dict:
     """Keras' history with its val_ keys named by the split early stopping watched."""
     return {k.replace("val_", f"{watched}_", 1) if k.startswith("val_") else k: v
@@ -99,7 +126,9 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         best_epoch_accuracy=watched[best],
         best_epoch=best + 1,
         epochs_run=len(watched),
-        history=_history(outcome.history, "holdout" if holdout else "test"),
+        history={**_history(outcome.history, "holdout" if holdout else "test"),
+                 **_test_history(outcome, labels)},
+        **_test_chosen(outcome, labels),
         eval_split="test",
         predictions=predictions.tolist(),
         labels=labels.tolist(),
@@ -119,7 +148,8 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         gflops=cost.run_gflops(spec, ident.size, config),
         **outcome.probe_fields,
         **outcome.runtime_fields,
-        notes=notes,
+        notes=notes + _constant_note(predictions, data.n_classes),
+        one_class=bool(len(set(predictions.tolist())) == 1),
         head_weights=outcome.head_weights,
         **common,
     )

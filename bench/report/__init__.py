@@ -4,12 +4,13 @@ Deliberately free of TensorFlow and Keras: rebuilding a report must be quick and
 machine without them.
 
 Rows of one configuration (every knob but the seed) make one table; rows that differ only in
-their seed are one entry (mean ± sd over K seeds). Every accuracy gets a Wilson 95 % interval and
-a bootstrap rank interval, and every entry is compared with its table's top one by an exact sign
-test over the same images, Holm-corrected (bench.stats), so readers can tell real gaps from noise.
+their seed are one entry. Every interval, comparison, rank interval and recommendation comes
+from one resampling of the table's test images and seeds (bench.resampling), so a reader can
+tell real gaps from noise and no interval contradicts a verdict.
 
-Layers: columns (the one column table) -> model (runs -> tables of ranked, tested entries) ->
-effects (pretraining, protocol) -> tables, markdown, plots (renderers) -> write_report here.
+Layers: columns (the one column table) -> entries (runs -> entries) -> ranking (ranked,
+compared tables) -> effects (pretraining, the test file's epoch choice, probes) -> words ->
+tables, markdown, plots (renderers) -> write_report here.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import TypedDict
 
 from bench.fsio import atomic_path, remove_stale_temporaries, write_text_atomic
-from bench.report import model
+from bench.report import ranking
 from bench.report.columns import CSV_COLUMNS, LEADERBOARD_COLUMNS
 from bench.report.markdown import MARKDOWN_COLUMNS, leaderboard_markdown
 from bench.report.plots import write_plots
+from bench.report.ranking import MARGIN
 from bench.report.tables import csv_frame, leaderboard
 from bench.result import RunResult
 from bench.resultsdir import CSV_FILE, MARKDOWN_FILE, PLOTS_DIR, STATE_FILE
@@ -56,7 +58,8 @@ class ReportPaths(TypedDict):
     cost: Path | None  # accuracy against inference ms per image, when entries measured it
 
 
-def write_report(out_dir: Path, records: list[dict] | None = None) -> ReportPaths:
+def write_report(out_dir: Path, records: list[dict] | None = None,
+                 margin: float = MARGIN) -> ReportPaths:
     """Writes leaderboard.md, leaderboard.csv and plots/ into out_dir; returns their paths.
 
     records None reads out_dir/runs.jsonl. Only the last record of each run counts. Each file
@@ -71,8 +74,8 @@ def write_report(out_dir: Path, records: list[dict] | None = None) -> ReportPath
     for folder in (out_dir, out_dir / PLOTS_DIR):
         remove_stale_temporaries(folder)
     runs = latest_records([RunResult.from_dict(row) for row in rows])
-    # model.tables, not a name imported here: the package's `tables` is its tables.py module
-    found = model.tables(runs)
+    # ranking.tables, not a name imported here: the package's `tables` is its tables.py module
+    found = ranking.tables(runs, margin)
     plots = write_plots(out_dir, found)
     markdown_file = write_text_atomic(out_dir / MARKDOWN_FILE,
                                       leaderboard_markdown(runs, found, plots, out_dir))

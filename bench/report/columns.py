@@ -59,19 +59,19 @@ COLUMNS: tuple[Column, ...] = (
     Column("val_acc_sd", dtype="float64", shown=_only(FRAME)),
     Column("test_acc", "test_accuracy", "float64", shown=_DATA, per_entry=MEAN),  # holdout only
     Column("test_acc_sd", dtype="float64", shown=_only(FRAME)),
-    # Wilson interval of the ranking accuracy (val under lesson, test under holdout)
-    Column("ci_low", dtype="float64", shown=_DATA),
-    Column("ci_high", dtype="float64", shown=_DATA),
+    # 95 % interval of the entry's test accuracy: test images and seeds resampled
+    Column("ci_low", dtype="float64", shown=_DATA, per_entry=ENTRY),
+    Column("ci_high", dtype="float64", shown=_DATA, per_entry=ENTRY),
     # images the accuracy, the interval and the tests are computed on
     Column("n_eval", dtype="Int64", shown=_DATA),
     # the main table: ranking accuracy mean ± sd and interval; the test against the top; cost
     Column("accuracy", shown=_only(MARKDOWN)),
-    Column("vs top", shown=_only(MARKDOWN)),  # vs_top with its raw and adjusted p
+    Column("vs best", shown=_only(MARKDOWN)),  # vs_best in words, with behind_at_least
     Column("params", dtype="Int64", shown=_only(MARKDOWN)),  # trainable / total
     # per-class summaries, cost and how the run was made
     Column("balanced_acc", "balanced_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
     Column("macro_f1", "macro_f1", "float64", ".3f", _DATA | {DETAILS}, MEAN),
-    Column("best_val_acc", "best_epoch_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("best_epoch_acc", "best_epoch_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
     Column("epochs", "epochs_run", "Int64", shown=_DATA | {DETAILS}, per_entry=MEAN),
     Column("trainable_params", "params_trainable", "Int64", ",", _DATA),
     Column("total_params", "params_total", "Int64", ",", _DATA),
@@ -81,7 +81,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("preprocess", "preprocess", shown=_DATA),  # said in the table's title
     # "imagenet", "random" or a weights file's name (never its path); markdown: the file name
     Column("weights", "weights", shown=_DATA | {DETAILS}),
-    Column("path", "route", shown=_DATA | {DETAILS}),
+    Column("route", "route", shown=_DATA | {DETAILS}),
     # the csv's provenance (lists such as predictions are left out)
     Column("eval_split", "eval_split", shown=_only(CSV)),
     Column("imagenet_top1", "imagenet_top1", "float64", shown=_only(CSV)),
@@ -91,10 +91,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("table", shown=_DATA, per_entry=ENTRY),  # the entry's table: its configuration in words
     Column("rank_low", dtype="Int64", shown=_DATA, per_entry=ENTRY),  # 95 % bootstrap interval
     Column("rank_high", dtype="Int64", shown=_DATA, per_entry=ENTRY),
-    # "top" | "not distinguishable" | "worse" | "better" | "n/a" | "n/a: different images"
-    Column("vs_top", shown=_DATA, per_entry=ENTRY),
-    Column("p_value", dtype="float64", shown=_DATA, per_entry=ENTRY),  # sign test vs the top
-    Column("p_adjusted", dtype="float64", shown=_DATA, per_entry=ENTRY),  # Holm
+    # "best" | "could be best" | "worse" | "n/a" (no stored predictions on the table's images)
+    Column("vs_best", shown=_DATA, per_entry=ENTRY),
+    # simultaneous 95 % bounds on (best accuracy - this entry's), the best's choice included
+    Column("behind_at_least", dtype="float64", shown=_DATA, per_entry=ENTRY),
+    Column("behind_at_most", dtype="float64", shown=_DATA, per_entry=ENTRY),
     Column("infer_ms", "infer_ms", "float64", ".3g", _DATA | {MARKDOWN}, MEAN),  # per image
     Column("gflops", "gflops", "float64", ".3g", _DATA | {MARKDOWN}, MEAN),  # per image
     Column("probe_linear_acc", "probe_linear_accuracy", "float64", ".3f", _DATA | {DETAILS},
@@ -111,6 +112,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("runtime_version", "runtime_version", shown=_DATA),
     Column("runtime_batch", "runtime_batch", "Int64", shown=_DATA),
     Column("extract_img_s", "runtime_images_per_s", "float64", ".0f", _DATA, MEAN),
+    # a head that predicts one class for every test image (a collapsed control)
+    Column("one_class", "one_class", shown=_DATA),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

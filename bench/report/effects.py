@@ -1,163 +1,132 @@
-"""What the tables cannot show one entry at a time: what ImageNet pretraining bought a backbone
-(against its random-weights twin, and against the best from-scratch baseline), and how much the
-lesson protocol's early stopping on the test file flatters an accuracy.
-
-Pure numpy and scipy: a paired bootstrap interval and a Wilcoxon signed-rank test, both over the
-test images, on each image's correctness averaged over seeds.
+"""What the tables cannot show one entry at a time, each as a paired difference with its
+interval and p-value from the same resampling as the tables (bench.resampling): what ImageNet
+pretraining bought a backbone (against its random-weights twin and the best baseline), how much
+choosing the epoch on the test file flatters an accuracy (inside one holdout run), and what the
+standard probes score on the head's own features.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from bench.config import PROTOCOL_KNOBS
-from bench.report.model import HOLDOUT, LESSON, Entry, Table, eval_arrays
-
-CONFIDENCE = 0.95
-RESAMPLES = 4_999  # bootstrap resamples: enough for the 2.5 % and 97.5 % percentiles
-SEED = 0  # fixed: a report rebuilt from the same rows must say the same thing
-TEST = "Wilcoxon signed-rank test over the test images"
-RANDOM = "random"  # RunResult.weights of a backbone with random weights
-BASELINE = "baseline"  # Entry.kind of a model trained from scratch
+from bench import resampling
+from bench.report.entries import BASELINE, HOLDOUT, Entry, eval_arrays, is_number
+from bench.report.ranking import CONFIDENCE, RESAMPLES, SEED, Table
 
 
 @dataclass
 class Pretraining:
-    """A pretrained backbone against a control on the same images, over seeds."""
+    """A pretrained backbone against a control on the same images and seeds."""
 
-    backbone: str
-    title: str  # the table's
+    table: Table
     treated: Entry  # ImageNet weights (or a weights file)
     control: Entry  # the same backbone with random weights, or the table's best baseline
-    difference: float  # treated - control accuracy, mean over seeds
-    ci_low: float
-    ci_high: float
-    p_value: float
-    test: str
+    difference: resampling.Difference
 
 
 @dataclass
 class Inflation:
-    """One backbone under both protocols: how much early stopping on the test file flatters."""
+    """One holdout entry: the test accuracy at the epoch a stopper watching the test file would
+    keep, against the test accuracy at the epoch the holdout split chose; same run, same seeds."""
 
-    backbone: str
-    lesson: Entry
-    holdout: Entry
-    lesson_accuracy: float  # validation (= test file) accuracy under lesson, mean over seeds
-    holdout_accuracy: float  # test accuracy under holdout, mean over seeds
-    inflation: float  # lesson - holdout
-
-
-def correctness(entry: Entry) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, each image's correctness averaged over the seeds), or None when some run stored
-    no predictions or the runs saw different images."""
-    arrays = [eval_arrays(run) for run in entry.runs]
-    if not arrays or any(a is None for a in arrays):
-        return None
-    labels = arrays[0][0]  # type: ignore[index]
-    if any(not np.array_equal(a[0], labels) for a in arrays):  # type: ignore[index]
-        return None
-    right = np.mean([a[1] == a[0] for a in arrays], axis=0)  # type: ignore[index]
-    return labels, right
+    entry: Entry
+    chosen_on_test: float  # mean over seeds
+    chosen_on_holdout: float
+    difference: resampling.Difference  # chosen_on_test - chosen_on_holdout
 
 
-def _mean_difference(treated: np.ndarray, control: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(treated - control, axis=axis)
+@dataclass
+class Probe:
+    """A probe on an entry's frozen features against the head trained on them."""
 
-
-def paired_difference(
-    treated: np.ndarray, control: np.ndarray
-) -> tuple[float, float, float, float]:
-    """(mean difference, 95 % bootstrap interval low, high, Wilcoxon p) of per-image scores."""
-    from scipy import stats as scipy_stats  # costs half a second to import
-
-    difference = treated - control
-    mean = float(difference.mean())
-    if not np.any(difference):  # the same on every image: nothing to resample or test
-        return mean, mean, mean, 1.0
-    if np.all(difference == difference[0]):
-        low = high = mean  # every resample has the same mean
-    else:
-        interval = scipy_stats.bootstrap(
-            (treated, control),
-            _mean_difference,
-            paired=True,
-            vectorized=True,
-            n_resamples=RESAMPLES,
-            confidence_level=CONFIDENCE,
-            method="percentile",
-            rng=np.random.default_rng(SEED),
-        ).confidence_interval
-        low, high = float(interval.low), float(interval.high)
-    # images where the two score alike carry no information on which is better: dropped
-    p = scipy_stats.wilcoxon(difference, zero_method="wilcox").pvalue
-    return mean, low, high, float(p)
-
-
-def _compare(backbone: str, title: str, treated: Entry, control: Entry) -> Pretraining | None:
-    a, b = correctness(treated), correctness(control)
-    if a is None or b is None or not np.array_equal(a[0], b[0]):
-        return None  # no paired test without the same images
-    difference, low, high, p = paired_difference(a[1], b[1])
-    return Pretraining(backbone, title, treated, control, difference, low, high, p, TEST)
-
-
-def _is_random(entry: Entry) -> bool:
-    return entry.first.weights == RANDOM
+    entry: Entry
+    name: str  # "linear" or "knn"
+    accuracy: float
+    low: float
+    high: float
+    difference: resampling.Difference  # probe - head
 
 
 def _pretraining_in(table: Table) -> list[Pretraining]:
-    backbones = [e for e in table.entries if e.kind != BASELINE]
-    baseline = next((e for e in table.entries if e.kind == BASELINE), None)  # ranked: the best
-    random = {e.first.backbone: e for e in backbones if _is_random(e)}
+    tested = table.tested
+    backbones = [e for e in tested if e.kind != BASELINE]
+    baseline = next((e for e in tested if e.kind == BASELINE), None)  # ranked: the best
+    twins = {e.first.backbone: e for e in backbones if e.random_weights}
     found = []
     for entry in backbones:
-        if _is_random(entry) or not entry.first.weights:
+        if entry.random_weights or not entry.first.weights:
             continue
-        name = str(entry.first.backbone)
-        for control in (random.get(name), baseline):
-            if control is not None and (effect := _compare(name, table.title, entry, control)):
-                found.append(effect)
+        for control in (twins.get(entry.first.backbone), baseline):
+            if control is not None:
+                found.append(Pretraining(table, entry, control, table.difference(entry, control)))
     return found
 
 
 def pretraining(tables: Iterable[Table]) -> list[Pretraining]:
-    """Per table, each pretrained backbone against its random-weights twin and against the best
-    baseline, where both stored predictions on the same images; in table and rank order."""
+    """Per table, each pretrained backbone against its random-weights twin and the best
+    baseline, on the same test images; in table and rank order."""
     return [effect for table in tables for effect in _pretraining_in(table)]
 
 
-def _experiment(table: Table) -> str:
-    """The table's configuration but the protocol's own knobs."""
-    rest = {k: v for k, v in table.configuration.items() if k not in PROTOCOL_KNOBS}
-    return json.dumps(rest, sort_keys=True, default=str)
+def _matrices(entry: Entry, chosen: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(correctness at the epoch `chosen` names, correctness reported), seeds x images."""
+    at, reported = [], []
+    for run in entry.runs:
+        arrays = eval_arrays(run)
+        other = getattr(run, chosen)
+        if arrays is None or not other or len(other) != len(arrays[0]):
+            return None
+        at.append(np.asarray(other) == arrays[0])
+        reported.append(arrays[1] == arrays[0])
+    return np.array(at, dtype=np.float64), np.array(reported, dtype=np.float64)
 
 
-def _by_model(entries: Sequence[Entry]) -> dict[tuple[str, str, bool], Entry]:
-    """Entries by (kind, backbone, random weights); a model that appears twice is left out."""
-    keys = [(e.kind, str(e.first.backbone), _is_random(e)) for e in entries]
-    return {k: e for k, e in zip(keys, entries, strict=True) if keys.count(k) == 1}
+def _paired(a: np.ndarray, b: np.ndarray, seeds: Sequence) -> resampling.Resampled:
+    labels = [int(s) if is_number(s) else i for i, s in enumerate(seeds)]
+    return resampling.resample([a, b], [labels, labels], RESAMPLES, SEED)
 
 
 def inflation(tables: Iterable[Table]) -> list[Inflation]:
-    """Each model with entries under a lesson table and a holdout table of the same experiment:
-    its lesson validation accuracy minus its holdout test accuracy (means over seeds)."""
-    tables = list(tables)
-    holdouts = [t for t in tables if t.protocol == HOLDOUT]
+    """Each holdout entry whose runs recorded the test file's accuracy after every epoch: what
+    choosing the epoch on the test file (as the lesson protocol does) would have added."""
     found = []
-    for lesson_table in (t for t in tables if t.protocol == LESSON):
-        lesson = _by_model(lesson_table.entries)
-        for holdout_table in (t for t in holdouts if _experiment(t) == _experiment(lesson_table)):
-            for key, holdout in _by_model(holdout_table.entries).items():
-                before = lesson[key].mean("test_accuracy") if key in lesson else None
-                after = holdout.mean("test_accuracy")
-                if before is not None and after is not None:
-                    entry = lesson[key]
-                    found.append(
-                        Inflation(entry.label, entry, holdout, before, after, before - after)
-                    )
+    for table in tables:
+        if table.protocol != HOLDOUT:
+            continue
+        for entry in table.entries:
+            if (pair := _matrices(entry, "test_chosen_predictions")) is None:
+                continue
+            res = _paired(*pair, entry.seeds)
+            found.append(Inflation(entry, float(res.estimates[0]), float(res.estimates[1]),
+                                   resampling.difference(res, 0, 1, CONFIDENCE)))
+    return found
+
+
+def _probe_matrices(entry: Entry, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    head, probe = [], []
+    for run in entry.runs:
+        arrays = eval_arrays(run)
+        stored = ((run.probes or {}).get(name) or {}).get("predictions")
+        if arrays is None or not stored or len(stored) != len(arrays[0]):
+            return None
+        head.append(arrays[1] == arrays[0])
+        probe.append(np.asarray(stored) == arrays[0])
+    return np.array(probe, dtype=np.float64), np.array(head, dtype=np.float64)
+
+
+def probes(tables: Iterable[Table]) -> list[Probe]:
+    """Each entry's probes (--probes) against its head, on the same test images and seeds."""
+    found = []
+    for table in tables:
+        for entry in table.entries:
+            for name in ("linear", "knn"):
+                if (pair := _probe_matrices(entry, name)) is None:
+                    continue
+                res = _paired(*pair, entry.seeds)
+                low, high = resampling.interval(res, 0, CONFIDENCE)
+                found.append(Probe(entry, name, float(res.estimates[0]), low, high,
+                                   resampling.difference(res, 0, 1, CONFIDENCE)))
     return found

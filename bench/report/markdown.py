@@ -16,24 +16,14 @@ from tabulate import tabulate
 
 from bench import stats
 from bench.console import one_line
-from bench.report import effects
+from bench.report import effects, words
 from bench.report.columns import BY_NAME, DETAILS, MARKDOWN, columns_of
-from bench.report.model import (
-    ALPHA,
-    HOLDOUT,
-    LESSON,
-    MISSING,
-    RESAMPLES,
-    Entry,
-    Table,
-    is_number,
-    seeds_text,
-    transfer_points,
-    weights_file_text,
-)
-from bench.report.plots import PLOTS_DIR, Plots
+from bench.report.entries import HOLDOUT, Entry, is_number, seeds_text, weights_file_text
+from bench.report.plots import Plots
+from bench.report.ranking import ALPHA, Table, transfer_points
+from bench.report.words import MISSING, label
 from bench.result import RunResult
-from bench.runlog import RUNS_FILE
+from bench.resultsdir import PLOTS_DIR, RUNS_FILE
 
 # The main table of every configuration: rank, backbone, accuracy, the test, cost.
 MARKDOWN_COLUMNS: tuple[str, ...] = tuple(c.name for c in columns_of(MARKDOWN))
@@ -56,29 +46,12 @@ _PROVENANCE: tuple[tuple[str, str], ...] = (
     ("git_commit", "git commit"),
 )
 
-_PROTOCOL_TEXT = {
-    LESSON: (
-        "As in the episode: early stopping watches the test file, and the accuracy is measured "
-        "on that same file at the last epoch run, which flatters every number a little."
-    ),
-    HOLDOUT: (
-        "Early stopping watches a stratified, seeded holdout split of the training set (`val_acc`"
-        " in the details) and restores the best epoch's weights; the accuracy is the test file's, "
-        "evaluated once at the end."
-    ),
-}
-
-
 def _format(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
     if spec == "d" and not isinstance(value, int):  # e.g. a size recorded as text
         spec = ""
     return format(value, spec) if is_number(value) and spec else str(value)
-
-
-def _accuracy_name(entry: Entry) -> str:
-    return "test_acc" if entry.protocol == HOLDOUT else "val_acc"
 
 
 def _mean_sd_text(entry: Entry, name: str) -> str:
@@ -90,9 +63,9 @@ def _mean_sd_text(entry: Entry, name: str) -> str:
 
 
 def _accuracy_text(entry: Entry) -> str:
-    """The ranking accuracy, mean ± sd, with its Wilson interval."""
-    text = _mean_sd_text(entry, _accuracy_name(entry))
-    low, high = entry.numbers["ci_low"], entry.numbers["ci_high"]
+    """The test accuracy, mean ± sd over seeds, with its interval (images and seeds)."""
+    text = _mean_sd_text(entry, "test_acc")
+    low, high = entry.ci_low, entry.ci_high
     return f"{text} [{low:.3f}, {high:.3f}]" if low is not None else text
 
 
@@ -100,17 +73,6 @@ def _rank_text(entry: Entry) -> str:
     if entry.rank_low is None or entry.rank_low == entry.rank_high == entry.rank:
         return str(entry.rank)
     return f"{entry.rank} ({entry.rank_low}–{entry.rank_high})"
-
-
-def _p_text(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3g}"
-
-
-def _vs_top_text(entry: Entry) -> str:
-    if entry.p_value is None or entry.p_adjusted is None:
-        return entry.vs_top
-    p, adjusted = _p_text(entry.p_value), _p_text(entry.p_adjusted)
-    return f"{entry.vs_top} (p{'' if p[0] == '<' else '='}{p}, adj. {adjusted})"
 
 
 def _params_text(entry: Entry) -> str:
@@ -128,9 +90,9 @@ def _epochs_text(entry: Entry) -> str:
 # The cells that combine several numbers of an entry; every other cell is one formatted number.
 _COMPOSITE_CELLS: dict[str, Callable[[Entry], str]] = {
     "rank": _rank_text,
-    "backbone": lambda e: e.label,  # with the knob that tells two entries of a name apart
+    "backbone": label,  # with the knob that tells two entries of a name apart, and marks
     "accuracy": _accuracy_text,
-    "vs top": _vs_top_text,
+    "vs best": words.verdict,
     "params": _params_text,
     "val_acc": lambda e: _mean_sd_text(e, "val_acc"),
     "K": lambda e: str(e.numbers["k"]),
@@ -167,71 +129,35 @@ def _pipe_table(entries: Sequence[Entry], columns: Sequence[str]) -> str:
     )
 
 
-def _times(ratio: float | None, fewer: str, more: str) -> str | None:
-    if ratio is None or math.isclose(ratio, 1.0):
-        return None
-    return f"{ratio:.1f}× {fewer}" if ratio > 1 else f"{1 / ratio:.1f}× {more}"
+def _bold_lead(text: str | None) -> str | None:
+    """The sentence's lead (up to its first colon) in bold."""
+    if text is None or ":" not in text:
+        return text
+    lead, rest = text.split(":", 1)
+    return f"**{lead}:**{rest}"
 
 
-def recommendation_line(table: Table) -> str | None:
-    """"Best: X. Cheapest not distinguishable from it: Y (N× faster per image, M× fewer
-    parameters).", or None for a table without an accuracy."""
-    chosen = table.recommendation
-    if chosen is None:
-        return None
-    best = f"**Best: {chosen.best.label}.**"
-    if chosen.cheapest is not chosen.best:
-        gains = [
-            _times(chosen.speedup, "faster per image", "slower per image"),
-            _times(chosen.param_ratio, "fewer parameters", "more parameters"),
-        ]
-        said = ", ".join(g for g in gains if g)
-        return (
-            f"{best} **Cheapest not distinguishable from it: {chosen.cheapest.label}**"
-            + (f" ({said})." if said else ".")
-        )
-    if not any(e.p_adjusted is not None for e in table.entries):
-        return f"{best} No other entry could be tested against it (no stored predictions)."
-    return f"{best} **Cheapest not distinguishable from it: {chosen.best.label} itself.**"
-
-
-def _method_line(table: Table) -> str:
-    """How to read the rank, interval and test columns, with this table's own numbers."""
-    accuracy = "test" if table.protocol == HOLDOUT else "validation (= test file)"
-    compared = sum(1 for e in table.entries if e.p_adjusted is not None)
-    line = (
-        f"How to read it: `accuracy` is the {accuracy} accuracy, mean ± sd over K seeds, with "
-        f"the Wilson 95 % interval on the n evaluation images in brackets. `rank` adds its 95 % "
-        f"interval over {RESAMPLES:,} bootstrap resamples of the test images and the seeds. "
-        f"`vs top` is an exact two-sided sign test over the test images against the top entry, "
-        f"on each image's correctness averaged over the seeds both have (the images are the "
-        f"independent unit, not the seeds; on one seed it is the exact McNemar test); p is raw, "
-        f"adj. is {table.correction}-adjusted over this table's {compared} comparisons; `not "
-        f"distinguishable` = adjusted p ≥ {ALPHA}."
-    )
-    sizes = sorted({n for e in table.entries if (n := e.numbers["n_eval"])})
-    top = table.entries[0].numbers if table.entries else {}
-    if sizes and top.get("ci_low") is not None:
-        n = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
-        half = (top["ci_high"] - top["ci_low"]) / 2 * 100
-        line += (
-            f" With n = {n} images the interval is about ±{half:.1f} points, so a gap of that "
-            f"size between two backbones may be noise."
-        )
-    return line
+def _method_lines(table: Table) -> list[str]:
+    """How to read the table, what it can resolve, and what it could not estimate."""
+    lines = [words.method_text(table), ""]
+    for text in (words.resolvable_text(table), words.seed_warning(table)):
+        if text:
+            lines += [text, ""]
+    return lines
 
 
 def _transfer_lines(table: Table, plot: Path | None, out_dir: Path) -> list[str]:
     """Spearman's rho between accuracy and ImageNet top-1, or why it is left out."""
-    points = transfer_points(table.entries)
+    found = transfer_points(table.entries)
     lines = ["### Transfer analysis", ""]
-    if len(points) < 3:
+    if len(found) < 3:
         lines.append(
-            f"Omitted: a rank correlation needs at least 3 backbones with an ImageNet top-1 in "
-            f"the registry; this table has {len(points)}."
+            f"Omitted: a rank correlation needs at least 3 pretrained backbones with an ImageNet "
+            f"top-1 in the registry (random-weights controls do not count); this table has "
+            f"{len(found)}."
         )
         return lines
-    result = stats.spearman([p[0] for p in points], [p[1] for p in points])
+    result = stats.spearman([p[0] for p in found], [p[1] for p in found])
     if result.rho is None:
         text = f"Spearman's rho is undefined here (n = {result.n}: one of the two is constant)."
     else:
@@ -279,14 +205,22 @@ def _per_class_lines(ranked: Sequence[Entry]) -> list[str]:
     return ["### Per-class accuracy", "", "Recall of each class (mean over seeds).", "", text]
 
 
+def _title(table: Table) -> str:
+    """The table's configuration, the knobs that tell tables apart in bold."""
+    return ", ".join(f"**{text}**" if differs else text
+                     for text, differs in words.title_parts(table.configuration, table.differing))
+
+
 def _table_section(number: int, table: Table, plots: Plots, out_dir: Path) -> list[str]:
-    lines = [f"## Table {number}: {table.title}", ""]
-    if table.protocol in _PROTOCOL_TEXT:
-        lines += [_PROTOCOL_TEXT[table.protocol], ""]
-    if recommendation := recommendation_line(table):
-        lines += [recommendation, ""]
+    lines = [f"## Table {number}: {_title(table)}", ""]
+    if table.protocol in words.PROTOCOL_TEXT:
+        lines += [words.PROTOCOL_TEXT[table.protocol], ""]
+    for text in (words.could_be_best_text(table),
+                 words.recommendation_text(table.recommendation)):
+        if text:
+            lines += [_bold_lead(text), ""]
     lines += [_pipe_table(table.entries, MARKDOWN_COLUMNS), ""]
-    lines += [_method_line(table), ""]
+    lines += _method_lines(table)
     lines += ["### Details", "", _pipe_table(table.entries, details_columns(table)), ""]
     lines += [*_transfer_lines(table, plots.transfer, out_dir), ""]
     if per_class := _per_class_lines(table.entries):
@@ -294,50 +228,68 @@ def _table_section(number: int, table: Table, plots: Plots, out_dir: Path) -> li
     return lines
 
 
+def _difference_cells(d) -> list[str]:
+    return [f"{d.estimate:+.3f}", f"[{d.low:+.3f}, {d.high:+.3f}]", _p_text(d.p_value)]
+
+
+def _p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+_DIFFERENCE_HEADERS = ["difference", f"{100 * (1 - ALPHA):.0f} % interval", "p"]
+_HOW = ("Each difference is paired, image by image and over the seeds, with its interval and "
+        "p-value from the same resampling of the test images and seeds as the tables: the "
+        "interval excludes 0 exactly when p < 0.05.")
+
+
 def _pretraining_lines(found: Sequence[effects.Pretraining]) -> list[str]:
     if not found:
         return []
-    rows = [
-        [
-            e.backbone,
-            e.control.label,
-            e.title.replace("**", ""),
-            f"{e.difference:+.3f}",
-            f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}]",
-            _p_text(e.p_value),
-        ]
-        for e in found
-    ]
-    headers = ["backbone", "against", "table", "difference", "95% CI", "p"]
-    return [
-        "## What pretraining bought",
-        "",
-        "Accuracy of the ImageNet-pretrained backbone minus that of the same backbone with "
-        f"random weights, or of the table's best model trained from scratch, on the same test "
-        f"images (mean over seeds); interval and p from a {found[0].test}.",
-        "",
-        tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True),
-        "",
-    ]
+    rows = [[e.treated.label, label(e.control), words.title(e.table),
+             *_difference_cells(e.difference)] for e in found]
+    text = ["## What pretraining bought", "",
+            "Accuracy of the ImageNet-pretrained backbone minus that of the same backbone with "
+            "random weights (its BatchNorm statistics re-estimated on the training images, the "
+            "usual random-features control), or of the table's best model trained from "
+            "scratch, on the same test images (mean over seeds). " + _HOW]
+    if any(e.control.one_class for e in found):
+        text[-1] += (" A control marked \"predicts one class\" learned nothing from its "
+                     "features: the difference against it overstates what pretraining bought.")
+    return [*text, "", tabulate(rows, headers=["backbone", "against", "table",
+                                               *_DIFFERENCE_HEADERS],
+                                tablefmt="pipe", disable_numparse=True), ""]
 
 
 def _inflation_lines(found: Sequence[effects.Inflation]) -> list[str]:
     if not found:
         return []
-    rows = [
-        [e.backbone, f"{e.lesson_accuracy:.3f}", f"{e.holdout_accuracy:.3f}", f"{e.inflation:+.3f}"]
-        for e in found
-    ]
-    headers = ["backbone", "lesson val_acc", "holdout test_acc", "inflation"]
+    rows = [[label(e.entry), str(len(e.entry.runs)), f"{e.chosen_on_test:.3f}",
+             f"{e.chosen_on_holdout:.3f}", *_difference_cells(e.difference)] for e in found]
+    headers = ["backbone", "K", "epoch chosen on test", "epoch chosen on holdout",
+               *_DIFFERENCE_HEADERS]
     return [
-        "## What the lesson protocol inflates",
-        "",
-        "The same backbone under both protocols: the lesson's accuracy (early stopping on the "
-        "test file) minus the holdout protocol's test accuracy (means over seeds). A positive "
-        "gap is how much choosing the epoch on the test file flatters the score.",
-        "",
-        tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True),
-        "",
+        "## What choosing the epoch on the test file flatters", "",
+        "Inside each holdout run, the test accuracy was recorded after every epoch without "
+        "being used. A stopper watching the test file (as the lesson's does) would have kept "
+        "the epoch where it was highest; the holdout kept the epoch its own split chose. The "
+        "difference is what choosing on the test file adds to a score, measured in the same "
+        "runs. " + _HOW, "",
+        tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True), "",
+    ]
+
+
+def _probe_lines(found: Sequence[effects.Probe]) -> list[str]:
+    if not found:
+        return []
+    rows = [[label(p.entry), p.name, f"{p.accuracy:.3f} [{p.low:.3f}, {p.high:.3f}]",
+             *_difference_cells(p.difference)] for p in found]
+    headers = ["backbone", "probe", "accuracy", "probe − head", *_DIFFERENCE_HEADERS[1:]]
+    return [
+        "## Probes against the head", "",
+        "The standard transfer probes on the same frozen features (Kornblith et al. 2019): a "
+        "logistic regression and a cosine k-nearest-neighbour classifier, tuned on the training "
+        "split, scored on the same test images as the head. " + _HOW, "",
+        tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True), "",
     ]
 
 
@@ -356,10 +308,10 @@ def _protocol_line(runs: Sequence[RunResult]) -> str:
     data = f"Data: `{_common_value(runs, 'data')}`"
     sizes = [_common_value(runs, k) for k in ("n_train", "n_test", "n_classes")]
     if MISSING not in sizes and not any(s.startswith("mixed") for s in sizes):
-        data += f" ({sizes[0]} train / {sizes[1]} val images, {sizes[2]} classes)"
+        data += f" ({sizes[0]} train / {sizes[1]} test images, {sizes[2]} classes)"
     knobs = ", ".join(
-        seeds_text(runs) if key == "seed" else f"{label} {_common_value(runs, key)}"
-        for key, label in _SUMMARY_KNOBS
+        seeds_text(runs, MISSING) if key == "seed" else f"{said} {_common_value(runs, key)}"
+        for key, said in _SUMMARY_KNOBS
     )
     return f"{data}. Protocol: {knobs}."
 
@@ -367,12 +319,12 @@ def _protocol_line(runs: Sequence[RunResult]) -> str:
 def provenance_line(runs: Sequence[RunResult]) -> str | None:
     """Versions, device and commit, said once when every run agrees (else "mixed")."""
     parts = []
-    for name, label in _PROVENANCE:
+    for name, said in _PROVENANCE:
         values = {getattr(r, name) for r in runs}
         if values == {None}:
             continue
         (value,) = values if len(values) == 1 else ("mixed",)
-        parts.append(f"{label} {value}")
+        parts.append(f"{said} {value}")
     checksums = {r.data_checksum for r in runs} - {None}
     if checksums:
         parts.append(
@@ -442,6 +394,7 @@ def leaderboard_markdown(
         lines += _table_section(number, table, plots, out_dir)
     lines += _pretraining_lines(effects.pretraining(found))
     lines += _inflation_lines(effects.inflation(found))
+    lines += _probe_lines(effects.probes(found))
     lines += _failed_and_notes(runs)
     lines += _plot_lines(plots, out_dir)
     return "\n".join(lines)

@@ -13,17 +13,16 @@ import numpy as np
 
 from bench import stats
 from bench.fsio import atomic_path
-from bench.report.model import (
-    HOLDOUT,
+from bench.report import words
+from bench.report.entries import (
     Entry,
-    Table,
     eval_arrays,
     is_number,
     n_classes,
     seeds_text,
-    transfer_points,
 )
 from bench.report.placement import log_limits, palette, panels, place_labels, save
+from bench.report.ranking import Table, transfer_points
 from bench.result import RunResult
 from bench.resultsdir import PLOTS_DIR, safe_name
 
@@ -129,24 +128,24 @@ def _plot_history(runs: Sequence[RunResult], title: str, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     if len(runs) > 1:
-        title += f" ({seeds_text(runs)}, one line each)"
+        title += f" ({seeds_text(runs, words.MISSING)}, one line each)"
     fig.suptitle(title)
     _save(fig, path)
 
 
 def _title(table: Table) -> str:
     """The table's title as plain text (the markdown sets the knobs that differ in bold)."""
-    return table.title.replace("**", "")
+    return words.title(table)
 
 
 def _accuracy_label(protocol: str) -> str:
-    if protocol == HOLDOUT:
+    if protocol == "holdout":
         return "test accuracy (mean over seeds)"
-    return "validation accuracy, last epoch (mean over seeds)"
+    return "test (= validation) accuracy, last epoch (mean over seeds)"
 
 
 def interval(entry: Entry) -> tuple[float, float] | None:
-    """The 95 % interval of the entry's ranking accuracy, when it has one."""
+    """The 95 % interval of the entry's test accuracy (test images and seeds resampled)."""
     low, high = entry.numbers.get("ci_low"), entry.numbers.get("ci_high")
     return (float(low), float(high)) if is_number(low) and is_number(high) else None
 
@@ -173,19 +172,19 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def _role(table: Table, entry: Entry) -> str:
     """The entry's part in the table's recommendation, as its label says it."""
-    chosen = table.recommendation
-    if chosen is None:
+    found = table.recommendation
+    if found is None:
         return ""
-    if entry is chosen.best:
-        return " (best, recommended)" if entry is chosen.cheapest else " (best)"
-    return " (recommended)" if entry is chosen.cheapest else ""
+    if entry is found.best:
+        return " (best, recommended)" if entry is found.chosen else " (best)"
+    return " (recommended)" if entry is found.chosen else ""
 
 
 def _cost_entries(table: Table) -> list[tuple[Entry, float, float]]:
     """(entry, inference ms per image, accuracy) of the entries a log axis can show."""
     found = []
     for entry in table.entries:
-        ms, accuracy = entry.mean("infer_ms"), entry.accuracy()
+        ms, accuracy = entry.mean("infer_ms"), entry.mean("test_accuracy")
         if entry.kind != BASELINE and ms is not None and ms > 0 and accuracy is not None:
             found.append((entry, ms, accuracy))
     return found
@@ -195,7 +194,7 @@ def _baselines(ax: Any, table: Table) -> list[float]:
     """Each baseline (no backbone, no inference time) as a labelled line at its accuracy."""
     ys = []
     for entry in table.entries:
-        if entry.kind == BASELINE and (y := entry.accuracy()) is not None:
+        if entry.kind == BASELINE and (y := entry.mean("test_accuracy")) is not None:
             ax.axhline(y, color="grey", linestyle=":", linewidth=1, zorder=1)
             ax.text(
                 0.995,
@@ -249,7 +248,7 @@ def _cost_panel(fig: Figure, ax: Any, table: Table) -> None:
             edgecolors="C3",
             linewidths=1.8,
             zorder=4,
-            label="best; cheapest not distinguishable from it",
+            label="best; cheapest within the margin of it",
         )
     baselines = _baselines(ax, table)
     log_limits(ax, xs, [*(ys - bars[0]), *baselines], [*(ys + bars[1]), *baselines])
@@ -257,7 +256,7 @@ def _cost_panel(fig: Figure, ax: Any, table: Table) -> None:
     ax.set_ylabel(_accuracy_label(table.protocol))
     ax.set_title(_title(table), fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    labels = [e.label + _role(table, e) for e in entries]
+    labels = [words.label(e) + _role(table, e) for e in entries]
     place_labels(fig, ax, list(zip(xs, ys, labels, strict=True)))
 
 
@@ -287,11 +286,11 @@ def _size_points(entries: Sequence[Entry]) -> tuple[list[Entry], list[Point], li
     """The entries a log axis of total parameters can show, their points and families."""
     shown, points, families = [], [], []
     for entry in entries:
-        accuracy, params = entry.accuracy(), entry.first.params_total
+        accuracy, params = entry.mean("test_accuracy"), entry.first.params_total
         if accuracy is None or not is_number(params) or params <= 0:
             continue  # a log axis cannot show a missing or zero size
         shown.append(entry)
-        points.append((float(params), accuracy, entry.label))
+        points.append((float(params), accuracy, words.label(entry)))
         families.append(entry.first.family or entry.kind)
     return shown, points, families
 

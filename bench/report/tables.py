@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.console import one_line
+from bench.report import words
 from bench.report.columns import (
     CSV,
     CSV_COLUMNS,
@@ -16,7 +17,8 @@ from bench.report.columns import (
     MEAN,
     columns_of,
 )
-from bench.report.model import Entry, Table, n_eval, run_interval, run_value, tables
+from bench.report.entries import Entry, n_eval, run_value
+from bench.report.ranking import MARGIN, Table, tables
 from bench.result import RunResult
 from bench.runlog import upgrade_log
 
@@ -28,7 +30,7 @@ TABLE = "table"  # the column that names an entry's table (its configuration in 
 
 def table_name(table: Table) -> str:
     """The table's title as plain text (the markdown sets the knobs that differ in bold)."""
-    return table.title.replace("**", "")
+    return words.title(table)
 
 
 def _as_ints(frame: pd.DataFrame, names: Sequence[str]) -> None:
@@ -58,13 +60,13 @@ def entry_frame(found: Sequence[Table]) -> pd.DataFrame:
     return frame
 
 
-def leaderboard(records: Sequence[dict]) -> pd.DataFrame:
+def leaderboard(records: Sequence[dict], margin: float = MARGIN) -> pd.DataFrame:
     """One row per entry (ok runs over seeds), one ranked table per configuration after another,
     lesson tables first.
 
     Columns as in LEADERBOARD_COLUMNS; accuracies are means over the seeds, unformatted.
     """
-    return entry_frame(tables(RunResult.from_dict(r) for r in upgrade_log(records)))
+    return entry_frame(tables((RunResult.from_dict(r) for r in upgrade_log(records)), margin))
 
 
 def _csv_line(run: RunResult, table: Table | None, entry: Entry | None) -> dict[str, Any]:
@@ -72,7 +74,6 @@ def _csv_line(run: RunResult, table: Table | None, entry: Entry | None) -> dict[
     if table is not None and entry is not None:  # rank, rank interval, tests: the entry's
         row = _entry_row(table, entry)
         line.update({c.name: row.get(c.name) for c in columns_of(CSV) if c.per_entry == ENTRY})
-    line["ci_low"], line["ci_high"] = run_interval(run)
     line.update(n_eval=n_eval(run), error=one_line(run.error) or None)
     return line
 
