@@ -287,7 +287,7 @@ def _load(folder: str, options: SweepOptions | None = None, specs: Sequence = ()
                             skip_bad_images=options.skip_bad_images,
                             storage_size=_storage_size(specs, config), tfds_dir=options.tfds_dir)
         _print(f"Data: {data.source} ({data.kind}): {data.n_train} train / {data.n_test} "
-               f"validation images {'x'.join(map(str, data.image_shape))}, "
+               f"test images {'x'.join(map(str, data.image_shape))}, "
                f"{data.n_classes} classes")
         for note in data.notes:
             _print(f"Data: {note}")

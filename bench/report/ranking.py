@@ -59,6 +59,7 @@ class Recommendation:
     # test images or seeds that would decide it
     nearest: Entry | None = None
     needed: resampling.Needed | None = None
+    cheaper: int = 0  # tested entries cheaper than the best
 
 
 @dataclass
@@ -170,6 +171,8 @@ def recommend(table: Table) -> Recommendation | None:
     ratios = [b / c if (b := best.mean(name)) and (c := chosen.mean(name)) else None
               for name in COSTS] if chosen is not None else [None, None]
     found = Recommendation(best, margin, cost, chosen, *ratios)
+    if cost:
+        found.cheaper = sum(1 for e in table.tested if e.mean(cost) < best.mean(cost))
     if cost and (chosen is None or chosen is best):
         cheaper = [e for e in table.tested[1:] if e.mean(cost) < best.mean(cost)
                    and e.accuracy is not None and best.accuracy - e.accuracy < margin]

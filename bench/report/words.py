@@ -133,6 +133,10 @@ def recommendation_text(found: Recommendation | None) -> str | None:
         return (f"Cheapest within {margin} of the best: {label(chosen)} — at most "
                 f"{points(chosen.behind_at_most)} worse ({100 * (1 - ALPHA):.0f} %)"
                 + (f", {said}." if said else "."))
+    if chosen is found.best and found.cheaper == 0:
+        by = "inference time per image" if found.cost == "infer_ms" else "parameters"
+        return f"Cheapest within {margin} of the best: {label(chosen)} itself, the cheapest " \
+            f"entry by {by}."
     head = (f"No cheaper entry is shown within {margin} of the best"
             + (f" ({label(chosen)}, the best, is)." if chosen is not None else
                ", nor is any entry (the best included): too few images or seeds to bound a "
@@ -158,9 +162,14 @@ def resolvable_text(table: Table) -> str | None:
         return None
     seeds = sorted({len(e.runs) for e in table.tested})
     k = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
-    return (f"With n = {table.n_images} test images and K = {k} seeds, this table tells two "
-            f"entries apart {100 * POWER:.0f} % of the time when their true accuracies differ "
-            f"by {points(table.resolvable)}; smaller gaps may be real but are not shown.")
+    head = f"With n = {table.n_images} test images and K = {k} seeds, this table"
+    if table.resolvable >= 0.5:
+        return (f"{head} cannot tell entries apart with {100 * POWER:.0f} % power at any "
+                f"realistic gap (it would take {points(table.resolvable)}): the seeds, or the "
+                f"images, vary too much; more of them narrow it.")
+    return (f"{head} tells two entries apart {100 * POWER:.0f} % of the time when their true "
+            f"accuracies differ by {points(table.resolvable)}; smaller gaps may be real but "
+            f"are not shown.")
 
 
 def seed_warning(table: Table) -> str | None:
