@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_same_predictions, read_rows, write_dataset
+from conftest import assert_same_predictions, make_row, read_rows, write_dataset
 
 from bench import runlog
 from bench.__main__ import main
@@ -145,9 +145,9 @@ def test_a_baseline_exports_as_its_whole_model(tmp_path):
 
 def _row(backbone: str, config_hash: str, test_accuracy: float, seed: int = 2,
          group: str = "g", head_file: str | None = "heads/x.npz") -> dict:
-    return RunResult(backbone=backbone, status="ok", config_hash=config_hash, group=group,
-                     seed=seed, test_accuracy=test_accuracy, best_epoch_accuracy=test_accuracy,
-                     protocol="lesson", head_file=head_file).to_dict()
+    return make_row(backbone, config_hash=config_hash, group=group, seed=seed,
+                    test_accuracy=test_accuracy, best_epoch_accuracy=test_accuracy,
+                    head_file=head_file)
 
 
 def test_without_a_name_the_top_of_the_leaderboard_is_chosen(tmp_path):

@@ -126,7 +126,7 @@ def _subset(data_dir: Path, out: Path) -> None:
     (out / "classes.txt").write_text("\n".join(meta["classes"]) + "\n")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, whatever runs between its tests
 def sweep(tmp_path_factory) -> tuple[Path, Path]:
     """(data folder, results folder) of the sweep, run once as a user would, in a fresh
     process with a feature cache of its own."""

@@ -21,7 +21,7 @@ from bench.report.entries import (
     n_classes,
     seeds_text,
 )
-from bench.report.placement import log_limits, palette, panels, place_labels, save
+from bench.report.figure import log_limits, palette, panels, place_labels, save
 from bench.report.ranking import Table, transfer_points
 from bench.result import RunResult
 from bench.resultsdir import PLOTS_DIR, safe_name

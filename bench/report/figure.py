@@ -1,5 +1,6 @@
-"""Where things go on a figure: panels with fixed margins, axis limits with room for labels,
-and point labels that overlap neither each other nor the markers."""
+"""A figure's furniture, whatever it plots: panels with fixed margins, a palette, axis limits
+with room for labels, point labels that overlap neither each other nor the markers, and saving
+without pyplot. bench.report.plots decides what each figure shows."""
 
 from __future__ import annotations
 
