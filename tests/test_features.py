@@ -73,3 +73,25 @@ def test_extract_runs_a_real_backbone_graph_on_uint8(tiny_data):
     expected = extractor.predict(tiny_data.train_images, batch_size=64, verbose=0)
     assert got.shape == (tiny_data.n_train, spec.feature_width)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_random_weights_get_batchnorm_statistics_of_the_training_images(tiny_data):
+    """With their initial statistics (0 and 1) a random backbone's features collapse to one
+    vector; re-estimated on the training images they tell images apart, and no weight moves."""
+    spec = get("MobileNetV3Small")
+    config = RunConfig(image_size=32, weights="random", verbose=0)
+    keras.utils.set_random_seed(2)
+    backbone = features.build_backbone(spec, 32, config, resolve_weights(spec, 32, config))
+    preprocess = features.Preprocess(32, config.preprocess, spec.preprocess_input)
+
+    def spread() -> float:
+        out = keras.ops.convert_to_numpy(backbone(preprocess(tiny_data.test_images)))
+        return float(out.std(axis=0).mean())
+
+    kernels = {v.path: v.numpy().copy() for v in backbone.weights if "moving" not in v.path}
+    collapsed = spread()
+    assert features.reestimate_batchnorm(backbone, spec, 32, config, tiny_data.train_images) > 10
+    assert spread() > 1e3 * max(collapsed, 1e-9)
+    assert all(np.array_equal(v.numpy(), kernels[v.path]) for v in backbone.weights
+               if "moving" not in v.path)
+    assert not backbone.trainable

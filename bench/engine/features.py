@@ -74,9 +74,12 @@ def build_backbone(spec: BackboneSpec, size: int, config: RunConfig,
     return backbone
 
 
-# Images per batch when BatchNormalization statistics are re-estimated: fixed, so that a run and
-# an export of it compute the same statistics from the same images.
+# Images per batch when BatchNormalization statistics are re-estimated, and how many training
+# images (evenly spaced, so every part of a class-sorted folder counts): fixed, so that a run
+# and an export of it compute the same statistics. 256 images settle a channel's mean and
+# variance to about 1/16 of its spread; a pass over all of DenseNet121's 878 took 29 s.
 BATCHNORM_BATCH = 32
+BATCHNORM_IMAGES = 256
 
 
 def reestimate_batchnorm(backbone: keras.Model, spec: BackboneSpec, size: int,
@@ -85,21 +88,34 @@ def reestimate_batchnorm(backbone: keras.Model, spec: BackboneSpec, size: int,
     initial 0 and 1 (so deep activations collapse and the head sees constant features), become
     the average of its batch statistics over `images`: one pass in training mode, each batch
     weighted equally (torch.optim.swa_utils.update_bn does the same). The usual random-features
-    baseline; weights are untouched. Returns how many layers it re-estimated."""
+    baseline; weights are untouched. At most BATCHNORM_IMAGES images are used, evenly spaced.
+    Returns how many layers it re-estimated."""
     layers = [layer for layer in backbone._flatten_layers(include_self=False)
               if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
         return 0
     preprocess = Preprocess(size, config.preprocess, spec.preprocess_input)
     momentum = [layer.momentum for layer in layers]
+    stats = [layer.moving_mean for layer in layers] + [layer.moving_variance for layer in layers]
     # Keras runs a non-trainable BatchNormalization in inference mode whatever `training`
-    # says: the frozen backbone thaws for this pass (no weight moves: nothing is optimised)
+    # says: the frozen backbone thaws for this pass (no weight moves: nothing is optimised).
+    # With momentum 0 each batch leaves its own statistics in the moving ones, which are read
+    # after every batch and averaged: one traced function serves every batch.
     backbone.trainable = True
+    for layer in layers:
+        layer.momentum = 0.0
     try:
-        for i, start in enumerate(range(0, len(images), BATCHNORM_BATCH)):
-            for layer in layers:  # moving = average of the i + 1 batches seen
-                layer.momentum = i / (i + 1)
-            backbone(preprocess(images[start:start + BATCHNORM_BATCH]), training=True)
+        step = tf.function(lambda x: backbone(preprocess(x), training=True))
+        if len(images) > BATCHNORM_IMAGES:
+            images = images[np.linspace(0, len(images) - 1, BATCHNORM_IMAGES).astype(int)]
+        sums, batches = None, 0
+        for start in range(0, len(images), BATCHNORM_BATCH):
+            step(images[start:start + BATCHNORM_BATCH])
+            values = [keras.ops.convert_to_numpy(v) for v in stats]
+            sums = values if sums is None else [s + v for s, v in zip(sums, values, strict=True)]
+            batches += 1
+        for variable, total in zip(stats, sums, strict=True):
+            variable.assign(total / batches)
     finally:
         backbone.trainable = False
         for layer, value in zip(layers, momentum, strict=True):
