@@ -26,6 +26,7 @@ CACHE_ENV = "BENCH_CACHE_DIR"
 # The cache folder's layout: features at its root, one .npz per key (FeatureCache), and what
 # the engine remembers per machine beside them.
 OPENVINO_DIR = "openvino"  # converted models, one folder each (engine/openvino_backend.py)
+OPENVINO_COMPILED_DIR = "openvino-compiled"  # OpenVINO's own compiled-model cache (CACHE_DIR)
 CHOICES_FILE = "runtime-choices.json"  # measured rates and conversion times (runtime_choice.py)
 GRAPH_STATS_FILE = "graph-stats.json"  # FLOP and op counts per backbone and size (cost.py)
 # Part of every key: bump it when the file layout or what the features mean changes, and files

@@ -188,6 +188,16 @@ def backbone_graph(spec: BackboneSpec, backbone: keras.Model, size: int, config:
     return inputs, features
 
 
+def split_extractor(extractor: keras.Model) -> tuple[Preprocess, keras.Model] | None:
+    """(its Preprocess layer, the frozen backbone) of an extractor backbone_graph built, else
+    None."""
+    layers = [layer for layer in extractor.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if (len(layers) == 2 and isinstance(layers[0], Preprocess)
+            and isinstance(layers[1], FrozenBackbone)):
+        return layers[0], layers[1].backbone
+    return None
+
+
 @dataclass
 class ForwardTimer:
     """Steady-state inference time over one or more runtimes.extract() calls: the first batch

@@ -1,11 +1,18 @@
 """The frozen backbone on OpenVINO's CPU runtime: converted once, cached on disk, float32.
 
-Conversion is OpenVINO's documented route for a Keras 3 model: `model.export(dir,
-format="tf_saved_model")`, then `openvino.convert_model(dir)`. The converted model (IR: an
-.xml graph and a .bin of weights) is kept under the feature cache's folder, keyed by
-everything that makes it, and compiled for one batch size with
+Conversion freezes the backbone's traced inference function (its weights folded into the
+graph as constants, as TensorFlow's converters do) and hands OpenVINO the GraphDef, in memory.
+OpenVINO's documented route for a Keras 3 model, `model.export(dir, format="tf_saved_model")`
+then `openvino.convert_model(dir)`, gives the same graph but writes and re-reads a SavedModel:
+it cost DenseNet121 12.1 s against 3.5 s (results/PERF.md), the same features and speed after.
+A graph that keeps nested functions after freezing (Keras' XLA-compiled grouped convolutions:
+ConvNeXt) goes the SavedModel route, which OpenVINO's frontend inlines.
+
+The converted model (IR: an .xml graph and a .bin of weights) is kept under the cache folder,
+keyed by everything that makes it, and compiled for one batch size with
 INFERENCE_PRECISION_HINT=f32: without the hint OpenVINO may compute in bf16 or f16 on CPUs
-that have them, which changed ConvNeXtTiny's features by 1e-2.
+that have them, which changed ConvNeXtTiny's features by 1e-2. OpenVINO's own compiled-model
+cache (CACHE_DIR) lives beside the converted models: a second compilation reads it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench.cache import OPENVINO_DIR, process_caches
+from bench.cache import OPENVINO_COMPILED_DIR, OPENVINO_DIR, process_caches
 from bench.console import captured_stderr
 from bench.resultsdir import TMP_MARK
 
@@ -54,7 +61,7 @@ def _core():
 def model_key(**parts) -> str:
     """sha256 of what makes a converted model: backbone, its arguments, weights identity,
     size, pooling, and the versions of Keras, TensorFlow and OpenVINO that converted it."""
-    text = json.dumps({"format": 1, "openvino": version(), **parts}, sort_keys=True, default=str)
+    text = json.dumps({"format": 2, "openvino": version(), **parts}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -65,6 +72,7 @@ class Converted:
     xml: Path
     seconds: float  # conversion (0 when it came from the cache) plus reading it
     was_cached: bool
+    route: str = ""  # how it was converted now: "frozen graph" or "SavedModel"
 
 
 def folder(key: str, label: str, store: Path | None) -> Path | None:
@@ -77,10 +85,13 @@ def is_cached(key: str, label: str, store: Path | None) -> bool:
     return bool(final and (final / "model.xml").is_file() and (final / "model.bin").is_file())
 
 
-def converted(backbone: keras.Model, key: str, label: str, store: Path | None) -> Converted:
+def converted(backbone: keras.Model, key: str, label: str, store: Path | None,
+              traced=None) -> Converted:
     """The backbone as OpenVINO IR: from `store` when converted before, else converted now and
     saved there (written in a temporary folder, renamed into place: a reader never sees half;
-    two writers racing both succeed, the second rename losing to the first)."""
+    two writers racing both succeed, the second rename losing to the first). `traced`: the
+    backbone's inference as a traced tf.function (batches of float32 images), frozen instead
+    of tracing the backbone again."""
     start = time.perf_counter()
     final = folder(key, label, store)
     if is_cached(key, label, store):
@@ -93,7 +104,7 @@ def converted(backbone: keras.Model, key: str, label: str, store: Path | None) -
             parent = None  # an unwritable cache: convert into a temporary folder only
     work = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=TMP_MARK, dir=parent))
     try:
-        xml = _convert(backbone, work)
+        xml, route = _convert(backbone, work, traced)
         if final and parent:
             try:
                 os.replace(work / "ir", final)
@@ -108,29 +119,50 @@ def converted(backbone: keras.Model, key: str, label: str, store: Path | None) -
         atexit.register(shutil.rmtree, work, ignore_errors=True)
     else:
         shutil.rmtree(work, ignore_errors=True)
-    return Converted(xml, time.perf_counter() - start, False)
+    return Converted(xml, time.perf_counter() - start, False, route)
 
 
-def _convert(backbone: keras.Model, work: Path) -> Path:
-    """The backbone exported as a SavedModel (its inference function), converted, saved as
-    float32 IR.
+def _convert(backbone: keras.Model, work: Path, traced=None) -> tuple[Path, str]:
+    """The backbone's inference function converted and saved as float32 IR; (its .xml, route).
 
-    Converting the traced function directly skips writing the SavedModel (ConvNeXtTiny: 18 s
-    instead of 27 s) but gives OpenVINO a graph it optimises less: EfficientNetB0 ran at 77
-    images/s from it against 197 from the SavedModel.
+    Frozen, its variables are constants OpenVINO folds like the SavedModel's (EfficientNetB0:
+    324 images/s either way). Converting the traced function with its variables unfrozen gave
+    a graph OpenVINO optimised less (77 images/s).
     """
     import openvino
 
-
-    saved = work / "saved_model"
     with captured_stderr():
-        backbone.export(str(saved), format="tf_saved_model", verbose=False)
-        model = openvino.convert_model(str(saved))
+        graph = _frozen_graph(backbone, traced)
+        if graph is not None:
+            model, route = openvino.convert_model(graph), "frozen graph"
+        else:
+            saved = work / "saved_model"
+            backbone.export(str(saved), format="tf_saved_model", verbose=False)
+            model, route = openvino.convert_model(str(saved)), "SavedModel"
+            shutil.rmtree(saved, ignore_errors=True)
     (work / "ir").mkdir()
     xml = work / "ir" / "model.xml"
     openvino.save_model(model, str(xml), compress_to_fp16=False)  # float32 weights as trained
-    shutil.rmtree(saved, ignore_errors=True)
-    return xml
+    return xml, route
+
+
+def _frozen_graph(backbone: keras.Model, traced=None):
+    """The inference function (any batch) as a GraphDef with its weights as constants, or
+    None when nested functions survive freezing (XLA-compiled calls), which OpenVINO's GraphDef
+    frontend cannot read."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    if traced is not None:
+        function = traced.get_concrete_function()
+    else:
+        shape = (None, *backbone.input_shape[1:])
+        forward = tf.function(lambda x: backbone(x, training=False))
+        function = forward.get_concrete_function(tf.TensorSpec(shape, "float32"))
+    graph = convert_variables_to_constants_v2(function).graph.as_graph_def()
+    return None if graph.library.function else graph
 
 
 class CompiledBackbone:
@@ -140,12 +172,15 @@ class CompiledBackbone:
     fastest, and the padded rows' features are dropped.
     """
 
-    def __init__(self, xml: Path, batch_size: int, size: int):
+    def __init__(self, xml: Path, batch_size: int, size: int, store: Path | None = None):
         start = time.perf_counter()
         core = _core()
         model = core.read_model(str(xml))
         model.reshape([batch_size, size, size, 3])
-        self.compiled = core.compile_model(model, "CPU", COMPILE_CONFIG)
+        config = dict(COMPILE_CONFIG)
+        if store:  # OpenVINO's compiled-model cache: a later compilation only reads a blob
+            config["CACHE_DIR"] = str(store / OPENVINO_COMPILED_DIR)
+        self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.batch_size = batch_size
         self.width = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())

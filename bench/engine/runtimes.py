@@ -47,13 +47,30 @@ class Runtime:
 
 
 class TensorFlowRuntime(Runtime):
-    """Preprocessing, resize and backbone in one traced TensorFlow function
-    (features.forward_function)."""
+    """Preprocessing and resize, then the backbone, as traced TensorFlow functions.
+
+    For an extractor of features.backbone_graph the backbone is a function of its own
+    (`backbone_function`, batches of float32 size x size x 3 images): OpenVINO's conversion
+    freezes that traced function instead of tracing the backbone again. Any other extractor
+    runs as one function (features.forward_function).
+    """
 
     def __init__(self, extractor: keras.Model, image_shape: tuple[int, ...], dtype: str,
                  batch_size: int):
         self.extractor = extractor  # forward_function holds it weakly
-        self.forward = features.forward_function(extractor, image_shape, dtype)
+        self.backbone_function = None
+        parts = features.split_extractor(extractor)
+        if parts is None:
+            self.forward = features.forward_function(extractor, image_shape, dtype)
+        else:
+            preprocess, backbone = parts
+            to_model = tf.function(lambda x: preprocess(x), input_signature=[
+                tf.TensorSpec((None, *image_shape), tf.as_dtype(dtype))])
+            size = preprocess.size
+            self.backbone_function = tf.function(
+                lambda x: backbone(x, training=False),
+                input_signature=[tf.TensorSpec((None, size, size, 3), "float32")])
+            self.forward = lambda x: self.backbone_function(to_model(x))
         self.info = RuntimeInfo("tensorflow", tf.__version__, batch_size, note="graph")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -65,18 +82,20 @@ class OpenVinoRuntime(Runtime):
 
     def __init__(self, spec: BackboneSpec, backbone: keras.Model, size: int, config: RunConfig,
                  image_shape: tuple[int, ...], dtype: str, batch_size: int, key: str,
-                 store: Path | None):
+                 store: Path | None, traced=None):
         inputs = keras.Input(shape=image_shape, dtype=dtype, name="images")
         scaled = features.Preprocess(size, config.preprocess, spec.preprocess_input)(inputs)
         self.preprocess_model = keras.Model(inputs, scaled, name=f"{spec.name}_preprocess")
         self.preprocess = features.forward_function(self.preprocess_model, image_shape, dtype)
-        found = openvino_backend.converted(backbone, key, spec.name, store)
-        self.backbone = openvino_backend.CompiledBackbone(found.xml, batch_size, size)
+        # `traced`: TensorFlow's traced backbone function, when TensorFlow ran it already
+        found = openvino_backend.converted(backbone, key, spec.name, store, traced)
+        self.backbone = openvino_backend.CompiledBackbone(found.xml, batch_size, size, store)
         self.conversion_s = None if found.was_cached else found.seconds
         self.info = RuntimeInfo("openvino", openvino_backend.version(), batch_size,
                                setup_s=found.seconds + self.backbone.compile_s,
-                               note="f32, converted model " + ("from the cache" if found.was_cached
-                                                               else "converted now"))
+                               note="f32, converted model " + (
+                                   "from the cache" if found.was_cached
+                                   else f"converted now ({found.route})"))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.backbone(self.preprocess(images).numpy())
