@@ -135,10 +135,12 @@ class RunConfig:
         choices=PROBE_CHOICES, metavar="linear,knn")
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bars, 2 one line per extraction
     # frozen-backbone features on disk, reused across seeds, epochs, patience
-    cache: bool = knob(True, "do not read or write cached features")
+    cache: bool = knob(True, "do not reuse or store computed features (converted models, "
+                       "OpenVINO's compiled-model cache and measured rates are kept: they do "
+                       "not depend on the data)")
     cache_dir: str | None = knob(
-        None, "feature cache (default: $BENCH_CACHE_DIR or ~/.cache/bench/features)",
-        metavar="DIR")
+        None, "cache folder: features, converted models, measured rates (default: "
+        "$BENCH_CACHE_DIR or ~/.cache/bench/features)", metavar="DIR")
 
     def __post_init__(self) -> None:
         if self.image_size != "native" and (not isinstance(self.image_size, int)

@@ -61,17 +61,32 @@ def _images(data_dir: Path) -> tuple[int, tuple[int, ...], str]:
 def _print_table(rows: list[dict]) -> None:
     from tabulate import tabulate
 
+    def seconds(value):
+        return None if value is None else round(value, 1)
+
     table = [{"backbone": r["backbone"], "size": r["image_size"],
               "GFLOPs/image": None if r["gflops"] is None else round(r["gflops"], 3),
               "runtime": r.get("runtime"),
-              "predicted extraction s": (None if r["predicted_extract_s"] is None
-                                         else round(r["predicted_extract_s"], 1)),
+              "predicted extraction s": seconds(r["predicted_extract_s"]),
+              "conversions cached": seconds(r.get("predicted_warm_s")),
               "note": r["note"]} for r in rows]
     print(tabulate(table, headers="keys", tablefmt="github", missingval="-"))
-    total = sum(r["predicted_extract_s"] or 0.0 for r in rows)
-    print(f"Predicted extraction for the sweep: {total:.0f} s ({total / 60:.1f} min), "
-          f"tracing and OpenVINO's conversions included; the head's epochs and from-scratch "
-          f"baselines come on top. Features already in the cache cost nothing.")
+    cold = sum(r["predicted_extract_s"] or 0.0 for r in rows)
+    warm = sum(r.get("predicted_warm_s") or 0.0 for r in rows)
+    print(f"Predicted extraction for the sweep: {_minutes(cold)} with nothing cached "
+          f"(tracing and OpenVINO's conversions included), {_minutes(warm)} with the "
+          "conversions cached from an earlier run on this machine.")
+    if all(r.get("predicted_tensorflow_s") is not None for r in rows if r["gflops"]):
+        alone = sum(r.get("predicted_tensorflow_s") or 0.0 for r in rows)
+        if alone and cold and warm:
+            print(f"TensorFlow alone: {_minutes(alone)} ({alone / cold:.2f}x the time with "
+                  f"nothing cached, {alone / warm:.2f}x with conversions cached).")
+    print("The head's epochs and from-scratch baselines come on top. Features already in the "
+          "cache cost nothing.")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s ({seconds / 60:.1f} min)"
 
 
 def _print(line: str) -> None:

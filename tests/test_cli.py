@@ -234,8 +234,10 @@ def test_dry_run_predicts_from_flops_and_trains_nothing(capsys, tiny_data_dir, t
     stdout = capsys.readouterr().out
     table = _dry_run_table(stdout)
     assert list(table) == ["MobileNet_0.25", "DenseNet121", "dense"]
-    (m_size, m_gflops, m_engine, m_s, _), (d_size, d_gflops, d_engine, d_s, _) = \
-        table["MobileNet_0.25"], table["DenseNet121"]
+    (m_size, m_gflops, m_engine, m_s, m_warm, _), (d_size, d_gflops, d_engine, d_s, d_warm, _) \
+        = table["MobileNet_0.25"], table["DenseNet121"]
+    # with the conversions cached, never longer than with nothing cached
+    assert float(m_warm) <= float(m_s) and float(d_warm) <= float(d_s)
     # each backbone's predicted extraction is that of the runtime --runtime auto would choose
     assert {m_engine, d_engine} <= {"tensorflow", "openvino"}
     assert m_size == d_size == "32"
@@ -245,6 +247,7 @@ def test_dry_run_predicts_from_flops_and_trains_nothing(capsys, tiny_data_dir, t
     assert "no extraction" in table["dense"][-1]
     assert "[3/3] dense" in stdout and "Calibration (tensorflow): VGG16" in stdout
     assert "Calibration (openvino): VGG16" in stdout  # auto on a CPU weighs both runtimes
+    assert "with the conversions cached" in stdout and "TensorFlow alone" in stdout
     assert not out.exists()  # nothing ran, nothing written
     assert (tmp_path / "cache" / "graph-stats.json").is_file()  # a second dry run is instant
 

@@ -261,9 +261,17 @@ def test_cold_auto_probes_both_remembers_them_and_computes_tensorflows_features(
     got = runtimes.extract(runtime, auto.images, verbose=0, done=done)
     _assert_close(got, auto.tf_features())
     memory = json.loads((tmp_path / runtime_choice.CHOICES_FILE).read_text())
-    (entry,) = memory.values()
+    entry = runtime_choice.remembered(auto.spec, auto.config, auto.ident.size,
+                                      tuple(auto.images.shape[1:]), "uint8", tmp_path)
     assert set(entry["rates"]) == {"tensorflow", "openvino"}
     assert all(rate > 0 for rate in entry["rates"].values())
+    assert entry["trace_s"] > 0 and entry["conversion_s"] > 0
+    # what the machine learnt, for backbones not measured yet: conversion per tracing and
+    # this backbone's speed-up
+    machine = runtime_choice.machine_memory(tmp_path)
+    assert len(memory) == 2 and machine["conversion_per_trace"][0] > 0
+    assert machine["speedups"]["MobileNet_0.25"] == pytest.approx(
+        entry["rates"]["openvino"] / entry["rates"]["tensorflow"], rel=0.01)
     assert not [p for p in tmp_path.rglob("*.bench-tmp*")]
     monkeypatch.setattr(runtime_choice, "_probe", _no_probing)
     again, _ = auto.choose(tmp_path, n_total=10**6)
@@ -293,3 +301,22 @@ def test_cli_engine_openvino_row_names_it(tiny_data_dir, tmp_path, converted):
     assert row["status"] == "ok" and row["runtime"] == "openvino"
     assert row["runtime_note"] == "--runtime openvino; f32, converted model from the cache"
     assert row["runtime_version"] == openvino_backend.version()
+
+
+def test_no_cache_drops_features_only_and_converts_nothing_the_second_time(tiny_data_dir,
+                                                                          tmp_path):
+    cache = Path(os.environ["BENCH_CACHE_DIR"])
+    args = ["MobileNet_0.25", "--data", str(tiny_data_dir), "--weights", "random",
+            "--image-size", "32", "--seed", "3", "--epochs", "1", "--quiet",
+            "--runtime", "openvino", "--no-cache"]
+    rows = []
+    for i in range(2):
+        reset_process_caches()  # a new process: nothing remembered in memory
+        assert main([*args, "--out", str(tmp_path / f"out{i}")]) == 0
+        (row,) = read_rows(tmp_path / f"out{i}")
+        rows.append(row)
+    first, second = rows
+    assert "converted now" in first["runtime_note"], first["runtime_note"]
+    assert second["runtime_note"] == "--runtime openvino; f32, converted model from the cache"
+    assert not list(cache.glob("*.npz"))  # no features were kept
+    assert (cache / runtime_choice.CHOICES_FILE).exists()

@@ -38,7 +38,8 @@ from bench.fsio import write_text_atomic
 from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
-COLUMNS = ("backbone", "image_size", "gflops", "runtime", "predicted_extract_s", "note")
+COLUMNS = ("backbone", "image_size", "gflops", "runtime", "predicted_extract_s",
+           "predicted_warm_s", "predicted_tensorflow_s", "note")
 
 _CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 # Graph plumbing that moves no data: left out of the activation count.
@@ -127,9 +128,10 @@ def run_gflops(spec: Spec, size: int, config: RunConfig) -> float | None:
         return None
 
 
-def _store(config: RunConfig) -> Path | None:
-    """Where GRAPH_STATS_FILE lives: the feature cache's folder, unless the cache is off."""
-    return Path(config.cache_dir or cache.default_cache_dir()) if config.cache else None
+def _store(config: RunConfig) -> Path:
+    """Where GRAPH_STATS_FILE lives: the cache folder (kept under --no-cache, which concerns
+    features only)."""
+    return Path(config.cache_dir or cache.default_cache_dir())
 
 
 def _read_json(path: Path) -> dict:
@@ -261,8 +263,9 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
              progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
     """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, the
     runtime --runtime would choose, and the predicted seconds to extract the features of
-    `n_images` images on this machine with it (tracing and OpenVINO's conversion included,
-    as a run's extract_s).
+    `n_images` images on this machine with it: with nothing cached (tracing and OpenVINO's
+    conversion included, as a run's extract_s), with the conversion cached (warm), and in
+    TensorFlow alone.
 
     Each runtime's time is its rate measured on an earlier run of this backbone (remembered
     beside the feature cache) when there is one, else the calibration's model. A backbone
@@ -282,44 +285,78 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
             progress(i, len(specs), spec.name)
         if is_baseline(spec):
             rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
-                             predicted_extract_s=0.0, runtime=None,
+                             predicted_extract_s=0.0, predicted_warm_s=0.0,
+                             predicted_tensorflow_s=0.0, runtime=None,
                              note="trained from scratch on the raw images: no extraction"))
             continue
         size = config.size_for(spec.input_size)
         row = dict(backbone=spec.name, image_size=size, gflops=None, predicted_extract_s=None,
-                   runtime=None, note="")
+                   predicted_warm_s=None, predicted_tensorflow_s=None, runtime=None, note="")
         try:
             stats = backbone_stats(spec, size, config.pooling, store)
         except Exception as err:  # one backbone never stops the estimate
             row["note"] = " ".join(str(err).split()) or type(err).__name__
         else:
             row["gflops"] = stats.gflops
-            measured = _remembered_rates(spec, config, size, image_shape, store)
-            predicted = {}
-            for name, cal in calibrations.items():
-                if name in measured:  # the rate a run measured; the one-time costs modelled
-                    predicted[name] = (cal.predict(stats, 0)
-                                       + n_images / measured[name])
-                else:
-                    predicted[name] = cal.predict(stats, n_images)
-            row["runtime"] = min(predicted, key=predicted.get)
-            if ("openvino" in predicted and "tensorflow" in predicted
-                    and "openvino" not in measured
-                    and not runtime_choice.worth_converting(
-                        calibrations["openvino"].predict(stats, 0), predicted["tensorflow"])):
-                row["runtime"] = "tensorflow"  # what auto would run
-            row["predicted_extract_s"] = predicted[row["runtime"]]
-            row["note"] = "; ".join(
-                f"{name} {seconds:.0f} s ({'measured rate' if name in measured else 'model'})"
-                for name, seconds in predicted.items()) if len(predicted) > 1 else ""
+            memory = _remembered(spec, config, size, image_shape, store)
+            row.update(predict_runtimes(spec.name, stats, n_images, calibrations, memory,
+                                        runtime_choice.machine_memory(store)))
         rows.append(row)
     return rows
 
 
-def _remembered_rates(spec: BackboneSpec, config: RunConfig, size: int,
-                      image_shape: tuple[int, ...], store: Path | None) -> dict[str, float]:
-    """Images/s an earlier run of this backbone measured per runtime on this machine."""
-    if store is None:
-        return {}
+def _remembered(spec: BackboneSpec, config: RunConfig, size: int,
+                image_shape: tuple[int, ...], store: Path) -> dict:
+    """What earlier runs of this backbone measured on this machine: rates, tracing, conversion."""
+    return runtime_choice.remembered(spec, config, size, image_shape, "uint8", store)
 
-    return runtime_choice.remembered_rates(spec, config, size, image_shape, "uint8", store)
+
+def predict_runtimes(name: str, stats: GraphStats, n_images: int,
+                     calibrations: dict[str, Calibration], memory: dict, machine: dict) -> dict:
+    """A row's runtime and predicted seconds, cold (no converted model cached) and warm (the
+    conversion cached), choosing as --runtime auto does (runtime_choice.decide) from the rates
+    earlier runs measured (`memory`) or else the calibrations' model. The conversion is
+    predicted as auto predicts it: from TensorFlow's tracing of the backbone and the ratio this
+    machine measured (`machine`)."""
+    rates = {k: float(v) for k, v in (memory.get("rates") or {}).items() if v}
+    traced, steady = {}, {}
+    for runtime, cal in calibrations.items():
+        traced[runtime] = cal.predict(stats, 0, setup=False)
+        steady[runtime] = rates.get(runtime) or (
+            n_images / max(cal.predict(stats, n_images, setup=False) - traced[runtime], 1e-9))
+    if len(calibrations) == 1:
+        (only,) = calibrations
+        seconds = traced[only] + n_images / steady[only]
+        conversion = (runtime_choice.conversion_estimate(
+            {**memory, "trace_s": memory.get("trace_s") or traced[only]}, machine)
+            if only == "openvino" else 0.0)
+        return dict(runtime=only, predicted_extract_s=seconds + conversion,
+                    predicted_warm_s=seconds,
+                    predicted_tensorflow_s=seconds if only == "tensorflow" else None, note="")
+    trace = memory.get("trace_s") or traced["tensorflow"]
+    conversion = runtime_choice.conversion_estimate({**memory, "trace_s": trace}, machine)
+    speedup = runtime_choice.speedup_estimate(machine, name)
+    tf_s = traced["tensorflow"] + n_images / steady["tensorflow"]
+    out = dict(predicted_tensorflow_s=tf_s)
+    for label, paid in (("predicted_extract_s", conversion), ("predicted_warm_s", 0.0)):
+        known = rates.get("openvino") if paid == 0.0 or "openvino" in rates else None
+        choice = runtime_choice.decide(runtime_choice.Evidence(
+            n_images, steady["tensorflow"], known, paid, speedup))
+        tried = choice == "probe"
+        if tried:
+            choice = runtime_choice.decide(runtime_choice.Evidence(
+                n_images, steady["tensorflow"], steady["openvino"], 0.0, speedup))
+        ov_s = traced["openvino"] + n_images / steady["openvino"]
+        out[label] = (paid if tried or choice == "openvino" else 0.0) + (
+            ov_s if choice == "openvino" else tf_s)
+        if label == "predicted_extract_s":
+            out["runtime"] = choice
+        else:
+            out["warm_runtime"] = choice
+    def source(runtime: str) -> str:
+        return "measured rate" if runtime in rates else "model"
+
+    out["note"] = (f"tensorflow {tf_s:.0f} s ({source('tensorflow')}); openvino "
+                   f"{traced['openvino'] + n_images / steady['openvino']:.0f} s "
+                   f"({source('openvino')}) + converting {conversion:.0f} s")
+    return out

@@ -134,7 +134,9 @@ def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
     start = time.perf_counter()
     backbone, inputs, outputs = _frozen_backbone(spec, config, data, ident)
     extractor = keras.Model(inputs, outputs, name=f"{spec.name}_features")
-    store = Path(config.cache_dir or default_cache_dir()) if config.cache else None
+    # converted models and measured rates are kept under --no-cache too: they do not depend on
+    # the data, and a conversion is paid once per machine
+    store = Path(config.cache_dir or default_cache_dir())
     runtime, done = runtime_choice.choose_runtime(spec, backbone, extractor, config, ident,
                                                   data.train_images, data.n_train + data.n_test,
                                                   store)
