@@ -29,14 +29,11 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
     for runtime in cost.runtimes_to_calibrate(config):
         _print(f"Calibrating {runtime} on this machine ...")
         calibration = calibrations[runtime] = cost.calibrate(config, shape, runtime=runtime)
-        setup = (f"; to convert: {calibration.setup_seconds_per_op * 1e3:.1f} ms per graph op "
-                 f"+ {calibration.setup_seconds_per_mparam:.2f} s per million weights"
-                 if runtime == "openvino" else "")
         _print(f"Calibration ({runtime}): " + ", ".join(
             f"{name} {n} images in {s:.2f} s" for name, n, s, _ in calibration.timings)
             + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
             f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
-            f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op{setup}")
+            f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op")
     rows = cost.estimate(specs, config, n_images, calibrations, shape,
                          progress=lambda i, n, name: _print(f"[{i}/{n}] {name}"))
     _print_table(rows)

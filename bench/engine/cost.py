@@ -11,7 +11,9 @@ traffic and per-op overhead. Then
 
     predicted seconds = ops x trace s/op + images x (GFLOPs x s/GFLOP + M values x s/M values)
 
-FLOPs alone mispredict by 3x either way across families (ResNet50 runs at a quarter of
+per runtime, plus OpenVINO's conversion where auto would convert (predicted from the traced
+TensorFlow time as runtime_choice predicts it, and 0 once cached: the dry run's cold and warm
+totals). FLOPs alone mispredict by 3x either way across families (ResNet50 runs at a quarter of
 MobileNetV2's time per FLOP on two cores); see results/PERF.md for the comparison.
 """
 
@@ -160,18 +162,14 @@ class Calibration:
     # TensorFlow: per million values of nested (XLA-compiled) calls; 0 for OpenVINO, which
     # converts them into plain convolutions
     seconds_per_mcalled: float = 0.0
-    # OpenVINO: converting and compiling a backbone, per graph operation and per million
-    # weights (0 for TensorFlow)
-    setup_seconds_per_op: float = 0.0
-    setup_seconds_per_mparam: float = 0.0
 
-    def predict(self, stats: GraphStats, n_images: int, setup: bool = True) -> float:
+    def predict(self, stats: GraphStats, n_images: int) -> float:
+        """Tracing (or OpenVINO's compiling) and `n_images` images; a conversion is predicted
+        apart, as --runtime auto predicts it (runtime_choice.conversion_estimate)."""
         per_image = (stats.gflops * self.seconds_per_gflop
                      + stats.activations / 1e6 * self.seconds_per_mvalue
                      + stats.called / 1e6 * self.seconds_per_mcalled)
-        one_time = stats.ops * self.trace_seconds_per_op + (
-            stats.ops * self.setup_seconds_per_op
-            + stats.params / 1e6 * self.setup_seconds_per_mparam if setup else 0.0)
+        one_time = stats.ops * self.trace_seconds_per_op
         return one_time + n_images * per_image
 
 
@@ -184,17 +182,15 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
               runtime: str = "tensorflow") -> Calibration:
     """Times the references (random weights, random uint8 images) through the extraction path
     of `runtime` at the size and batch `config` gives; about ten seconds on two CPU cores
-    (OpenVINO: plus converting the two, timed, into a throw-away folder)."""
-    rows, timings, first_call, setups = [], [], [], []
+    (OpenVINO: plus converting the two into a throw-away folder)."""
+    rows, timings, first_call = [], [], []
     for name, n_images in references:
         spec = get(name)
         size = config.size_for(spec.input_size)
         keras.utils.set_random_seed(0)
         backbone = spec.build(size, pooling=config.pooling, weights=None)
         bs = min(config.extract_batch_size, n_images)
-        began = time.perf_counter()
         run = _reference_runtime(runtime, spec, backbone, size, config, image_shape, bs)
-        setup = time.perf_counter() - began
         images = np.random.default_rng(0).integers(0, 256, (n_images, *image_shape),
                                                    dtype=np.uint8)
         start = time.perf_counter()
@@ -206,19 +202,15 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
         stats = graph_stats(backbone, (size, size, 3))
         rows.append((stats.gflops, stats.activations / 1e6, seconds / n_images))
         first_call.append((stats.ops, max(first - seconds * bs / n_images, 0.0)))
-        setups.append((stats.ops, stats.params / 1e6, setup))
         timings.append((name, n_images, seconds, first))
         del run, backbone
         gc.collect()
     (g1, a1, t1), (g2, a2, t2) = rows[:2]
     per_gflop, per_mvalue = np.linalg.solve([[g1, a1], [g2, a2]], [t1, t2])
     ops, first = max(first_call)  # the reference with the most ops sets the tracing rate
-    per_op, per_mparam = (np.linalg.lstsq([r[:2] for r in setups], [r[2] for r in setups])[0]
-                          if runtime == "openvino" else (0.0, 0.0))
     return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
                        tuple(timings), runtime,
-                       grouped_conv_seconds_per_mvalue() if runtime == "tensorflow" else 0.0,
-                       max(float(per_op), 0.0), max(float(per_mparam), 0.0))
+                       grouped_conv_seconds_per_mvalue() if runtime == "tensorflow" else 0.0)
 
 
 def grouped_conv_seconds_per_mvalue(shape: tuple[int, ...] = (16, 40, 40, 96)) -> float:
@@ -321,9 +313,9 @@ def predict_runtimes(name: str, stats: GraphStats, n_images: int,
     rates = {k: float(v) for k, v in (memory.get("rates") or {}).items() if v}
     traced, steady = {}, {}
     for runtime, cal in calibrations.items():
-        traced[runtime] = cal.predict(stats, 0, setup=False)
+        traced[runtime] = cal.predict(stats, 0)
         steady[runtime] = rates.get(runtime) or (
-            n_images / max(cal.predict(stats, n_images, setup=False) - traced[runtime], 1e-9))
+            n_images / max(cal.predict(stats, n_images) - traced[runtime], 1e-9))
     if len(calibrations) == 1:
         (only,) = calibrations
         seconds = traced[only] + n_images / steady[only]
