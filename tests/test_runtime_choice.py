@@ -130,3 +130,17 @@ def test_the_dry_run_predicts_cold_and_warm_as_auto_chooses(n_images, cold, warm
     want_cold = tf_s if cold == "tensorflow" else 5.0 + 0.5 + n_images * 0.005
     assert row["predicted_extract_s"] == pytest.approx(want_cold)
     assert row["predicted_warm_s"] <= row["predicted_extract_s"] <= tf_s
+
+
+@pytest.mark.parametrize("entry", [{"rates": "fast"}, {"rates": {"tensorflow": "54"}},
+                                   {"rates": {"tensorflow": -1.0}}, {"trace_s": None}, [1, 2]])
+def test_a_malformed_remembered_entry_is_measured_again(entry):
+    assert runtime_choice._valid(entry) is None
+    assert runtime_choice._valid({"rates": {"tensorflow": 54.1, "openvino": 85.0},
+                                  "trace_s": 2.3, "conversion_s": 4.6}) is not None
+
+
+def test_a_malformed_machine_entry_is_learnt_again(tmp_path):
+    runtime_choice._remember(tmp_path, runtime_choice._machine_key(),
+                             {"conversion_per_trace": ["x"], "speedups": {}})
+    assert runtime_choice.machine_memory(tmp_path) == {}

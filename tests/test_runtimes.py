@@ -183,7 +183,8 @@ def test_converted_model_is_cached_once_and_keyed_by_the_weights(tmp_path):
     second = built.runtime("openvino", tmp_path)
     assert "converted now" in first.info.note and "from the cache" in second.info.note
     folder = _one_entry(tmp_path)
-    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
+    assert sorted(p.name for p in folder.iterdir()) == ["checksum.json", "model.bin",
+                                                        "model.xml"]
     assert not [p for p in tmp_path.rglob("*.bench-tmp*")]
     # one converted model, compiled twice: the same features (a wrong or damaged model
     # would move them by far more than FEATURE_RTOL)
@@ -320,3 +321,54 @@ def test_no_cache_drops_features_only_and_converts_nothing_the_second_time(tiny_
     assert second["runtime_note"] == "--runtime openvino; f32, converted model from the cache"
     assert not list(cache.glob("*.npz"))  # no features were kept
     assert (cache / runtime_choice.CHOICES_FILE).exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no checksum"])
+def test_a_damaged_converted_model_is_said_removed_and_converted_again(tmp_path, capsys,
+                                                                      damage):
+    built = _Built("MobileNet_0.25", _random(), _data())
+    want = runtimes.extract(built.runtime("openvino", tmp_path), built.images, verbose=0)
+    folder = _one_entry(tmp_path)
+    weights = folder / "model.bin"
+    data = bytearray(weights.read_bytes())
+    if damage == "flip":  # 4 KB of the weights inverted: runs, but computes other features
+        data[1024:5120] = bytes(255 - b for b in data[1024:5120])
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        (folder / "checksum.json").unlink()
+    capsys.readouterr()
+    again = built.runtime("openvino", tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "damaged" in err[0] and "converting it again" in err[0], err
+    assert "converted now" in again.info.note
+    assert_features_close(runtimes.extract(again, built.images, verbose=0), want)
+    third = built.runtime("openvino", tmp_path)  # the new conversion is whole and checked
+    assert "from the cache" in third.info.note and not capsys.readouterr().err
+
+
+def test_a_killed_conversions_folder_is_removed_by_the_next(tmp_path):
+    built = _Built("MobileNet_0.25", _random(), _data())
+    parent = tmp_path / "openvino"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = parent / f".{dead}.MobileNet_0.25.x1y2.bench-tmp"
+    alive = parent / f".{os.getpid()}.MobileNet_0.25.x3y4.bench-tmp"
+    for folder in (stale, alive):
+        (folder / "saved_model").mkdir(parents=True)
+    built.runtime("openvino", tmp_path)
+    assert not stale.exists() and alive.exists()
+
+
+def test_a_malformed_choices_entry_warns_naming_the_file_and_measures_again(auto, tmp_path,
+                                                                           monkeypatch, capsys):
+    monkeypatch.setattr(runtime_choice, "has_gpu", lambda: False)
+    _remember(auto, tmp_path, rates={"tensorflow": "fast"})
+    runtime, _ = auto.choose(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and runtime_choice.CHOICES_FILE in err[0] and "malformed" in err[0]
+    assert "measured tensorflow" in runtime.info.note
+    entry = runtime_choice.remembered(auto.spec, auto.config, auto.ident.size,
+                                      tuple(auto.images.shape[1:]), "uint8", tmp_path)
+    assert entry["rates"]["tensorflow"] > 0  # rewritten whole

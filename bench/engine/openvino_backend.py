@@ -18,10 +18,12 @@ cache (CACHE_DIR) lives beside the converted models: a second compilation reads 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -75,14 +77,66 @@ class Converted:
     route: str = ""  # how it was converted now: "frozen graph" or "SavedModel"
 
 
+# Beside a converted model: the sha256 of its files, written before the folder is renamed into
+# place and checked before every use, as the feature cache checks its files.
+CHECKSUM_FILE = "checksum.json"
+_MODEL_FILES = ("model.xml", "model.bin")
+
+
 def folder(key: str, label: str, store: Path | None) -> Path | None:
     """Where the converted model of `key` lives under `store` (None: no store)."""
     return store / OPENVINO_DIR / f"{label}-{key[:16]}" if store else None
 
 
 def is_cached(key: str, label: str, store: Path | None) -> bool:
+    """Whether a converted model with its checksum is there (checked in full when used)."""
     final = folder(key, label, store)
-    return bool(final and (final / "model.xml").is_file() and (final / "model.bin").is_file())
+    return bool(final and all((final / name).is_file()
+                              for name in (*_MODEL_FILES, CHECKSUM_FILE)))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_checksum(ir: Path) -> None:
+    (ir / CHECKSUM_FILE).write_text(json.dumps(
+        {name: _file_digest(ir / name) for name in _MODEL_FILES}))
+
+
+def _damage(final: Path) -> str | None:
+    """What is wrong with a cached converted model, or None when its files match its
+    checksum. Only regular files are opened (a FIFO would block)."""
+    try:
+        for name in (*_MODEL_FILES, CHECKSUM_FILE):
+            if not (final / name).is_file():
+                return f"{name} is not a regular file"
+        recorded = json.loads((final / CHECKSUM_FILE).read_text())
+        for name in _MODEL_FILES:
+            if not isinstance(recorded, dict) or recorded.get(name) != _file_digest(final / name):
+                return f"{name} does not match its checksum"
+    except (OSError, ValueError) as err:
+        return f"unreadable: {type(err).__name__}"
+    return None
+
+
+def _remove_stale_work(parent: Path) -> None:
+    """Removes the temporary folders of conversions whose process is gone (killed midway):
+    their names start with the converting process's id (.PID.LABEL.*)."""
+    for work in parent.glob(f".*{TMP_MARK}"):
+        try:
+            pid = int(work.name.split(".")[1])
+            os.kill(pid, 0)
+        except (IndexError, ValueError):
+            continue  # not one of ours
+        except ProcessLookupError:
+            shutil.rmtree(work, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def converted(backbone: keras.Model, key: str, label: str, store: Path | None,
@@ -94,15 +148,24 @@ def converted(backbone: keras.Model, key: str, label: str, store: Path | None,
     of tracing the backbone again."""
     start = time.perf_counter()
     final = folder(key, label, store)
-    if is_cached(key, label, store):
-        return Converted(final / "model.xml", time.perf_counter() - start, True)
+    if final and final.exists():
+        problem = _damage(final)
+        if problem is None:
+            return Converted(final / "model.xml", time.perf_counter() - start, True)
+        print(f"bench: warning: converted model {str(final)!r} is damaged ({problem}); "
+              "converting it again", file=sys.stderr, flush=True)
+        shutil.rmtree(final, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            final.unlink()  # a file where the folder should be
     parent = final.parent if final else None
     if parent:
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_work(parent)
         except OSError:
             parent = None  # an unwritable cache: convert into a temporary folder only
-    work = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=TMP_MARK, dir=parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{os.getpid()}.{label}.", suffix=TMP_MARK,
+                                 dir=parent))
     try:
         xml, route = _convert(backbone, work, traced)
         if final and parent:
@@ -143,6 +206,7 @@ def _convert(backbone: keras.Model, work: Path, traced=None) -> tuple[Path, str]
     (work / "ir").mkdir()
     xml = work / "ir" / "model.xml"
     openvino.save_model(model, str(xml), compress_to_fp16=False)  # float32 weights as trained
+    _write_checksum(work / "ir")
     return xml, route
 
 

@@ -22,7 +22,9 @@ backbone, size, input and machine in runtime-choices.json in the cache folder (k
 from __future__ import annotations
 
 import json
+import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,7 +112,11 @@ def choose_runtime(spec: BackboneSpec, backbone: keras.Model, extractor: keras.M
                             else "auto: OpenVINO is not installed")
         return runtime, None
     key = _choice_key(spec, config, ident.size, shape, dtype)
-    memory = dict(_read(store).get(key) or {}) if store else {}
+    raw = _read(store).get(key) if store else None
+    memory = _valid(raw) or {}
+    if raw is not None and not memory:
+        print(f"bench: warning: {str(store / CHOICES_FILE)!r}: the entry for {spec.name} is "
+              "malformed; measuring again", file=sys.stderr, flush=True)
     machine = machine_memory(store)
     rates = {k: float(v) for k, v in (memory.get("rates") or {}).items()}
     cached = openvino_backend.is_cached(openvino_key(spec, config, ident), spec.name, store)
@@ -216,7 +222,7 @@ def remember(runtime: Runtime, spec: BackboneSpec, config: RunConfig, ident: Run
     if not store or not runtime.info.images_per_s or has_gpu():
         return
     key = _choice_key(spec, config, ident.size, tuple(images.shape[1:]), images.dtype.name)
-    memory = dict(_read(store).get(key) or {})
+    memory = _valid(_read(store).get(key)) or {}
     memory["rates"] = {**(memory.get("rates") or {}),
                        runtime.info.runtime: round(runtime.info.images_per_s, 3)}
     if getattr(runtime, "conversion_s", None):
@@ -285,8 +291,26 @@ def remembered(spec: BackboneSpec, config: RunConfig, size: int, shape: tuple[in
                dtype: str, store: Path) -> dict:
     """What earlier runs of this backbone measured on this machine: {"rates": {runtime:
     images/s}, "trace_s": TensorFlow's tracing, "conversion_s": OpenVINO's conversion}."""
-    memory = _read(store).get(_choice_key(spec, config, size, shape, dtype))
-    return dict(memory) if isinstance(memory, dict) else {}
+    return _valid(_read(store).get(_choice_key(spec, config, size, shape, dtype))) or {}
+
+
+def _number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def _valid(entry) -> dict | None:
+    """A backbone's remembered entry when every field has its type (rates: {runtime:
+    images/s}, trace_s and conversion_s: seconds), else None: measured again."""
+    if not isinstance(entry, dict):
+        return None
+    rates = entry.get("rates", {})
+    if not isinstance(rates, dict) or not all(
+            name in ("tensorflow", "openvino") and _number(v) for name, v in rates.items()):
+        return None
+    if not all(_number(entry[f]) for f in ("trace_s", "conversion_s") if f in entry):
+        return None
+    return dict(entry)
 
 
 def _rates_text(rates: dict) -> str:
@@ -312,7 +336,13 @@ def _machine_key() -> str:
 def machine_memory(store: Path | None) -> dict:
     """What this machine has measured across backbones (conversion per tracing, speed-ups)."""
     entry = _read(store).get(_machine_key()) if store else None
-    return dict(entry) if isinstance(entry, dict) else {}
+    if not isinstance(entry, dict):
+        return {}
+    ratios, speedups = entry.get("conversion_per_trace", []), entry.get("speedups", {})
+    if not (isinstance(ratios, list) and all(_number(r) for r in ratios)
+            and isinstance(speedups, dict) and all(_number(v) for v in speedups.values())):
+        return {}  # malformed: learnt again
+    return dict(entry)
 
 
 def _learn(store: Path, memory: dict, rates: dict, label: str | None = None) -> None:
