@@ -225,3 +225,16 @@ def test_project_modules_are_imported_inside_functions_only_to_reach_the_engine(
     elsewhere = [(a, b) for a, b in inner if not b.startswith("bench.engine")
                  and not a.startswith("bench.engine")]
     assert not elsewhere, elsewhere
+
+
+def test_the_readme_install_block_installs_the_readme_test_command():
+    import re
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    extras = re.findall(r'pip install -e "\.\[([a-z,]+)\]"', readme.split("## The two commands")[0])
+    assert extras, "no install block before 'The two commands'"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = " ".join(project["dependencies"] + [
+        dep for extra in extras[0].split(",") for dep in project["optional-dependencies"][extra]])
+    assert re.search(r"\btox\b", installed), "pip install -e '.[test]' leaves tox out"
