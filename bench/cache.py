@@ -117,6 +117,10 @@ class FeatureCache:
 
     def load(self, key: str, label: str, n_train: int, n_test: int) -> CachedFeatures | None:
         path = self.path(key, label)
+        if path.exists() and not path.is_file():  # a FIFO would block the read forever
+            self.warn(f"Feature cache entry {str(path)!r} is not a regular file; recomputing it"
+                      + self._remove(path))
+            return None
         try:
             with np.load(path, allow_pickle=False) as f:
                 train, val = f["train"], f["val"]

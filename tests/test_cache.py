@@ -101,3 +101,16 @@ def test_another_image_size_does_not_reuse(tiny_data, tmp_path, weights_file):
     base = dict(epochs=1, weights=str(weights_file), cache_dir=str(tmp_path), verbose=0)
     run_one(spec, RunConfig(image_size=32, **base), tiny_data)
     assert not run_one(spec, RunConfig(image_size=40, **base), tiny_data).features_cached
+
+
+def test_a_fifo_in_place_of_a_cache_file_is_recomputed_not_a_hang(tmp_path):
+    import os
+
+    warnings = []
+    store = FeatureCache(tmp_path, warn=warnings.append)
+    key = feature_key(backbone="A")
+    os.mkfifo(store.path(key, "A"))
+    assert store.load(key, "A", 6, 3) is None  # np.load on a FIFO would block forever
+    assert len(warnings) == 1 and "not a regular file" in warnings[0]
+    assert not store.path(key, "A").exists()
+    assert store.save(key, "A", _features()) and store.load(key, "A", 6, 3) is not None

@@ -392,3 +392,15 @@ def test_real_photos_of_mixed_sizes_formats_and_modes(tmp_path, real_data_dir,
     (row,) = read_rows(tmp_path / "out")
     assert row["status"] == "ok" and row["test_accuracy"] >= 0.5, row["test_accuracy"]
     assert (row["n_train"], row["n_test"]) == (npy.n_train, npy.n_test)
+
+
+def test_a_fifo_named_like_an_image_is_one_line_exit_2_not_a_hang(tmp_path):
+    write_folder(tmp_path / "f", synthetic_arrays())
+    fifo = tmp_path / "f" / "train" / NAMES[0] / "zz-pipe.png"
+    os.mkfifo(fifo)
+    proc = bench_cli("MobileNet_0.25", "--data", str(tmp_path / "f"), "--dry-run",
+                     "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "FIFO" in lines[0] and "zz-pipe.png" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -133,9 +133,20 @@ def _images(root: Path, folder: Path, ignored: list[str]) -> list[str]:
     for top, dirs, names in os.walk(folder, onerror=refuse):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
-            rel = (Path(top) / name).relative_to(root).as_posix()
-            (files if _is_image(Path(name)) else ignored).append(rel)
+            path = Path(top) / name
+            rel = path.relative_to(root).as_posix()
+            if _is_image(path) and not path.is_file():  # a FIFO or device would block a read
+                raise DataError(f"{str(path)!r}: expected a regular image file; received "
+                                f"{_kind(path)}")
+            (files if _is_image(path) else ignored).append(rel)
     return sorted(files)
+
+
+def _kind(path: Path) -> str:
+    """What a path that is not a regular file is, in a word or two."""
+    checks = (("is_fifo", "a FIFO"), ("is_socket", "a socket"), ("is_block_device", "a device"),
+              ("is_char_device", "a device"), ("is_dir", "a folder"))
+    return next((what for test, what in checks if getattr(path, test)()), "a broken link")
 
 
 def _same_classes(root: Path, evaluation: str, train: dict, val: dict) -> None:
