@@ -112,12 +112,7 @@ def choose_runtime(spec: BackboneSpec, backbone: keras.Model, extractor: keras.M
                             else "auto: OpenVINO is not installed")
         return runtime, None
     key = _choice_key(spec, config, ident.size, shape, dtype)
-    raw = _read(store).get(key) if store else None
-    memory = _valid(raw) or {}
-    if raw is not None and not memory:
-        print(f"bench: warning: {str(store / CHOICES_FILE)!r}: the entry for {spec.name} is "
-              "malformed; measuring again", file=sys.stderr, flush=True)
-    machine = machine_memory(store)
+    memory, machine = _entry(store, key, spec.name), machine_memory(store)
     rates = {k: float(v) for k, v in (memory.get("rates") or {}).items()}
     cached = openvino_backend.is_cached(openvino_key(spec, config, ident), spec.name, store)
     probed: dict[str, _Probe] = {}
@@ -153,6 +148,16 @@ def choose_runtime(spec: BackboneSpec, backbone: keras.Model, extractor: keras.M
         _remember(store, key, {**memory, "rates": {k: round(v, 3) for k, v in rates.items()}})
         _learn(store, memory, rates, label=spec.name)
     return _chosen(best, build, probed, rates, evidence)
+
+
+def _entry(store: Path | None, key: str, label: str) -> dict:
+    """The remembered entry of `key`; a malformed one is said (naming the file) and dropped."""
+    raw = _read(store).get(key) if store else None
+    memory = _valid(raw) or {}
+    if raw is not None and not memory:
+        print(f"bench: warning: {str(store / CHOICES_FILE)!r}: the entry for {label} is "
+              "malformed; measuring again", file=sys.stderr, flush=True)
+    return memory
 
 
 @dataclass(frozen=True)
