@@ -404,3 +404,29 @@ def test_a_fifo_named_like_an_image_is_one_line_exit_2_not_a_hang(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "FIFO" in lines[0] and "zz-pipe.png" in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _non_utf8(folder: Path, name: bytes) -> Path:
+    """folder/name, where name's bytes are not UTF-8 (Python holds them as surrogates)."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))
+
+
+def test_an_image_named_in_another_encoding_is_read_like_any(tmp_path):
+    write_folder(tmp_path / "f", synthetic_arrays())
+    first = first_image(tmp_path / "f")
+    before = load_dataset(tmp_path / "f").checksum()
+    first.rename(_non_utf8(first.parent, b"x\xfe.png"))
+    data = load_dataset(tmp_path / "f")
+    assert data.n_train == 48 and data.checksum() != before  # the name is part of the checksum
+
+
+def test_a_class_folder_named_in_another_encoding_is_one_line_exit_2(tmp_path):
+    write_folder(tmp_path / "f", synthetic_arrays())
+    for split in ("train", "test"):
+        (tmp_path / "f" / split / NAMES[0]).rename(_non_utf8(tmp_path / "f" / split, b"b\xff"))
+    proc = bench_cli("MobileNet_0.25", "--data", str(tmp_path / "f"), "--weights", "random",
+                     "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "UTF-8" in lines[0] and "b\\udcff" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -109,6 +109,10 @@ def _classes(root: Path, folder: Path, ignored: list[str]) -> dict[str, list[str
         raise DataError(f"{folder}: expected one folder of images per class ({where}<class>/"
                         f"...); received {found}")
     ignored += [p.relative_to(root).as_posix() for p in stray]
+    for c in classes:
+        if _shown(c.name) != c.name:  # its bytes are not UTF-8: it cannot be a label
+            raise DataError(f"{_shown(str(c))}: expected class folder names in UTF-8 (they "
+                            f"become the labels of every table and plot); rename {_shown(c.name)}")
     found = {c.name: _images(root, c, ignored) for c in classes}
     if not any(found.values()):
         raise DataError(f"{folder}: expected images ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
@@ -140,6 +144,16 @@ def _images(root: Path, folder: Path, ignored: list[str]) -> list[str]:
                                 f"{_kind(path)}")
             (files if _is_image(path) else ignored).append(rel)
     return sorted(files)
+
+
+def _shown(name: str) -> str:
+    """A file name as printable text: itself when its bytes are UTF-8, else its repr (bytes that
+    are not UTF-8, kept by Python as lone surrogates, cannot be written to a UTF-8 stream)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(name)
+    return name
 
 
 def _kind(path: Path) -> str:
@@ -182,7 +196,7 @@ def folder_checksum(listing: Listing, log: Log | None = None) -> str:
     files = sorted(f for f, _ in listing.train + listing.val)
     began = last = time.monotonic()
     for i, rel in enumerate(files, 1):
-        digest.update(f"{rel}\0".encode())
+        digest.update(os.fsencode(rel) + b"\0")  # the name's bytes, UTF-8 or not
         for block in _blocks(listing.root / rel):
             digest.update(block)
         digest.update(b"\0")
@@ -217,7 +231,7 @@ def load_image_folder(folder: Path, test_fraction: float = 0.25, skip_bad_images
     identity = folder_checksum(listing, log)
     notes = [f"evaluation split: {listing.split}"]
     if listing.ignored:
-        shown = ", ".join(Path(f).name for f in listing.ignored[:3])
+        shown = ", ".join(_shown(Path(f).name) for f in listing.ignored[:3])
         notes.append(f"{len(listing.ignored)} non-image files ignored ({shown}"
                      f"{', ...' if len(listing.ignored) > 3 else ''})")
     if len(sizes) == 1 and max(next(iter(sizes))) <= storage_size:
