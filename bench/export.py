@@ -130,7 +130,8 @@ def _head(out: Path, row: RunResult) -> HeadFile:
         return load_head(path)
     except (OSError, ValueError, KeyError) as err:
         reason = "no such file" if isinstance(err, FileNotFoundError) else str(err)
-        raise UsageError(f"Head file of {row.backbone} unreadable: {path} ({reason})") from None
+        raise UsageError(f"Head file of {row.backbone} unreadable: {str(path)!r} ({reason}); "
+                         "run it again with --rerun") from None
 
 
 def _batchnorm_images(row: RunResult):

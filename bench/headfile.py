@@ -6,6 +6,8 @@ the same format, and export reads it back.
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +19,7 @@ from bench.result import RunResult
 from bench.resultsdir import head_file_name
 
 _WEIGHT = "weight_"  # np.savez keys: weight_000, weight_001, ... in get_weights() order
+_DIGEST = "digest"  # sha256 of everything else in the file, checked on every load
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,36 @@ def save_head(path: Path, weights: Sequence[np.ndarray], class_names: Sequence[s
     arrays["class_names"] = np.asarray(list(class_names), dtype=np.str_)
     if image_shape is not None:
         arrays["image_shape"] = np.asarray(image_shape, dtype=np.int64)
+    arrays[_DIGEST] = np.asarray(_digest(arrays))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 
 
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(k for k in arrays if k != _DIGEST):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def load_head(path: Path) -> HeadFile:
-    """The head file's contents; OSError or ValueError when it is missing or not one."""
-    with np.load(path, allow_pickle=False) as found:
-        keys = sorted(k for k in found.files if k.startswith(_WEIGHT))
-        shape = tuple(int(s) for s in found["image_shape"]) if "image_shape" in found else None
-        return HeadFile([found[k] for k in keys], [str(c) for c in found["class_names"]], shape)
+    """The head file's contents; OSError when it is missing or cannot be read, ValueError
+    when it is not a head file or is damaged (its checksum does not match). Files written
+    before heads had a checksum load unchecked."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise ValueError("not a regular file")
+    try:
+        with np.load(path, allow_pickle=False) as found:
+            arrays = {k: found[k] for k in found.files}
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"damaged: {type(err).__name__}") from err
+    if _DIGEST in arrays and str(arrays[_DIGEST]) != _digest(arrays):
+        raise ValueError("damaged: checksum mismatch")
+    keys = sorted(k for k in arrays if k.startswith(_WEIGHT))
+    shape = tuple(int(s) for s in arrays["image_shape"]) if "image_shape" in arrays else None
+    return HeadFile([arrays[k] for k in keys], [str(c) for c in arrays["class_names"]], shape)
 
 
 def child_head_path(folder: Path, index: int) -> Path:

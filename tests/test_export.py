@@ -173,9 +173,18 @@ def test_a_name_takes_its_latest_run_and_that_runs_best_seed(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no runs.jsonl", "unknown name", "no ok row", "no head file",
-                                  "head file missing", "not .keras"])
+                                  "head file missing", "not .keras", "head file truncated",
+                                  "head file flipped"])
 def test_a_bad_export_request_is_one_line_and_exit_2(tmp_path, capsys, case):
     out = tmp_path / "results"
+    if case.startswith("head file") and case != "head file missing":
+        save_head(out / "heads" / "gone.npz", [np.ones((4, 3), np.float32)] * 2, ["a", "b"])
+        raw = bytearray((out / "heads" / "gone.npz").read_bytes())
+        if case.endswith("truncated"):
+            raw = raw[: len(raw) // 2]
+        else:  # one byte of the first weight
+            raw[raw.index(b"NUMPY") + 130] ^= 0x01
+        (out / "heads" / "gone.npz").write_bytes(bytes(raw))
     if case != "no runs.jsonl":
         runlog.append_record(out, _row("dense", "a", 0.5, head_file="heads/gone.npz"))
         runlog.append_record(out, RunResult(backbone="DenseNet121", status="error",
@@ -190,7 +199,8 @@ def test_a_bad_export_request_is_one_line_and_exit_2(tmp_path, capsys, case):
     assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
     expected = {"no runs.jsonl": "No runs.jsonl", "unknown name": "Did you mean DenseNet121",
                 "no ok row": "No ok row of DenseNet121", "no head file": "names no head file",
-                "head file missing": "gone.npz (no such file)", "not .keras": "must end in"}
+                "head file missing": "gone.npz' (no such file)", "not .keras": "must end in",
+                "head file truncated": "damaged", "head file flipped": "damaged"}
     assert expected[case] in err
     assert not (tmp_path / file).exists()
 
@@ -271,3 +281,14 @@ def test_resizing_equals_resize_with_pad_on_square_images(side, target):
         keras.ops.convert_to_numpy(layer(images)),
         tf.image.resize_with_pad(images, target, target, method="bilinear").numpy(),
         rtol=0, atol=1e-3)
+
+
+def test_a_head_file_whose_arrays_were_swapped_fails_its_checksum(tmp_path):
+    weights = [np.ones((4, 3), np.float32), np.zeros(3, np.float32)]
+    save_head(tmp_path / "h.npz", weights, ["a", "b"])
+    with np.load(tmp_path / "h.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["weight_000"], arrays["weight_001"] = arrays["weight_001"], arrays["weight_000"]
+    np.savez(tmp_path / "h.npz", **arrays)  # a whole, readable zip: only the checksum tells
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_head(tmp_path / "h.npz")
