@@ -8,6 +8,7 @@ a results folder another bench process is writing raises bench.fsio.FolderBusy.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -234,6 +235,22 @@ def _check_weights(specs: list, config: RunConfig) -> None:
         raise UsageError(f"--weights-dir: no such folder '{config.weights_dir}'")
 
 
+def _batch_bytes(config: RunConfig) -> int:
+    """A lower bound of the memory one extraction batch takes at config.image_size: float32
+    images, and the first convolution's output, which every keras.applications backbone makes
+    at least 2.7x larger (32 or more channels at half the side, from 3): 4 bytes x 3 channels
+    x side^2, times 1 + 2.7, rounded up to 4."""
+    side = int(config.image_size)
+    return 4 * 3 * side * side * config.extract_batch_size * 4
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not every platform tells
+        return None
+
+
 def _check_engine(config: RunConfig) -> None:
     """--runtime openvino needs its package, which a minimal install may lack; auto does not."""
     import importlib.util
@@ -244,9 +261,17 @@ def _check_engine(config: RunConfig) -> None:
 
 
 def _check_sizes(specs: list, config: RunConfig) -> None:
-    """--image-size fits every selected backbone, before any data is read or downloaded."""
+    """--image-size fits every selected backbone, and this machine's memory, before any data
+    is read or downloaded."""
     if config.image_size == "native":
         return
+    need = _batch_bytes(config)
+    have = _physical_memory()
+    if have and need > have:
+        raise UsageError(
+            f"--image-size {config.image_size}: one batch of {config.extract_batch_size} images "
+            f"at that size needs at least {need / 2**30:,.0f} GiB of memory, this machine has "
+            f"{have / 2**30:,.0f} GiB; expected a smaller size (the lesson's is 160)")
     small = [s for s in specs if s.kind != "baseline" and config.image_size < s.min_size]
     if small:
         need = max(s.min_size for s in small)

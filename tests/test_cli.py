@@ -275,3 +275,14 @@ def test_export_takes_its_name_options_and_file_in_any_order(argv):
 def test_export_without_a_name_takes_the_file():
     args = parse(["export", "--out", "R", "m.keras"])
     assert (args.name, args.file) == (None, "m.keras")
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_an_image_size_no_memory_holds_is_one_line_before_any_work(capsys, tiny_data_dir,
+                                                                   tmp_path, extra):
+    out = tmp_path / "out"
+    assert main(["MobileNet_0.25", "--image-size", "100000", "--data", str(tiny_data_dir),
+                 "--out", str(out), *extra]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "--image-size 100000" in line and "GiB of memory" in line
+    assert not out.exists()
