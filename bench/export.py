@@ -47,7 +47,12 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
     file = str(target)
     if target.suffix != MODEL_SUFFIX:
         raise UsageError(f"the model file must end in {MODEL_SUFFIX} (Keras' format); "
-                         f"received '{file}'")
+                         f"received {file!r}")
+    if target.exists() and not target.is_file():  # a folder named m.keras, a FIFO, ...
+        raise UsageError(f"the model file {file!r} exists and is not a regular file; expected "
+                         "a file name to write (or an existing model file to replace)")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise UsageError(f"the model file's folder {str(target.parent)!r} is not a folder")
     if weights_dir and not Path(weights_dir).is_dir():
         raise UsageError(f"--weights-dir: no such folder '{weights_dir}'")
     row = find_row(folder, name)

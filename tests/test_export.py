@@ -174,7 +174,8 @@ def test_a_name_takes_its_latest_run_and_that_runs_best_seed(tmp_path):
 
 @pytest.mark.parametrize("case", ["no runs.jsonl", "unknown name", "no ok row", "no head file",
                                   "head file missing", "not .keras", "head file truncated",
-                                  "head file flipped"])
+                                  "head file flipped", "a folder named .keras",
+                                  "a newline in the name"])
 def test_a_bad_export_request_is_one_line_and_exit_2(tmp_path, capsys, case):
     out = tmp_path / "results"
     if case.startswith("head file") and case != "head file missing":
@@ -193,16 +194,25 @@ def test_a_bad_export_request_is_one_line_and_exit_2(tmp_path, capsys, case):
     name, file = {"unknown name": ("densnet12", "m.keras"),
                   "no ok row": ("DenseNet121", "m.keras"),
                   "no head file": ("scratch-cnn", "m.keras"),
-                  "not .keras": ("dense", "m.h5")}.get(case, ("dense", "m.keras"))
+                  "not .keras": ("dense", "m.h5"),
+                  "a folder named .keras": ("dense", "d.keras"),
+                  "a newline in the name": ("dense", "m\nx.h5")}.get(case, ("dense", "m.keras"))
+    if case == "a folder named .keras":
+        (tmp_path / file).mkdir()
     assert main(["export", name, str(tmp_path / file), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
     expected = {"no runs.jsonl": "No runs.jsonl", "unknown name": "Did you mean DenseNet121",
                 "no ok row": "No ok row of DenseNet121", "no head file": "names no head file",
                 "head file missing": "gone.npz' (no such file)", "not .keras": "must end in",
-                "head file truncated": "damaged", "head file flipped": "damaged"}
+                "head file truncated": "damaged", "head file flipped": "damaged",
+                "a folder named .keras": "is not a regular file",
+                "a newline in the name": "m\\nx.h5"}
     assert expected[case] in err
-    assert not (tmp_path / file).exists()
+    if case == "a folder named .keras":
+        assert not list((tmp_path / file).iterdir())  # nothing written into it
+    else:
+        assert not (tmp_path / file).exists()
 
 
 def test_head_files_round_trip_without_pickle(tmp_path):
