@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backbones import UnknownBackboneError, baselines, canonical, load_extras, rows, select
@@ -26,7 +26,7 @@ from bench.fsio import LOCK_FILE, writer_lock
 from bench.identity import identify
 from bench.report import write_report
 from bench.sweep import run_sweep
-from bench.weights import WeightsError
+from bench.weights import WEIGHTS_ENV, WeightsError, weights_folder
 
 DEFAULT_OUT_DIR = Path("results")
 
@@ -152,6 +152,8 @@ def run(options: SweepOptions, config: RunConfig) -> int:
     """The sweep (or its dry run) the options ask for; returns how many rows failed."""
     specs = _select(options)
     _check_weights(specs, config)
+    # $BENCH_WEIGHTS_DIR made explicit: child processes and Ray workers get the folder itself
+    config = replace(config, weights_dir=weights_folder(config.weights_dir))
     _check_sizes(specs, config)
     _check_engine(config)
     if options.dry_run:
@@ -231,8 +233,10 @@ def _check_weights(specs: list, config: RunConfig) -> None:
         if not Path(config.weights).is_file():
             raise UsageError(f"--weights: no such file '{config.weights}' (expected imagenet, "
                              f"random or a weights file)")
-    if config.weights_dir and not Path(config.weights_dir).is_dir():
-        raise UsageError(f"--weights-dir: no such folder '{config.weights_dir}'")
+    folder = weights_folder(config.weights_dir)
+    if folder and not Path(folder).is_dir():
+        flag = "--weights-dir" if config.weights_dir else f"${WEIGHTS_ENV}"
+        raise UsageError(f"{flag}: no such folder {folder!r}")
 
 
 def _batch_bytes(config: RunConfig) -> int:

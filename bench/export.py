@@ -22,7 +22,7 @@ from bench.report import ranking
 from bench.report.entries import Entry, entries, metric
 from bench.result import RunResult
 from bench.runlog import RUNS_FILE, group_key, latest_records, read_records
-from bench.weights import ResolvedWeights, WeightsError
+from bench.weights import WEIGHTS_ENV, ResolvedWeights, WeightsError, weights_folder
 
 MODEL_SUFFIX = ".keras"  # keras.Model.save's format
 CLASSES_SUFFIX = ".classes.json"
@@ -53,8 +53,10 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
                          "a file name to write (or an existing model file to replace)")
     if target.parent.exists() and not target.parent.is_dir():
         raise UsageError(f"the model file's folder {str(target.parent)!r} is not a folder")
+    flag = "--weights-dir" if weights_dir else f"${WEIGHTS_ENV}"
+    weights_dir = weights_folder(weights_dir)
     if weights_dir and not Path(weights_dir).is_dir():
-        raise UsageError(f"--weights-dir: no such folder '{weights_dir}'")
+        raise UsageError(f"{flag}: no such folder {weights_dir!r}")
     row = find_row(folder, name)
     spec = _spec(row.backbone)
     head = _head(folder, row)
@@ -164,6 +166,7 @@ def _row_weights(row: RunResult, weights_dir: str | None) -> tuple[ResolvedWeigh
     seed = row.seed or 0
     if kind == "random":  # "random:seed=N[:batchnorm=train]": what the backbone seed N draws
         return ResolvedWeights("random", "random", None), int(value.split(":")[0].split("=")[1])
+    weights_dir = weights_folder(weights_dir)
     local = Path(weights_dir) / str(row.weights_file) if weights_dir and row.weights_file \
         else None
     if kind == "keras":  # Keras' own file: from --weights-dir, else Keras' cache or download

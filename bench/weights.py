@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from backbones import BackboneSpec
 from bench.config import RunConfig
+
+WEIGHTS_ENV = "BENCH_WEIGHTS_DIR"
+
+
+def weights_folder(given: str | None) -> str | None:
+    """Where a run and an export look first for Keras' own ImageNet weights files: --weights-dir,
+    else $BENCH_WEIGHTS_DIR; then Keras' cache (~/.keras/models), then its download."""
+    return given or os.environ.get(WEIGHTS_ENV) or None
 
 
 class WeightsError(RuntimeError):
@@ -49,10 +58,11 @@ def resolve_weights(spec: BackboneSpec, size: int, config: RunConfig) -> Resolve
                                path=str(path))
 
     exact = spec.weights_file(size)
-    if config.weights_dir:
+    folder = weights_folder(config.weights_dir)
+    if folder:
         candidates = spec.weights_candidates(size)
         for candidate in candidates:
-            path = Path(config.weights_dir) / candidate
+            path = Path(folder) / candidate
             if path.is_file():
                 return ResolvedWeights(
                     source="file", label=candidate, file_name=candidate, path=str(path),

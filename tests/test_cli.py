@@ -286,3 +286,12 @@ def test_an_image_size_no_memory_holds_is_one_line_before_any_work(capsys, tiny_
     line = _one_line_error(capsys.readouterr().err)
     assert "--image-size 100000" in line and "GiB of memory" in line
     assert not out.exists()
+
+
+def test_a_missing_weights_folder_from_the_environment_is_named(capsys, tiny_data_dir,
+                                                               tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "nowhere"))
+    assert main(["MobileNet_0.25", "--data", str(tiny_data_dir), "--out",
+                 str(tmp_path / "out")]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.startswith("bench: error: $BENCH_WEIGHTS_DIR: no such folder") and "nowhere" in line

@@ -302,3 +302,24 @@ def test_a_head_file_whose_arrays_were_swapped_fails_its_checksum(tmp_path):
     np.savez(tmp_path / "h.npz", **arrays)  # a whole, readable zip: only the checksum tells
     with pytest.raises(ValueError, match="checksum mismatch"):
         load_head(tmp_path / "h.npz")
+
+
+def test_a_run_and_an_export_find_weights_in_the_same_folder(tmp_path, monkeypatch,
+                                                            real_weights_dir):
+    from backbones import get
+    from bench.config import RunConfig
+    from bench.export import _row_weights
+    from bench.weights import WEIGHTS_ENV, resolve_weights
+
+    spec = get("MobileNet_0.25")
+    name = spec.weights_file(224)
+    row = RunResult(backbone=spec.name, status="ok", weights_id=f"keras:{name}",
+                    weights_file=name)
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert resolve_weights(spec, 224, RunConfig()).source == "imagenet"  # Keras' own loading
+    assert _row_weights(row, None)[0].source == "imagenet"
+    monkeypatch.setenv(WEIGHTS_ENV, str(real_weights_dir))
+    run = resolve_weights(spec, 224, RunConfig())
+    exported, _ = _row_weights(row, None)
+    assert run.source == exported.source == "file" and run.path == exported.path
+    assert Path(run.path).parent == real_weights_dir

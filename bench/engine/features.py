@@ -15,7 +15,7 @@ from keras.src.utils import file_utils
 from backbones import BackboneSpec
 from bench.cache import process_caches
 from bench.config import RunConfig
-from bench.weights import ResolvedWeights, WeightsError
+from bench.weights import ResolvedWeights, WeightsError, weights_folder
 
 
 class Preprocess(keras.layers.Layer):
@@ -58,11 +58,13 @@ def build_backbone(spec: BackboneSpec, size: int, config: RunConfig,
             backbone = spec.build(size, pooling=config.pooling, weights=arg)
     except Exception as err:  # Keras raises bare Exceptions for failed downloads
         if weights.source == "imagenet" and _is_download_failure(err):
-            searched = f" (not found in {config.weights_dir})" if config.weights_dir else ""
+            folder = weights_folder(config.weights_dir)
+            searched = f" (not found in {folder})" if folder else ""
             raise WeightsError(
                 f"ImageNet weights '{weights.file_name}' for {spec.name} could not be downloaded"
                 f"{searched}: {_one_line(err)}. Put that file in a folder and pass "
-                f"--weights-dir DIR, or run once with network access"
+                f"--weights-dir DIR (or set $BENCH_WEIGHTS_DIR), or run once with network "
+                f"access"
             ) from err
         if weights.source == "file":
             raise WeightsError(
