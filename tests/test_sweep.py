@@ -24,10 +24,27 @@ def _env(cache: Path) -> dict:
             "BENCH_EXTRA_BACKBONES": "tests.crashers", "BENCH_CACHE_DIR": str(cache)}
 
 
+def _as_a_terminal_job() -> None:
+    """In the child before exec: Ctrl-C's signal delivered and handled as in a terminal's
+    foreground job, whatever this test process inherited or a library changed in it (an
+    ignored or blocked SIGINT passes on to the child, and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _start(args, cache: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, env=_env(cache),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as a terminal job
+                            start_new_session=True,  # its own process group, as a terminal job
+                            preexec_fn=_as_a_terminal_job)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started and that are still running (Linux)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _bench(args, cache: Path, timeout=900) -> subprocess.CompletedProcess:
@@ -130,7 +147,9 @@ def test_ctrl_c_keeps_finished_rows_and_says_how_to_resume(tiny_data_dir, tmp_pa
     deadline = time.monotonic() + 300
     while not read_rows(out) and time.monotonic() < deadline:
         time.sleep(0.5)
-    time.sleep(2)  # Test_hang's child is now running
+    while not _children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # Test_hang's child process has started
+    time.sleep(2)  # and is running the backbone that hangs
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
