@@ -94,7 +94,8 @@ def reset_process_caches() -> ProcessCaches:
     return _PROCESS
 
 
-def _digest(*arrays: np.ndarray) -> str:
+def array_digest(*arrays: np.ndarray) -> str:
+    """sha256 over arrays' shapes, dtypes and bytes, in order."""
     h = hashlib.sha256()
     for a in arrays:
         h.update(str((a.shape, a.dtype.str)).encode())
@@ -131,7 +132,7 @@ class FeatureCache:
             elif train.shape[0] != n_train or val.shape[0] != n_test:
                 problem = (f"holds {train.shape[0]}/{val.shape[0]} rows, expected "
                            f"{n_train}/{n_test}")
-            elif meta.get("digest") != _digest(train, val):
+            elif meta.get("digest") != array_digest(train, val):
                 problem = "checksum mismatch"
             else:
                 found = CachedFeatures(train, val, float(meta["extract_s"]),
@@ -169,7 +170,7 @@ class FeatureCache:
         path = self.path(key, label)
         meta = {
             "key": key,
-            "digest": _digest(features.train, features.val),
+            "digest": array_digest(features.train, features.val),
             "extract_s": features.extract_s,
             "params_backbone": features.params_backbone,
             "infer_ms": features.infer_ms,

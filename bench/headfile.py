@@ -6,7 +6,6 @@ the same format, and export reads it back.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cache import array_digest
 from bench.fsio import atomic_path
 from bench.result import RunResult
 from bench.resultsdir import head_file_name
@@ -46,12 +46,7 @@ def save_head(path: Path, weights: Sequence[np.ndarray], class_names: Sequence[s
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(k for k in arrays if k != _DIGEST):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}{a.shape}{a.dtype.str}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    return array_digest(*(arrays[k] for k in sorted(arrays) if k != _DIGEST))
 
 
 def load_head(path: Path) -> HeadFile:

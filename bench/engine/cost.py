@@ -331,9 +331,8 @@ def predict_runtimes(name: str, stats: GraphStats, n_images: int,
     tf_s = traced["tensorflow"] + n_images / steady["tensorflow"]
     out = dict(predicted_tensorflow_s=tf_s)
     for label, paid in (("predicted_extract_s", conversion), ("predicted_warm_s", 0.0)):
-        known = rates.get("openvino") if paid == 0.0 or "openvino" in rates else None
         choice = runtime_choice.decide(runtime_choice.Evidence(
-            n_images, steady["tensorflow"], known, paid, speedup))
+            n_images, steady["tensorflow"], rates.get("openvino"), paid, speedup))
         tried = choice == "probe"
         if tried:
             choice = runtime_choice.decide(runtime_choice.Evidence(

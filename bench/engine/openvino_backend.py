@@ -34,6 +34,7 @@ import numpy as np
 
 from bench.cache import OPENVINO_COMPILED_DIR, OPENVINO_DIR, process_caches
 from bench.console import captured_stderr
+from bench.identity import file_sha256
 from bench.resultsdir import TMP_MARK
 
 # float32 arithmetic on every CPU, and one inference request at a time (extraction is
@@ -95,17 +96,9 @@ def is_cached(key: str, label: str, store: Path | None) -> bool:
                               for name in (*_MODEL_FILES, CHECKSUM_FILE)))
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_checksum(ir: Path) -> None:
     (ir / CHECKSUM_FILE).write_text(json.dumps(
-        {name: _file_digest(ir / name) for name in _MODEL_FILES}))
+        {name: file_sha256(ir / name) for name in _MODEL_FILES}))
 
 
 def _damage(final: Path) -> str | None:
@@ -117,7 +110,7 @@ def _damage(final: Path) -> str | None:
                 return f"{name} is not a regular file"
         recorded = json.loads((final / CHECKSUM_FILE).read_text())
         for name in _MODEL_FILES:
-            if not isinstance(recorded, dict) or recorded.get(name) != _file_digest(final / name):
+            if not isinstance(recorded, dict) or recorded.get(name) != file_sha256(final / name):
                 return f"{name} does not match its checksum"
     except (OSError, ValueError) as err:
         return f"unreadable: {type(err).__name__}"
