@@ -133,11 +133,15 @@ class BackboneSpec(Spec):
     def _file_at(self, side: int) -> str:
         return no_top_file(self.family, self.constructor_name, self.kwargs, side)
 
-    def build(self, size: int, pooling: str | None = "max",
-              weights: str | None = None) -> keras.Model:
-        """The no-top backbone at ``size`` x ``size``; ``weights`` goes to Keras verbatim."""
+    def check_size(self, size: int) -> None:
+        """ValueError when Keras would refuse a ``size`` x ``size`` input."""
         if size < self.min_size:
             raise ValueError(f"{self.name} needs an input of at least {self.min_size}x"
                              f"{self.min_size}; received {size}x{size}")
+
+    def build(self, size: int, pooling: str | None = "max",
+              weights: str | None = None) -> keras.Model:
+        """The no-top backbone at ``size`` x ``size``; ``weights`` goes to Keras verbatim."""
+        self.check_size(size)
         return self.constructor(include_top=False, weights=weights, input_shape=(size, size, 3),
                                 pooling=pooling, **self.kwargs)

@@ -29,6 +29,7 @@ OPENVINO_DIR = "openvino"  # converted models, one folder each (engine/openvino_
 OPENVINO_COMPILED_DIR = "openvino-compiled"  # OpenVINO's own compiled-model cache (CACHE_DIR)
 CHOICES_FILE = "runtime-choices.json"  # measured rates and conversion times (runtime_choice.py)
 GRAPH_STATS_FILE = "graph-stats.json"  # FLOP and op counts per backbone and size (cost.py)
+CALIBRATIONS_FILE = "calibrations.json"  # this machine's speeds, for dry runs (calibration.py)
 # Part of every key: bump it when the file layout or what the features mean changes, and files
 # of the earlier format are never read again. 2: every file records infer_ms and its runtime.
 FORMAT_VERSION = 2

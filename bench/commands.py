@@ -49,8 +49,9 @@ class SweepOptions:
     all: bool = knob(False, "every keras.applications constructor (the 40 canonical entries)")
     list: bool = knob(False, "print the registry and exit")
     dry_run: bool = knob(
-        False, "train nothing: print each backbone's GFLOPs per image at its size and its "
-        "extraction time predicted from a short calibration on this machine")
+        False, "train nothing: predict each entry's seconds (start-up, extraction, training) "
+        "and the sweep's total on this machine, from the registry's stored FLOP counts and "
+        "speeds measured once (about 20 s) and remembered in the cache folder")
     data: str = knob(
         str(DEFAULT_DIR), "the dataset: a folder with train/test _images/_labels .npy files (the "
         "default one is downloaded from Zenodo record 10970014 when missing); a folder of images "
@@ -157,9 +158,8 @@ def run(options: SweepOptions, config: RunConfig) -> int:
     _check_sizes(specs, config)
     _check_engine(config)
     if options.dry_run:
-
         try:
-            dry_run(specs, config, Path(options.data))
+            dry_run(specs, config, Path(options.data), isolated=_isolates(options, specs))
         except DataError as err:
             raise UsageError(str(err)) from None
         return 0
@@ -354,13 +354,17 @@ def _needs_pixels(data, options: SweepOptions, specs: Sequence, config: RunConfi
     return False
 
 
+def _isolates(options: SweepOptions, specs: list) -> bool:
+    """Whether each backbone runs in a process of its own: a child, or a Ray worker."""
+    return options.ray is not None or not options.no_isolate and (
+        len(specs) > 1 or options.timeout_min is not None)
+
+
 def _executor(options: SweepOptions, specs: list):
     """The executor the options ask for; a Ray cluster is connected now, so that no Ray, a bad
     address or a task no node can hold is a usage error before anything runs."""
     if options.ray is None:
-
-        isolate = not options.no_isolate and (len(specs) > 1 or options.timeout_min is not None)
-        return make_executor(isolate, options.timeout_min)
+        return make_executor(_isolates(options, specs), options.timeout_min)
 
     executor = RayExecutor(options.ray or None, gpus_per_task=options.gpus_per_task,
                            cpus_per_task=options.cpus_per_task, log=_print)

@@ -1,58 +1,160 @@
 """python -m bench --dry-run: what a sweep will cost, before anything is trained or downloaded.
 
-The prediction itself is bench.engine.cost's; it is imported (with TensorFlow) only when a dry
-run is asked for.
+It answers in seconds: each backbone's FLOPs, activations and graph size are the registry's
+stored counts (backbones/graph_stats.py), and this machine's speeds are measured once
+(bench.engine.calibration: extraction per runtime, the head's and each baseline's training,
+a child process's start-up) and remembered in the cache folder. The prediction covers the
+whole sweep: start-up, building, extraction (with OpenVINO's conversions, cold and cached),
+the head's epochs for every seed, and the from-scratch baselines' training.
+
+TensorFlow is imported only when a dry run is asked for.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import cache
 from bench.config import RunConfig
 from bench.data import FILES, dollarstreet, load_dataset
+from bench.identity import is_baseline
 
 
-def dry_run(specs: list, config: RunConfig, data_dir: Path) -> None:
-    """Prints each backbone's GFLOPs per image and predicted extraction time, and the total.
+@dataclass(frozen=True)
+class Workload:
+    """What the sweep will read."""
 
-    Nothing is trained, downloaded or written (but the calibration's graph statistics, cached).
-    """
-    n_images, shape, source = _images(data_dir)
+    n_train: int
+    n_test: int
+    image_shape: tuple[int, ...]
+    n_classes: int
+    source: str
+
+    @property
+    def n_images(self) -> int:
+        return self.n_train + self.n_test
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """This machine's training speeds and start-up, as bench.engine.calibration measures them."""
+
+    head_first_s: float  # the head's first epoch, tracing included
+    head_per_value_s: float  # a steady epoch, per sample x feature value
+    start_up_s: float = 0.0  # an isolated child's start; 0 when backbones run in this process
+    # baseline name -> (first epoch s, steady epoch s per image)
+    baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = False) -> None:
+    """Prints each entry's predicted seconds and the sweep's total, cold and with OpenVINO's
+    conversions cached. Nothing is trained, downloaded or written but the calibrations."""
+    work = _workload(data_dir)
+    fresh = "tensorflow" not in sys.modules
+    start = time.perf_counter()
     from bench.engine.quiet import import_tensorflow
 
     import_tensorflow()
-    from bench.engine import cost
+    from bench.engine import calibration, cost, routes  # noqa: F401  (routes: a child's imports)
 
-    _print(f"Dry run: {len(specs)} backbones, {source} {'x'.join(map(str, shape))}, "
+    import_s = time.perf_counter() - start if fresh else None
+    _print(f"Dry run: {len(specs)} entries, {work.source} {'x'.join(map(str, work.image_shape))}, "
            f"extraction batch {config.extract_batch_size}")
+    store = Path(config.cache_dir or cache.default_cache_dir())
     calibrations = {}
-    for runtime in cost.runtimes_to_calibrate(config):
-        _print(f"Calibrating {runtime} on this machine ...")
-        calibration = calibrations[runtime] = cost.calibrate(config, shape, runtime=runtime)
-        _print(f"Calibration ({runtime}): " + ", ".join(
-            f"{name} {n} images in {s:.2f} s" for name, n, s, _ in calibration.timings)
-            + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
-            f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
-            f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op")
-    rows = cost.estimate(specs, config, n_images, calibrations, shape,
-                         progress=lambda i, n, name: _print(f"[{i}/{n}] {name}"))
+    for runtime in dict.fromkeys(("tensorflow", *cost.runtimes_to_calibrate(config))):
+        calibrations[runtime], known = calibration.extraction(config, work.image_shape, runtime,
+                                                             store)
+        _print_calibration(calibrations[runtime], known)
+    speeds = _speeds(specs, config, work, store, import_s if isolated else None, isolated)
+    rows = cost.estimate(specs, config, work.n_images, calibrations, work.image_shape,
+                         n_train=work.n_train)
+    rows = whole_runs(rows, specs, config, work, speeds)
     _print_table(rows)
+    _print_totals(rows, config, speeds)
 
 
-def _images(data_dir: Path) -> tuple[int, tuple[int, ...], str]:
+def _speeds(specs: list, config: RunConfig, work: Workload, store: Path,
+            import_s: float | None, isolated: bool) -> Speeds:
+    from bench.engine import calibration
+
+    head, _ = calibration.head_training(work.n_classes, config, store)
+    baselines = {s.name: calibration.baseline_training(s, work.image_shape, work.n_classes,
+                                                       config, store)[0]
+                 for s in specs if is_baseline(s)}
+    start_up = calibration.start_up(import_s, store)[0]["seconds"] if isolated else 0.0
+    return Speeds(head["first_s"], head["per_value_s"], start_up,
+                  {k: (v["first_s"], v["per_image_s"]) for k, v in baselines.items()})
+
+
+def whole_runs(rows: list[dict], specs: list, config: RunConfig, work: Workload,
+               speeds: Speeds) -> list[dict]:
+    """Each estimate row with `train_s` (every seed's training: the head on features, the
+    end-to-end model on images, or a baseline; all `config.epochs` epochs, an upper bound
+    early stopping usually cuts) and `total_s` / `total_warm_s` (start-up, extraction and
+    training; nothing cached / OpenVINO's conversions cached). None where the backbone
+    cannot run."""
+    fit, watch = _fit_and_watch(config, work)
+    by_name = {s.name: s for s in specs}
+    out = []
+    for row in rows:
+        spec = by_name[row["backbone"]]
+        extract, warm, epochs = 0.0, 0.0, config.epochs - 1  # after the first epoch
+        if is_baseline(spec):
+            first, per_image = speeds.baselines[spec.name]
+            epoch = per_image * (fit + watch)
+        elif row["predicted_extract_s"] is None:
+            out.append(dict(row, train_s=None, total_s=None, total_warm_s=None))
+            continue
+        elif config.end_to_end:  # the backbone runs in every epoch; nothing is extracted
+            epoch, epochs = (fit + watch) / row["tensorflow_images_per_s"], config.epochs
+            first = row["predicted_build_s"]  # built per seed; tracing is small beside epochs
+        else:
+            first = speeds.head_first_s
+            epoch = speeds.head_per_value_s * (fit + watch) * spec.feature_width
+            extract, warm = row["predicted_extract_s"], row["predicted_warm_s"]
+        train = config.seeds * (first + epochs * epoch)
+        out.append(dict(row, train_s=train, total_s=speeds.start_up_s + extract + train,
+                        total_warm_s=speeds.start_up_s + warm + train))
+    return out
+
+
+def _fit_and_watch(config: RunConfig, work: Workload) -> tuple[int, int]:
+    """Images trained on and watched per epoch: the lesson watches the test file, the
+    holdout protocol a part of the training images."""
+    if config.protocol == "holdout":
+        watch = round(work.n_train * config.val_fraction)
+        return work.n_train - watch, watch
+    return work.n_train, work.n_test
+
+
+def _workload(data_dir: Path) -> Workload:
     """How many images of which shape the sweep would read, and where they come from: the
     source when it is there (an image folder or a TFDS dataset is counted, not decoded), else
     the lesson's data (the default folder before its download)."""
     is_default = data_dir.resolve() == dollarstreet.DEFAULT_DIR.resolve()
     absent = not data_dir.exists() and not str(data_dir).startswith("tfds:")
     if absent or (is_default and not all((data_dir / name).is_file() for name in FILES)):
-        return (dollarstreet.N_IMAGES, dollarstreet.IMAGE_SHAPE,
-                f"the lesson's Dollar Street 10 (not in {data_dir}): {dollarstreet.N_IMAGES} "
-                "images")
+        n = dollarstreet.N_TRAIN + dollarstreet.N_TEST
+        return Workload(dollarstreet.N_TRAIN, dollarstreet.N_TEST, dollarstreet.IMAGE_SHAPE,
+                        len(dollarstreet.CLASSES),
+                        f"the lesson's Dollar Street 10 (not in {data_dir}): {n} images")
     # a DataError says what is wrong with the source
     data = load_dataset(str(data_dir), download=False)
-    return (data.n_train + data.n_test, data.image_shape,
-            f"{data.source}: {data.n_train} + {data.n_test} images")
+    return Workload(data.n_train, data.n_test, tuple(data.image_shape), data.n_classes,
+                    f"{data.source}: {data.n_train} + {data.n_test} images")
+
+
+def _print_calibration(calibration, known: bool) -> None:
+    how = "remembered from an earlier measurement on this machine" if known else "measured"
+    _print(f"Calibration ({calibration.runtime}, {how}): " + ", ".join(
+        f"{name} {n} images in {s:.2f} s" for name, n, s, _ in calibration.timings)
+        + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "
+        f"{calibration.seconds_per_mvalue * 1e3:.3f} ms per million activations, "
+        f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op")
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -64,22 +166,38 @@ def _print_table(rows: list[dict]) -> None:
     table = [{"backbone": r["backbone"], "size": r["image_size"],
               "GFLOPs/image": None if r["gflops"] is None else round(r["gflops"], 3),
               "runtime": r.get("runtime"),
-              "predicted extraction s": seconds(r["predicted_extract_s"]),
+              "extraction s": seconds(r["predicted_extract_s"]),
               "conversions cached": seconds(r.get("predicted_warm_s")),
+              "training s": seconds(r.get("train_s")),
+              "whole run s": seconds(r.get("total_s")),
               "note": r["note"]} for r in rows]
     print(tabulate(table, headers="keys", tablefmt="github", missingval="-"))
-    cold = sum(r["predicted_extract_s"] or 0.0 for r in rows)
-    warm = sum(r.get("predicted_warm_s") or 0.0 for r in rows)
-    print(f"Predicted extraction for the sweep: {_minutes(cold)} with nothing cached "
-          f"(tracing and OpenVINO's conversions included), {_minutes(warm)} with the "
-          "conversions cached from an earlier run on this machine.")
-    if all(r.get("predicted_tensorflow_s") is not None for r in rows if r["gflops"]):
-        alone = sum(r.get("predicted_tensorflow_s") or 0.0 for r in rows)
-        if alone and cold and warm:
-            print(f"TensorFlow alone: {_minutes(alone)} ({alone / cold:.2f}x the time with "
-                  f"nothing cached, {alone / warm:.2f}x with conversions cached).")
-    print("The head's epochs and from-scratch baselines come on top. Features already in the "
-          "cache cost nothing.")
+
+
+def _print_totals(rows: list[dict], config: RunConfig, speeds: Speeds) -> None:
+    def total(key: str) -> float:
+        return sum(r.get(key) or 0.0 for r in rows)
+
+    cold, warm, train = total("total_s"), total("total_warm_s"), total("train_s")
+    extraction = total("predicted_extract_s")
+    start_up = speeds.start_up_s * sum(1 for r in rows if r.get("total_s") is not None)
+    print(f"Predicted sweep: {_minutes(cold)} with nothing cached: extraction "
+          f"{extraction:.0f} s (building, tracing and OpenVINO's conversions included), "
+          f"training {train:.0f} s ({config.seeds} seed(s) x {config.epochs} epochs: early "
+          f"stopping usually ends runs sooner), start-up {start_up:.0f} s; {_minutes(warm)} "
+          "with the conversions cached from an earlier run on this machine.")
+    extracted = [r for r in rows if r["gflops"]]
+    if extracted and all(r.get("predicted_tensorflow_s") is not None for r in extracted):
+        alone = total("predicted_tensorflow_s")
+        chosen = sum(r["predicted_extract_s"] for r in extracted)
+        chosen_warm = sum(r["predicted_warm_s"] for r in extracted)
+        if alone and chosen and chosen_warm:
+            print(f"Extraction in TensorFlow alone: {_minutes(alone)} ({alone / chosen:.2f}x "
+                  f"the time with nothing cached, {alone / chosen_warm:.2f}x with conversions "
+                  "cached).")
+    print("Features already in the feature cache would cost nothing; the prediction assumes "
+          "none are." + (f" The probes ({', '.join(config.probes)}) are not included."
+                         if config.probes else ""))
 
 
 def _minutes(seconds: float) -> str:

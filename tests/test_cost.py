@@ -65,7 +65,7 @@ def test_estimate_scales_with_images_and_flags_what_cannot_be_built(tmp_path):
     assert [r["backbone"] for r in rows] == ["MobileNet_0.25", "Xception"]
     assert all(set(r) == set(cost.COLUMNS) for r in rows)
     mobile, xception = rows
-    stats = cost.backbone_stats(get("MobileNet_0.25"), 32, "max", tmp_path)
+    stats = cost.estimated_stats(get("MobileNet_0.25"), 32, "max", tmp_path)
     assert mobile["image_size"] == 32 and mobile["gflops"] == stats.gflops > 0
     assert mobile["predicted_extract_s"] == pytest.approx(
         stats.ops * 0.001 + 1000 * (stats.gflops + 0.5 * stats.activations / 1e6))

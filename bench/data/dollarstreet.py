@@ -20,7 +20,7 @@ from bench.fsio import write_text_atomic
 # Where the lesson's notebooks keep it; the one folder bench downloads when it is missing.
 DEFAULT_DIR = Path("data") / "dataset_dollarstreet"
 # 64x64x3, 878 train + 293 test: what a dry run assumes before the download.
-N_IMAGES, IMAGE_SHAPE = 878 + 293, (64, 64, 3)
+N_TRAIN, N_TEST, IMAGE_SHAPE = 878, 293, (64, 64, 3)
 
 ZENODO_RECORD = "https://zenodo.org/records/10970014"
 # name -> url. The record publishes no checksum bench could pin: each file is checked as it

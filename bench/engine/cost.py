@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from backbones import BackboneSpec, Spec, get
+from backbones.graph_stats import STATS_FILE, STORED_SIDE, stored_stats
 from bench import cache
 from bench.config import RunConfig
 from bench.engine import features, openvino_backend, runtime_choice, runtimes
@@ -41,7 +42,8 @@ from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
 COLUMNS = ("backbone", "image_size", "gflops", "runtime", "predicted_extract_s",
-           "predicted_warm_s", "predicted_tensorflow_s", "note")
+           "predicted_warm_s", "predicted_tensorflow_s", "predicted_build_s",
+           "tensorflow_images_per_s", "note")
 
 _CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 # Graph plumbing that moves no data: left out of the activation count.
@@ -118,6 +120,16 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
     return known_stats[key]
 
 
+def estimated_stats(spec: BackboneSpec, size: int, pooling: str = "max",
+                    store: str | os.PathLike | None = None) -> GraphStats:
+    """The backbone's GraphStats as the registry stores them (backbones/graph_stats.py: no
+    model built), else counted by backbone_stats (a row the registry does not store). Raises
+    what building would for a size below the backbone's minimum."""
+    spec.check_size(size)
+    counts = stored_stats(spec.name, size) if spec.factory is None else None
+    return GraphStats(**counts) if counts else backbone_stats(spec, size, pooling, store)
+
+
 def run_gflops(spec: Spec, size: int, config: RunConfig) -> float | None:
     """A row's gflops: one forward pass of the frozen backbone at `size`, counted once per
     backbone and size (kept beside the feature cache). None for a baseline (no frozen
@@ -162,6 +174,14 @@ class Calibration:
     # TensorFlow: per million values of nested (XLA-compiled) calls; 0 for OpenVINO, which
     # converts them into plain convolutions
     seconds_per_mcalled: float = 0.0
+    # building a backbone (weights=None): per graph operation (layers made and connected) and
+    # per million parameters (initialised)
+    build_seconds_per_op: float = 0.0
+    build_seconds_per_mparam: float = 0.0
+
+    def predict_build(self, stats: GraphStats) -> float:
+        return stats.ops * self.build_seconds_per_op + stats.params / 1e6 * (
+            self.build_seconds_per_mparam)
 
     def predict(self, stats: GraphStats, n_images: int) -> float:
         """Tracing (or OpenVINO's compiling) and `n_images` images; a conversion is predicted
@@ -183,12 +203,14 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
     """Times the references (random weights, random uint8 images) through the extraction path
     of `runtime` at the size and batch `config` gives; about ten seconds on two CPU cores
     (OpenVINO: plus converting the two into a throw-away folder)."""
-    rows, timings, first_call = [], [], []
+    rows, timings, first_call, builds = [], [], [], []
     for name, n_images in references:
         spec = get(name)
         size = config.size_for(spec.input_size)
         keras.utils.set_random_seed(0)
+        start = time.perf_counter()
         backbone = spec.build(size, pooling=config.pooling, weights=None)
+        built = time.perf_counter() - start
         bs = min(config.extract_batch_size, n_images)
         run = _reference_runtime(runtime, spec, backbone, size, config, image_shape, bs)
         images = np.random.default_rng(0).integers(0, 256, (n_images, *image_shape),
@@ -201,6 +223,7 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
         seconds = time.perf_counter() - start
         stats = graph_stats(backbone, (size, size, 3))
         rows.append((stats.gflops, stats.activations / 1e6, seconds / n_images))
+        builds.append((stats.ops, stats.params / 1e6, built))
         first_call.append((stats.ops, max(first - seconds * bs / n_images, 0.0)))
         timings.append((name, n_images, seconds, first))
         del run, backbone
@@ -208,9 +231,12 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
     (g1, a1, t1), (g2, a2, t2) = rows[:2]
     per_gflop, per_mvalue = np.linalg.solve([[g1, a1], [g2, a2]], [t1, t2])
     ops, first = max(first_call)  # the reference with the most ops sets the tracing rate
+    (o1, p1, b1), (o2, p2, b2) = builds[:2]
+    per_op, per_mparam = np.linalg.solve([[o1, p1], [o2, p2]], [b1, b2])
     return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
                        tuple(timings), runtime,
-                       grouped_conv_seconds_per_mvalue() if runtime == "tensorflow" else 0.0)
+                       grouped_conv_seconds_per_mvalue() if runtime == "tensorflow" else 0.0,
+                       max(float(per_op), 0.0), max(float(per_mparam), 0.0))
 
 
 def grouped_conv_seconds_per_mvalue(shape: tuple[int, ...] = (16, 40, 40, 96)) -> float:
@@ -249,26 +275,39 @@ def runtimes_to_calibrate(config: RunConfig) -> tuple[str, ...]:
     return ("tensorflow", "openvino")
 
 
+# Families whose backbones hold no BatchNormalization: nothing to re-estimate for random weights
+# (ConvNeXt normalises with LayerNormalization).
+NO_BATCHNORM = frozenset({"vgg16", "vgg19", "convnext"})
+
+
 def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
              calibration: Calibration | dict[str, Calibration] | None = None,
              image_shape: tuple[int, ...] = (64, 64, 3),
-             progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
+             progress: Callable[[int, int, str], None] | None = None,
+             n_train: int | None = None) -> list[dict]:
     """One row per backbone (COLUMNS): GFLOPs per image at the size `config` gives it, the
-    runtime --runtime would choose, and the predicted seconds to extract the features of
-    `n_images` images on this machine with it: with nothing cached (tracing and OpenVINO's
-    conversion included, as a run's extract_s), with the conversion cached (warm), and in
-    TensorFlow alone.
+    runtime --runtime would choose, and the predicted seconds of a run's extract_s on this
+    machine for `n_images` images (`n_train` of them for training, default all): building
+    the backbone, re-estimating its BatchNormalization statistics for random weights, tracing,
+    OpenVINO's conversion where it pays and the batches; with nothing cached, with the
+    conversion cached (warm), and in TensorFlow alone. `tensorflow_images_per_s` is
+    TensorFlow's steady rate (what the end-to-end route pays per image and epoch).
 
-    Each runtime's time is its rate measured on an earlier run of this backbone (remembered
-    beside the feature cache) when there is one, else the calibration's model. A backbone
+    Each runtime's rate is the one measured on an earlier run of this backbone (remembered
+    beside the feature cache) when there is one, else the calibration's model; FLOPs and
+    activations are the registry's stored counts (backbones/graph_stats.py). A backbone
     that cannot be built at that size gets None and a note, as a sweep row would; a
-    from-scratch baseline has no extraction. Calibrates every runtime --runtime can choose
-    unless given calibrations. `progress(i, n, name)` is called before each backbone.
+    from-scratch baseline has no extraction. Calibrates TensorFlow and every runtime
+    --runtime can choose unless given calibrations. `progress(i, n, name)` is called before
+    each backbone.
     """
     if isinstance(calibration, Calibration):
         calibration = {calibration.runtime: calibration}
-    calibrations = calibration or {name: calibrate(config, image_shape, runtime=name)
-                                   for name in runtimes_to_calibrate(config)}
+    calibrations = calibration or {
+        name: calibrate(config, image_shape, runtime=name)
+        for name in dict.fromkeys(("tensorflow", *runtimes_to_calibrate(config)))}
+    choices = {k: calibrations[k] for k in runtimes_to_calibrate(config) if k in calibrations}
+    reference = calibrations.get("tensorflow") or next(iter(calibrations.values()))
     store = _store(config)
     specs = list(specs)
     rows = []
@@ -276,25 +315,41 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
         if progress:
             progress(i, len(specs), spec.name)
         if is_baseline(spec):
-            rows.append(dict(backbone=spec.name, image_size=None, gflops=None,
+            rows.append(dict(dict.fromkeys(COLUMNS), backbone=spec.name,
                              predicted_extract_s=0.0, predicted_warm_s=0.0,
-                             predicted_tensorflow_s=0.0, runtime=None,
+                             predicted_tensorflow_s=0.0,
                              note="trained from scratch on the raw images: no extraction"))
             continue
         size = config.size_for(spec.input_size)
-        row = dict(backbone=spec.name, image_size=size, gflops=None, predicted_extract_s=None,
-                   predicted_warm_s=None, predicted_tensorflow_s=None, runtime=None, note="")
+        row = dict(dict.fromkeys(COLUMNS), backbone=spec.name, image_size=size, note="")
         try:
-            stats = backbone_stats(spec, size, config.pooling, store)
+            stats = estimated_stats(spec, size, config.pooling, store)
         except Exception as err:  # one backbone never stops the estimate
             row["note"] = " ".join(str(err).split()) or type(err).__name__
         else:
-            row["gflops"] = stats.gflops
             memory = _remembered(spec, config, size, image_shape, store)
-            row.update(predict_runtimes(spec.name, stats, n_images, calibrations, memory,
-                                        runtime_choice.machine_memory(store)))
+            row.update(predict_runtimes(spec.name, stats, n_images, choices or calibrations,
+                                        memory, runtime_choice.machine_memory(store)),
+                       gflops=stats.gflops)
+            row.update(_with_setup(row, spec, stats, config, reference, memory,
+                                   n_images if n_train is None else n_train))
         rows.append(row)
     return rows
+
+
+def _with_setup(row: dict, spec: BackboneSpec, stats: GraphStats, config: RunConfig,
+                reference: Calibration, memory: dict, n_train: int) -> dict:
+    """The row's extraction seconds with building the backbone (and, for random weights,
+    re-estimating its BatchNormalization statistics: one traced pass in TensorFlow over at
+    most features.BATCHNORM_IMAGES training images) added; TensorFlow's steady rate."""
+    tf_rate = (memory.get("rates") or {}).get("tensorflow") or 1 / max(
+        reference.predict(stats, 1) - reference.predict(stats, 0), 1e-9)
+    setup = reference.predict_build(stats)
+    if config.weights == "random" and spec.family not in NO_BATCHNORM:
+        setup += reference.predict(stats, 0) + min(n_train, features.BATCHNORM_IMAGES) / tf_rate
+    out = {k: row[k] + setup for k in ("predicted_extract_s", "predicted_warm_s",
+                                       "predicted_tensorflow_s") if row.get(k) is not None}
+    return dict(out, predicted_build_s=setup, tensorflow_images_per_s=float(tf_rate))
 
 
 def _remembered(spec: BackboneSpec, config: RunConfig, size: int,
@@ -351,3 +406,30 @@ def predict_runtimes(name: str, stats: GraphStats, n_images: int,
                    f"{traced['openvino'] + n_images / steady['openvino']:.0f} s "
                    f"({source('openvino')}) + converting {conversion:.0f} s")
     return out
+
+
+def write_stored_stats(path: Path = STATS_FILE, names: Iterable[str] | None = None) -> None:
+    """Counts every registry backbone (or those named) at 160 px and at its native side, as
+    backbones/graph_stats.py reads them, and writes the table to `path`."""
+    from backbones.registry import rows
+
+    wanted = names or [r["name"] for r in rows() if r["family"] != "baseline"]
+    specs = [get(name) for name in sorted(set(wanted))]
+    table = _read_json(path) if path.exists() else {}
+    for spec in specs:
+        for side in sorted({STORED_SIDE, spec.input_size}):
+            model = spec.build(side, pooling="max", weights=None)
+            stats = graph_stats(model, (side, side, 3))
+            table.setdefault(spec.name, {})[str(side)] = stats.__dict__
+            del model
+            gc.collect()
+        print(f"{spec.name}: {', '.join(table[spec.name])}", flush=True)
+    _write_json(path, table)
+
+
+if __name__ == "__main__":  # python -m bench.engine.cost --write-stats [NAME ...]
+    import sys
+
+    if sys.argv[1:2] != ["--write-stats"]:
+        sys.exit("usage: python -m bench.engine.cost --write-stats [NAME ...]")
+    write_stored_stats(names=sys.argv[2:] or None)

@@ -325,17 +325,18 @@ def _rates_text(rates: dict) -> str:
 def _choice_key(spec: BackboneSpec, config: RunConfig, size: int,
                 shape: tuple[int, ...], dtype: str) -> str:
     return json.dumps([spec.name, dict(spec.kwargs), size, config.pooling, config.preprocess,
-                       list(shape), dtype, config.extract_batch_size, _machine(),
+                       list(shape), dtype, config.extract_batch_size, machine_label(),
                        tf.__version__, openvino_backend.version()], default=str)
 
 
-def _machine() -> str:
+def machine_label() -> str:
+    """This machine as its measurements are keyed: CPU model and usable cores."""
     return f"{cpu_name()} x{usable_cores()}"
 
 
 def _machine_key() -> str:
     """The entry of what holds for every backbone on this machine and these versions."""
-    return json.dumps(["machine", _machine(), tf.__version__, openvino_backend.version()])
+    return json.dumps(["machine", machine_label(), tf.__version__, openvino_backend.version()])
 
 
 def machine_memory(store: Path | None) -> dict:

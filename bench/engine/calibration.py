@@ -1,0 +1,163 @@
+"""This machine's speeds, measured once and remembered: what a dry run predicts a sweep from.
+
+Machines differ (this project's two-core machines alone differ by 1.5x in TensorFlow), so no
+speed is a constant: each is measured here, keyed by the machine (CPU, cores), the library
+versions and the settings that change it, and kept in the cache folder (CALIBRATIONS_FILE,
+kept under --no-cache like every per-machine measurement), so that only the first dry run on
+a machine measures anything:
+
+- extraction, per runtime: cost.calibrate (two reference backbones, about ten seconds);
+- training: the lesson's head on features, and each from-scratch baseline on images of the
+  data's shape, two epochs each (its first, with tracing, and a steady one);
+- start-up: what an isolated child process pays before its backbone (Python, TensorFlow and
+  bench's engine imported), measured by the dry run's own import when it is the first.
+
+A malformed entry is one warning naming the file, and measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backbones import BaselineSpec
+from bench.cache import CALIBRATIONS_FILE
+from bench.config import RunConfig
+from bench.data import Dataset
+from bench.engine import cost, head, openvino_backend, routes
+from bench.engine.runtime_choice import machine_label
+from bench.fsio import write_text_atomic
+
+# Samples the training calibrations time per epoch: enough for a steady epoch of many steps.
+HEAD_SAMPLES, HEAD_WIDTH = 2048, 1024
+BASELINE_SAMPLES = 256
+
+
+def _key(*parts) -> str:
+    return json.dumps([*parts, machine_label(), tf.__version__, keras.__version__,
+                       openvino_backend.version()], default=str)
+
+
+def _read(path: Path | None) -> dict:
+    try:
+        return dict(json.loads(path.read_text())) if path else {}
+    except (OSError, ValueError, TypeError):  # absent or unreadable: measured again
+        return {}
+
+
+def _numbers(entry, names: tuple[str, ...]) -> bool:
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(n), int | float) and not isinstance(entry.get(n), bool)
+        and math.isfinite(entry[n]) and entry[n] >= 0 for n in names)
+
+
+def remembered(store: Path | None, key: str, names: tuple[str, ...],
+               measure: Callable[[], dict], what: str) -> tuple[dict, bool]:
+    """(the entry, whether it was remembered): the stored entry under `key` when its `names`
+    are finite numbers >= 0, else `measure()`'s, stored for the next time."""
+    path = Path(store) / CALIBRATIONS_FILE if store else None
+    entry = _read(path).get(key)
+    if entry is not None and _numbers(entry, names):
+        return entry, True
+    if entry is not None:
+        warnings.warn(f"{path}: the {what} calibration is malformed; measured again",
+                      stacklevel=2)
+    entry = measure()
+    if path:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps({**_read(path), key: entry}, indent=0))
+        except OSError:  # an unwritable cache only means the next dry run measures again
+            pass
+    return entry, False
+
+
+def extraction(config: RunConfig, image_shape: tuple[int, ...], runtime: str,
+               store: Path | None) -> tuple[cost.Calibration, bool]:
+    """cost.calibrate's rates for `runtime` at the size, batch and preprocessing `config`
+    gives, remembered."""
+    key = _key("extraction", runtime, config.image_size, config.extract_batch_size,
+               config.pooling, config.preprocess, list(image_shape))
+    names = ("seconds_per_gflop", "seconds_per_mvalue", "trace_seconds_per_op",
+             "seconds_per_mcalled", "build_seconds_per_op", "build_seconds_per_mparam")
+    entry, known = remembered(
+        store, key, names, lambda: asdict(cost.calibrate(config, image_shape, runtime=runtime)),
+        f"{runtime} extraction")
+    timings = tuple(tuple(t) for t in entry.get("timings") or ())
+    return cost.Calibration(**{**entry, "timings": timings}), known
+
+
+def head_training(n_classes: int, config: RunConfig, store: Path | None) -> tuple[dict, bool]:
+    """{first_s, per_value_s}: the head's first epoch (tracing included) and a steady epoch's
+    seconds per feature value seen (samples x width, training and watched samples alike)."""
+    key = _key("head", n_classes, config.batch_size)
+
+    def measure() -> dict:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((HEAD_SAMPLES, HEAD_WIDTH)).astype(np.float32)
+        y = rng.integers(0, n_classes, HEAD_SAMPLES)
+        keras.utils.set_random_seed(0)
+        model = head.build_head(n_classes)
+        model.build((None, HEAD_WIDTH))
+        watch = HEAD_SAMPLES // 4
+        first, steady = two_epochs(lambda c: head.train(model, x, y, x[:watch], y[:watch], c),
+                                   replace(config, end_to_end=False))
+        return dict(first_s=first, per_value_s=steady / ((HEAD_SAMPLES + watch) * HEAD_WIDTH))
+
+    return remembered(store, key, ("first_s", "per_value_s"), measure, "head training")
+
+
+def baseline_training(spec: BaselineSpec, image_shape: tuple[int, ...], n_classes: int,
+                      config: RunConfig, store: Path | None) -> tuple[dict, bool]:
+    """{first_s, per_image_s}: a from-scratch baseline's first epoch and a steady epoch's
+    seconds per image (training and watched images alike), on random images of the data's
+    shape, as routes.from_scratch trains it."""
+    key = _key("baseline", spec.name, list(image_shape), n_classes, config.batch_size)
+
+    def measure() -> dict:
+        rng = np.random.default_rng(0)
+        n, watch = BASELINE_SAMPLES, BASELINE_SAMPLES // 4
+        images = rng.integers(0, 256, (n + watch, *image_shape), dtype=np.uint8)
+        labels = rng.integers(0, n_classes, n + watch)
+        data = Dataset(images[:n], labels[:n], images[n:], labels[n:],
+                       tuple(map(str, range(n_classes))), "calibration", kind="arrays")
+        first, steady = two_epochs(lambda c: routes.from_scratch(spec, c, data), config)
+        return dict(first_s=first, per_image_s=steady / (n + watch))
+
+    return remembered(store, key, ("first_s", "per_image_s"), measure,
+                      f"{spec.name} training")
+
+
+def two_epochs(train: Callable[[RunConfig], object], config: RunConfig) -> tuple[float, float]:
+    """(first epoch s, steady epoch s) of `train(config)` run for two epochs."""
+    times = train(replace(config, epochs=2, patience=2, verbose=0)).epoch_times
+    return float(times[0]), float(times[1])
+
+
+START_UP_CODE = ("from bench.engine.quiet import import_tensorflow; import_tensorflow(); "
+                 "import bench.engine.routes")
+
+
+def start_up(measured_here: float | None, store: Path | None) -> tuple[dict, bool]:
+    """{seconds}: a child process's start (Python, TensorFlow, bench's engine): this process's
+    own import when it was the first (`measured_here`), else one timed child."""
+    def measure() -> dict:
+        if measured_here is not None:
+            return dict(seconds=measured_here)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", START_UP_CODE], check=True,
+                       capture_output=True)
+        return dict(seconds=time.perf_counter() - start)
+
+    return remembered(store, _key("start-up"), ("seconds",), measure, "start-up")
