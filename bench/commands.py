@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,19 +126,54 @@ class SweepOptions:
         return 0 if self.quiet else (1 if sys.stdout.isatty() else 2)
 
 
-def list_backbones() -> None:
-    """Prints the registry as a table."""
-    from tabulate import tabulate
+_LIST_WIDTH = 100  # --list fits a terminal: the weights files, the widest, get their own table
 
+
+def list_backbones() -> None:
+    """Prints the registry in a terminal's width: one line of facts per row, what the columns
+    mean, each family's constraints, then the weights file each backbone loads."""
+    from tabulate import tabulate
 
     _load_extras()
     table = rows()
-    print(tabulate(table, headers="keys", tablefmt="github", intfmt=","))
     n_canonical = sum(1 for r in table if r["canonical"])
     n_baselines = sum(1 for r in table if r["family"] == "baseline")
-    print(f"\n{n_canonical} keras.applications constructors and {n_baselines} from-scratch "
-          f"baselines (--all), {len(table) - n_canonical - n_baselines} width variants "
-          f"(select by name or glob).")
+    facts = [{"name": r["name"], "family": r["family"],
+              "--all": "yes" if r["canonical"] or r["family"] == "baseline" else "",
+              "size": r["input_size"], "min": r["min_size"], "preprocess": r["preprocess"],
+              "width": r["feature_width"],
+              "params": None if r["params"] is None else f"{r['params'] / 1e6:.3g}M",
+              "top-1": r["top1"]} for r in table]
+    print(tabulate(facts, headers="keys", tablefmt="simple", intfmt=",", floatfmt=".1f",
+                   colalign=("left", "left", "left", "right", "right", "left", "right",
+                             "right", "right")))
+    legend = (f"--all: yes for what --all runs, the {n_canonical} keras.applications "
+              f"constructors and the {n_baselines} from-scratch baselines; the "
+              f"{len(table) - n_canonical - n_baselines} others are width variants, run by "
+              "name or glob. size: the side the ImageNet weights were trained at; min: the "
+              "smallest side Keras accepts; width: the features the head sees; params: the "
+              "frozen backbone's; top-1: its published ImageNet top-1 % "
+              "(keras.io/api/applications).")
+    print("", textwrap.fill(legend, _LIST_WIDTH), "", sep="\n")
+    for who, text in _list_notes(table):
+        print(f"{who}: {text}")
+    weights = [(r["name"], r["weights_file"]) for r in table if r["weights_file"]]
+    print("\nKeras' ImageNet weights file of each backbone at its size (--weights-dir holds "
+          "these names):\n")
+    print(tabulate(weights, headers=("name", "weights file"), tablefmt="simple"))
+
+
+def _list_notes(table: list[dict]) -> list[tuple[str, str]]:
+    """(family, constraint) when a family's rows share one, else (name, constraint)."""
+    by_family: dict[str, set[str]] = {}
+    for r in table:
+        by_family.setdefault(r["family"], set()).add(r["constraints"] or "")
+    notes = {}
+    for r in table:
+        shared = len(by_family[r["family"]]) == 1
+        if r["constraints"]:
+            notes.setdefault((r["family"] if shared else r["name"], r["constraints"]), None)
+    return list(notes)
 
 
 def report(out: str, margin_points: float = 2.0) -> None:

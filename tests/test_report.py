@@ -23,7 +23,7 @@ from bench.report import (
 from bench.report.columns import COLUMNS
 from bench.report.markdown import provenance_line
 from bench.report.ranking import RESAMPLES, tables
-from bench.report.words import label, recommendation_text, title_parts
+from bench.report.words import could_be_best_text, label, recommendation_text, title_parts
 from bench.result import RunResult
 from bench.runlog import append_record
 
@@ -104,7 +104,7 @@ def error_record(backbone: str, error: str, **overrides) -> dict:
 
 
 def test_every_column_reads_a_field_runs_have() -> None:
-    fields = set(RunResult.__dataclass_fields__) | {"watched_accuracy"}  # and its one property
+    fields = set(RunResult.__dataclass_fields__)
     sources = {c.source for c in COLUMNS if c.source is not None}
     assert sources <= fields, sources - fields
     assert len({c.name for c in COLUMNS}) == len(COLUMNS)
@@ -113,17 +113,18 @@ def test_every_column_reads_a_field_runs_have() -> None:
 def test_csv_columns_are_those_users_read() -> None:
     # leaderboard.csv is read by people's own scripts: a renamed or reordered column breaks them
     assert CSV_COLUMNS == (
-        "rank", "backbone", "kind", "protocol", "seed", "val_acc", "test_acc", "ci_low",
-        "ci_high", "n_eval", "balanced_acc", "macro_f1", "best_epoch_acc", "epochs",
+        "rank", "backbone", "kind", "protocol", "seed", "holdout_accuracy", "test_accuracy",
+        "ci_low", "ci_high", "n_eval", "balanced_accuracy", "macro_f1", "best_epoch_accuracy",
+        "epochs",
         "trainable_params", "total_params", "extract_s", "s_per_epoch", "image_size",
         "preprocess", "weights", "route", "eval_split", "imagenet_top1", "group", "config_hash",
         "python_version", "keras_version", "tf_version", "numpy_version", "device",
         "weights_sha256", "data_checksum", "git_commit", "started_at", "status", "error",
         # added later, after every earlier column
         "table", "rank_low", "rank_high", "vs_best", "behind_at_least", "behind_at_most",
-        "infer_ms", "gflops", "probe_linear_acc", "probe_linear_s", "probe_knn_acc",
+        "infer_ms", "gflops", "probe_linear_accuracy", "probe_linear_s", "probe_knn_accuracy",
         "probe_knn_s", "weights_file", "weights_substituted_for", "runtime", "runtime_version",
-        "runtime_batch", "extract_img_s", "one_class",
+        "runtime_batch", "extract_img_s", "one_class", "data", "data_kind",
     )  # fmt: skip
 
 
@@ -145,7 +146,7 @@ def test_leaderboard_ranks_ok_rows_only() -> None:
     assert list(table["backbone"]) == ["Top", "Mid", "Alpha", "Zeta", "Low"]
     assert list(table["rank"]) == [1, 2, 3, 4, 5]
     top = table.iloc[0]
-    assert top["val_acc"] == 0.90
+    assert top["test_accuracy"] == 0.90 and pd.isna(top["holdout_accuracy"])
     assert top["s_per_epoch"] == 1.25  # the runner's median, not recomputed
     assert top["epochs"] == 5
     assert top["trainable_params"] == 4_100 and top["total_params"] == 7_041_604
@@ -264,7 +265,7 @@ def test_csv_report(mixed_report: Path) -> None:
     ]
     assert list(table["status"]) == ["ok", "ok", "ok", "error"]
     assert table["rank"].iloc[:3].tolist() == [1, 2, 3] and pd.isna(table["rank"].iloc[3])
-    assert table["val_acc"].iloc[1] == 0.7123  # full precision
+    assert table["test_accuracy"].iloc[1] == 0.7123  # full precision
     assert table["total_params"].iloc[1] == 1_234_567
     assert table["error"].iloc[3] == "ResourceExhaustedError: OOM when allocating tensor"
     assert table["error"].iloc[:3].isna().all()
@@ -297,7 +298,7 @@ def test_report_rebuilds_from_runs_file_with_latest_records(tmp_path: Path) -> N
     paths = write_report(tmp_path)
     table = pd.read_csv(paths["csv"])
     assert list(table["backbone"]) == ["A", "B"]
-    assert table["val_acc"].tolist() == [0.6, 0.5]
+    assert table["test_accuracy"].tolist() == [0.6, 0.5]
     assert "## Failed" not in paths["markdown"].read_text(encoding="utf-8")
 
 
@@ -469,11 +470,11 @@ def test_seeds_are_one_entry_with_mean_and_sd(seeded_records: list[dict]) -> Non
     res = _resampled(seeded_records, order)
     for i, ((_, row), accuracies) in enumerate(
             zip(table.iterrows(), [TOP_ACC, TIED_ACC, WORSE_ACC], strict=True)):
-        assert row["val_acc"] == pytest.approx(np.mean(accuracies))
-        assert row["val_acc_sd"] == pytest.approx(np.std(accuracies, ddof=1))
+        assert row["test_accuracy"] == pytest.approx(np.mean(accuracies))
+        assert row["test_accuracy_sd"] == pytest.approx(np.std(accuracies, ddof=1))
         # the interval: test images and seeds resampled, the table's one resampling
         assert (row["ci_low"], row["ci_high"]) == resampling.interval(res, i)
-        assert row["ci_low"] < row["test_acc"] < row["ci_high"]
+        assert row["ci_low"] < row["test_accuracy"] < row["ci_high"]
         assert row["n_eval"] == N_EVAL
 
 
@@ -511,24 +512,26 @@ def test_seeded_markdown(seeded_report: Path) -> None:
     top, tied, worse = rows
     frame = leaderboard(read_rows(seeded_report)).set_index("backbone")
     low, high = frame.loc["MobileNet_0.25", "ci_low"], frame.loc["MobileNet_0.25", "ci_high"]
-    assert top["accuracy"] == f"0.804 ± 0.011 [{low:.3f}, {high:.3f}]"
-    assert top["rank"].startswith("1") and worse["rank"] == "3"
+    assert top["test_accuracy"] == f"0.804 ± 0.011 [{low:.3f}, {high:.3f}]"
+    ranks = frame[["rank_low", "rank_high"]].to_numpy().tolist()
+    assert [r["rank"] for r in rows] == [f"{i} ({low}–{high})"  # every row: even "3 (3–3)"
+                                         for i, (low, high) in enumerate(ranks, start=1)]
     behind = frame.loc["dense", "behind_at_least"]
     assert (top["vs best"], tied["vs best"], worse["vs best"]) == (
         "best", "could be best", f"worse, by ≥ {100 * behind:.1f} points")
-    assert top["params"] == "4,100 / 7,041,604"
+    assert top["params trainable / total"] == "4,100 / 7,041,604"
     details = table_rows(text, "backbone")
     assert [d["kind"] for d in details[:3]] == ["backbone", "backbone", "baseline"]
     assert [d["K"] for d in details[:3]] == ["5", "5", "5"]
     # balanced accuracy and macro-F1 of the stored predictions (every seed alike here)
     predictions = predictions_for(correct_first(240))
     balanced = stats.balanced_accuracy(EVAL_LABELS, predictions, len(CLASSES))
-    assert details[0]["balanced_acc"] == f"{balanced:.3f}"
+    assert details[0]["balanced_accuracy"] == f"{balanced:.3f}"
     f1 = stats.macro_f1(EVAL_LABELS, predictions, len(CLASSES))
     assert details[0]["macro_f1"] == f"{f1:.3f}"
     assert details[0]["epochs"] == "5.0"  # a mean over seeds: one decimal
-    assert "val_acc" not in details[0]  # under lesson it is the main accuracy
-    assert "probe_linear_acc" not in details[0]  # no probes were run
+    assert "holdout_accuracy" not in details[0]  # under lesson there is no holdout split
+    assert "probe_linear_accuracy" not in details[0]  # no probes were run
     assert "seeds 2–6" in text
     # the answers on top, the method and what the table can resolve under it
     assert "**Could be best:** MobileNet_0.25, MobileNetV2; the 1 other is shown worse" in text
@@ -557,7 +560,8 @@ def test_seeded_csv_has_one_line_per_run(seeded_report: Path) -> None:
     assert table["rank"].tolist() == [1] * 5 + [2] * 5 + [3] * 5
     assert table["vs_best"].tolist() == ["best"] * 5 + ["could be best"] * 5 + ["worse"] * 5
     assert table["seed"].tolist() == [2, 3, 4, 5, 6] * 3
-    assert table["val_acc"].tolist() == [*TOP_ACC, *TIED_ACC, *WORSE_ACC]
+    assert table["test_accuracy"].tolist() == [*TOP_ACC, *TIED_ACC, *WORSE_ACC]
+    assert table["holdout_accuracy"].isna().all()  # one number, one name: not repeated
     assert table["kind"].tolist()[-1] == "baseline" and table["protocol"].eq("lesson").all()
     # the interval is the entry's, on every one of its lines
     assert table["ci_low"][:5].nunique() == 1 and table["ci_low"][0] < 0.8 < table["ci_high"][0]
@@ -601,7 +605,7 @@ def test_comparison_uses_every_seed_not_the_lowest() -> None:
     top = seeded_runs("Top", [0.8] * 3, correct_first(240))
     other = seeded_runs("Other", [0.8, 0.67, 0.67], [correct_first(240), *[correct_first(200)] * 2])
     table = leaderboard([*top, *other]).set_index("backbone")
-    assert table.loc["Other", "test_acc"] == pytest.approx((0.8 + 0.67 + 0.67) / 3)
+    assert table.loc["Other", "test_accuracy"] == pytest.approx((0.8 + 0.67 + 0.67) / 3)
     assert table.loc["Other", "ci_low"] < 0.8 * 1 / 3 + 0.67 * 2 / 3 < table.loc["Other", "ci_high"]
 
 
@@ -615,7 +619,8 @@ def test_comparison_needs_the_same_images_and_stored_predictions() -> None:
     assert pd.isna(table.loc["Bare", "ci_low"]) and pd.isna(table.loc["Bare", "rank_low"])
     # the entry on other images has no interval either; both stay at their accuracy
     assert pd.isna(table.loc["Other", "rank_low"])
-    assert (table.loc["Top", "rank_low"], table.loc["Top", "rank_high"]) == (1, 1)
+    # and Top, compared with nothing, has no rank interval: there is nothing to rank it against
+    assert pd.isna(table.loc["Top", "rank_low"]) and table.loc["Top", "vs_best"] == "best"
 
 
 def test_metrics_missing_from_rows_of_schema_1_are_computed_from_predictions() -> None:
@@ -624,7 +629,7 @@ def test_metrics_missing_from_rows_of_schema_1_are_computed_from_predictions() -
                                  macro_f1=None)]
     predictions = predictions_for(correct_first(240))
     row = leaderboard(rows).iloc[0]
-    assert row["balanced_acc"] == pytest.approx(
+    assert row["balanced_accuracy"] == pytest.approx(
         stats.balanced_accuracy(EVAL_LABELS, predictions, len(CLASSES))
     )
     assert row["macro_f1"] == pytest.approx(stats.macro_f1(EVAL_LABELS, predictions, len(CLASSES)))
@@ -643,7 +648,7 @@ def test_grouping_follows_the_group_field_then_the_knobs() -> None:
     ]
     table = leaderboard(grouped)
     assert sorted(table["k"]) == [1, 2]
-    assert table.iloc[0]["val_acc"] == pytest.approx(0.6)
+    assert table.iloc[0]["test_accuracy"] == pytest.approx(0.6)
 
 
 def test_holdout_ranks_by_test_accuracy_and_shows_both(tmp_path: Path) -> None:
@@ -652,17 +657,17 @@ def test_holdout_ranks_by_test_accuracy_and_shows_both(tmp_path: Path) -> None:
     b = seeded_runs("B", [0.80, 0.82], correct_first(225), protocol="holdout", test_accuracy=0.75)
     table = leaderboard([*a, *b])
     assert list(table["backbone"]) == ["B", "A"]
-    assert list(table["test_acc"]) == pytest.approx([0.75, 0.70])
-    assert list(table["val_acc"]) == pytest.approx([0.81, 0.91])
+    assert list(table["test_accuracy"]) == pytest.approx([0.75, 0.70])
+    assert list(table["holdout_accuracy"]) == pytest.approx([0.81, 0.91])
     # the interval is on the test file's predictions
     assert table["ci_low"][0] < 225 / N_EVAL < table["ci_high"][0]
     text = write_report(tmp_path, [*a, *b])["markdown"].read_text(encoding="utf-8")
     assert "## Table 1: holdout protocol" in text and "lesson protocol" not in text
     rows = table_rows(text)
     assert [r["backbone"] for r in rows] == ["B", "A"]
-    assert rows[0]["accuracy"].startswith("0.750 ± 0.000 [")
-    assert table_rows(text, "backbone")[0]["val_acc"] == "0.810 ± 0.014"  # in the details
-    assert "`accuracy` is the test accuracy" in text
+    assert rows[0]["test_accuracy"].startswith("0.750 ± 0.000 [")
+    assert table_rows(text, "backbone")[0]["holdout_accuracy"] == "0.810 ± 0.014"  # details
+    assert "`test_accuracy` is the accuracy on the test file, averaged" in text
 
 
 def test_mixed_protocols_get_one_table_each(tmp_path: Path) -> None:
@@ -764,7 +769,8 @@ def test_recommendation_falls_back_to_parameters_and_can_be_the_best_itself() ->
     found = table.recommendation
     assert found.cost == "params_total" and found.chosen is found.best  # fewer parameters
     assert recommendation_text(found) == (
-        "Cheapest within 2.0 points of the best: A itself, the cheapest entry by parameters.")
+        "Cheapest within 2.0 points of the best: A, the best entry: no entry compared with it "
+        "has fewer parameters.")
     rows = cost_entries(A=(None, 4_000_000), B=(None, 1_000_000))
     (table,) = tables(RunResult.from_dict(r) for r in rows)
     assert table.recommendation.chosen.label == "B"
@@ -819,8 +825,9 @@ def test_probe_columns_appear_when_probes_ran(tmp_path: Path) -> None:
     rows += seeded_runs("B", [0.7], correct_first(210))
     text = write_report(tmp_path, rows)["markdown"].read_text(encoding="utf-8")
     details = table_rows(text, "backbone")
-    assert (details[0]["probe_linear_acc"], details[0]["probe_knn_acc"]) == ("0.830", "0.710")
-    assert (details[1]["probe_linear_acc"], details[1]["probe_knn_acc"]) == ("—", "—")
+    assert (details[0]["probe_linear_accuracy"], details[0]["probe_knn_accuracy"]) == (
+        "0.830", "0.710")
+    assert (details[1]["probe_linear_accuracy"], details[1]["probe_knn_accuracy"]) == ("—", "—")
 
 
 TOP1 = {"MobileNet_0.25": 50.6, "MobileNetV2": 71.3, "DenseNet121": 75.0, "ResNet50": 74.9}
@@ -918,11 +925,11 @@ def test_old_rows_without_the_new_fields_still_report(tmp_path: Path) -> None:
     assert "## Table 1: lesson protocol" in text
     rows = table_rows(text)
     # no stored predictions: ranked by their recorded accuracy, compared with nothing
-    assert [(r["backbone"], r["accuracy"], r["vs best"]) for r in rows] == [
+    assert [(r["backbone"], r["test_accuracy"], r["vs best"]) for r in rows] == [
         ("B", "0.700", "n/a"), ("A", "0.500", "n/a")]
     details = table_rows(text, "backbone")[0]
     assert details["kind"] == "backbone"
-    assert details["balanced_acc"] == "—" and details["macro_f1"] == "—"
+    assert details["balanced_accuracy"] == "—" and details["macro_f1"] == "—"
     assert "**Could be best:**" not in text  # no predictions: nothing to compare
     # a new row of the same run replaces the old; a key of a later version is ignored
     append_record(tmp_path, {**ok_record("A", 0.6), "a_field_of_a_later_version": [1, 2]})
@@ -945,3 +952,59 @@ def test_notes_repeated_by_seeds_are_listed_once(tmp_path: Path) -> None:
     records = [ok_record("A", 0.5, seed=s, notes=["same warning"]) for s in (2, 3, 4)]
     text = write_report(tmp_path, records)["markdown"].read_text(encoding="utf-8")
     assert text.count("same warning") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What a learner reads: one entry, baselines, one name per number
+
+
+def test_a_table_of_one_entry_says_there_is_nothing_to_compare(tmp_path: Path) -> None:
+    rows = seeded_runs("A", [0.8], correct_first(240), infer_ms=2.0)
+    text = write_report(tmp_path, rows)["markdown"].read_text(encoding="utf-8")
+    assert "**Only A in this table:** nothing to compare it with." in text
+    for never in ("Cheapest", "itself", "stored predictions", "could be compared"):
+        assert never not in text
+    (row,) = table_rows(text)
+    assert (row["rank"], row["vs best"]) == ("1", "best")  # no rank interval to give
+    assert row["test_accuracy"].startswith("0.800 [")  # its accuracy still has its interval
+
+
+def test_one_entry_compared_among_several_says_why_the_others_are_not() -> None:
+    rows = [*seeded_runs("A", [0.8], correct_first(240)),
+            *seeded_runs("Bare", [0.4], correct_first(120), labels=[], predictions=[])]
+    (table,) = tables(RunResult.from_dict(r) for r in rows)
+    assert could_be_best_text(table) == (
+        "Only A could be compared: the others stored no predictions on these test images (`n/a`).")
+    assert table.recommendation is None
+
+
+def test_runs_without_extraction_show_no_extraction_time(tmp_path: Path) -> None:
+    rows = [*seeded_runs("A", [0.8], correct_first(240)),
+            *seeded_runs("dense", [0.5], correct_first(150), kind="baseline",
+                         route="from-scratch", extract_s=0.0),
+            *seeded_runs("B", [0.7], correct_first(210), route="end-to-end", extract_s=0.0)]
+    paths = write_report(tmp_path, rows)
+    shown = {r["backbone"]: r["extract_s"]
+             for r in table_rows(paths["markdown"].read_text(encoding="utf-8"))}
+    assert shown == {"A": "12.3", "B": "—", "dense": "—"}
+    csv = pd.read_csv(paths["csv"]).set_index("backbone")
+    assert csv.loc["A", "extract_s"] == 12.345
+    assert csv["extract_s"].drop("A").isna().all()
+
+
+def test_the_csv_says_which_data_each_run_saw(tmp_path: Path) -> None:
+    rows = [ok_record("A", 0.5, data="photos/pets", data_kind="folder"),
+            ok_record("B", 0.4, data="tfds:beans", data_kind="tfds")]
+    table = pd.read_csv(write_report(tmp_path, rows)["csv"]).set_index("backbone")
+    assert table.loc["A", ["data", "data_kind"]].tolist() == ["photos/pets", "folder"]
+    assert table.loc["B", ["data", "data_kind"]].tolist() == ["tfds:beans", "tfds"]
+
+
+def test_every_accuracy_has_the_name_runs_jsonl_gives_it(seeded_report: Path) -> None:
+    fields = set(RunResult.__dataclass_fields__)
+    csv_accuracies = [c for c in CSV_COLUMNS if "acc" in c]
+    assert csv_accuracies and all(c in fields for c in csv_accuracies), csv_accuracies
+    text = (seeded_report / "leaderboard.md").read_text(encoding="utf-8")
+    headers = [h for line in text.splitlines() if line.startswith("| ") for h in cells(line)]
+    assert "test_accuracy" in headers
+    assert not {"accuracy", "val_acc", "test_acc", "val_accuracy"} & set(headers)

@@ -43,7 +43,8 @@ _CSV_PROVENANCE = (
     "device", "weights_sha256", "data_checksum", "git_commit", "started_at", "status",
 )  # fmt: skip
 
-# Order: the columns of earlier versions' csv first and unchanged, so users' scripts keep working.
+# Order: the columns of earlier versions' csv first, in their order, so users' scripts keep
+# working (results/README.md lists the renamed ones); new columns go last.
 COLUMNS: tuple[Column, ...] = (
     # within its table (in the csv: of the run's entry); markdown adds the rank interval
     Column("rank", dtype="Int64", fmt="d", shown=_only(FRAME, CSV, MARKDOWN), per_entry=ENTRY),
@@ -53,28 +54,33 @@ COLUMNS: tuple[Column, ...] = (
     Column("k", dtype="Int64", shown=_only(FRAME)),  # seeds averaged
     Column("K", dtype="Int64", shown=_only(DETAILS)),
     Column("seed", "seed", "Int64", shown=_only(CSV)),
-    # last epoch under lesson; under holdout the holdout split of the training set
-    Column("val_acc", "watched_accuracy", "float64", shown=_only(FRAME, CSV, DETAILS),
+    # Accuracies have runs.jsonl's names everywhere. holdout only: the holdout split's at the
+    # last epoch (under lesson early stopping watches the test file: that is test_accuracy)
+    Column("holdout_accuracy", "holdout_accuracy", "float64", shown=_only(FRAME, CSV, DETAILS),
+           per_entry=MEAN, optional=True),
+    Column("holdout_accuracy_sd", dtype="float64", shown=_only(FRAME)),
+    # the ranked number; markdown: mean ± sd over the seeds and the 95 % interval
+    Column("test_accuracy", "test_accuracy", "float64", shown=_DATA | {MARKDOWN},
            per_entry=MEAN),
-    Column("val_acc_sd", dtype="float64", shown=_only(FRAME)),
-    Column("test_acc", "test_accuracy", "float64", shown=_DATA, per_entry=MEAN),  # holdout only
-    Column("test_acc_sd", dtype="float64", shown=_only(FRAME)),
+    Column("test_accuracy_sd", dtype="float64", shown=_only(FRAME)),
     # 95 % interval of the entry's test accuracy: test images and seeds resampled
     Column("ci_low", dtype="float64", shown=_DATA, per_entry=ENTRY),
     Column("ci_high", dtype="float64", shown=_DATA, per_entry=ENTRY),
     # images the accuracy, the interval and the tests are computed on
     Column("n_eval", dtype="Int64", shown=_DATA),
-    # the main table: ranking accuracy mean ± sd and interval; the test against the top; cost
-    Column("accuracy", shown=_only(MARKDOWN)),
+    # the main table: the test against the top; cost
     Column("vs best", shown=_only(MARKDOWN)),  # vs_best in words, with behind_at_least
-    Column("params", dtype="Int64", shown=_only(MARKDOWN)),  # trainable / total
+    Column("params trainable / total", dtype="Int64", shown=_only(MARKDOWN)),
     # per-class summaries, cost and how the run was made
-    Column("balanced_acc", "balanced_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("balanced_accuracy", "balanced_accuracy", "float64", ".3f", _DATA | {DETAILS},
+           MEAN),
     Column("macro_f1", "macro_f1", "float64", ".3f", _DATA | {DETAILS}, MEAN),
-    Column("best_epoch_acc", "best_epoch_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN),
+    Column("best_epoch_accuracy", "best_epoch_accuracy", "float64", ".3f", _DATA | {DETAILS},
+           MEAN),
     Column("epochs", "epochs_run", "Int64", shown=_DATA | {DETAILS}, per_entry=MEAN),
     Column("trainable_params", "params_trainable", "Int64", ",", _DATA),
     Column("total_params", "params_total", "Int64", ",", _DATA),
+    # only where features were extracted (cached route): none on the others
     Column("extract_s", "extract_s", "float64", ".1f", _DATA | {MARKDOWN}, MEAN),
     Column("s_per_epoch", "epoch_s", "float64", ".2f", _DATA | {MARKDOWN}, MEAN),
     Column("image_size", "image_size", "Int64", "d", _DATA | {DETAILS}),
@@ -98,11 +104,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("behind_at_most", dtype="float64", shown=_DATA, per_entry=ENTRY),
     Column("infer_ms", "infer_ms", "float64", ".3g", _DATA | {MARKDOWN}, MEAN),  # per image
     Column("gflops", "gflops", "float64", ".3g", _DATA | {MARKDOWN}, MEAN),  # per image
-    Column("probe_linear_acc", "probe_linear_accuracy", "float64", ".3f", _DATA | {DETAILS},
-           MEAN, optional=True),
+    Column("probe_linear_accuracy", "probe_linear_accuracy", "float64", ".3f",
+           _DATA | {DETAILS}, MEAN, optional=True),
     Column("probe_linear_s", "probe_linear_s", "float64", shown=_DATA, per_entry=MEAN),
-    Column("probe_knn_acc", "probe_knn_accuracy", "float64", ".3f", _DATA | {DETAILS}, MEAN,
-           optional=True),
+    Column("probe_knn_accuracy", "probe_knn_accuracy", "float64", ".3f", _DATA | {DETAILS},
+           MEAN, optional=True),
     Column("probe_knn_s", "probe_knn_s", "float64", shown=_DATA, per_entry=MEAN),
     Column("weights_file", "weights_file", shown=_DATA),
     # Keras' own file name for the run's size when another resolution's file stood in
@@ -114,6 +120,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("extract_img_s", "runtime_images_per_s", "float64", ".0f", _DATA, MEAN),
     # a head that predicts one class for every test image (a collapsed control)
     Column("one_class", "one_class", shown=_DATA),
+    # the data set as the runner named it (a folder, tfds:NAME) and its kind (npy, folder, ...)
+    Column("data", "data", shown=_only(CSV)),
+    Column("data_kind", "data_kind", shown=_only(CSV)),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

@@ -25,6 +25,8 @@ HOLDOUT = "holdout"  # early stopping on a split of the training set; the test f
 RANDOM = "random"  # RunResult.weights of a backbone with random weights
 BASELINE = "baseline"  # RunResult.kind of a model trained from scratch
 
+_NOT_EXTRACTED = ("from-scratch", "end-to-end")  # routes that compute no features to cache
+
 # What tells two entries of one backbone apart within a table (whose configuration they share)
 # besides their runner group: the weights (ImageNet, random, a file).
 _ENTRY_KNOBS = ("weights",)
@@ -50,7 +52,7 @@ def n_classes(run: RunResult, arrays: tuple[np.ndarray, np.ndarray]) -> int:
 
 def metric(run: RunResult, name: str) -> float | None:
     """A number of the run, None when it has none."""
-    value = getattr(run, name)
+    value = run_value(run, name)
     return float(value) if is_number(value) else None
 
 
@@ -71,8 +73,13 @@ def weights_file_text(run: RunResult) -> str | None:
 
 
 def run_value(run: RunResult, name: str) -> Any:
-    """A field of the run as reported: the weights as a name."""
-    return weights_name(run) if name == "weights" else getattr(run, name)
+    """A field of the run as reported: the weights as a name; no extraction time where nothing
+    was extracted (rows record 0: a baseline has no backbone, end to end it runs in fit)."""
+    if name == "weights":
+        return weights_name(run)
+    if name == "extract_s" and run.route in _NOT_EXTRACTED:
+        return None
+    return getattr(run, name)
 
 
 def n_eval(run: RunResult) -> int | None:
@@ -90,7 +97,8 @@ class Entry:
     runs: list[RunResult]
     label: str = ""  # backbone, plus the knobs that tell it from a same-named entry
     rank: int | None = None
-    rank_low: int | None = None  # 95 % interval of the rank, from the table's resampling
+    # 95 % interval of the rank, from the table's resampling (None: nothing else compared)
+    rank_low: int | None = None
     rank_high: int | None = None
     accuracy: float | None = None  # mean over seeds and test images
     ci_low: float | None = None  # 95 % interval of the accuracy (images and seeds resampled)

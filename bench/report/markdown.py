@@ -18,7 +18,7 @@ from bench import stats
 from bench.console import one_line
 from bench.report import effects, words
 from bench.report.columns import BY_NAME, DETAILS, MARKDOWN, columns_of
-from bench.report.entries import HOLDOUT, Entry, is_number, seeds_text, weights_file_text
+from bench.report.entries import Entry, is_number, seeds_text, weights_file_text
 from bench.report.plots import Plots
 from bench.report.ranking import ALPHA, Table, transfer_points
 from bench.report.words import MISSING, label
@@ -64,13 +64,14 @@ def _mean_sd_text(entry: Entry, name: str) -> str:
 
 def _accuracy_text(entry: Entry) -> str:
     """The test accuracy, mean ± sd over seeds, with its interval (images and seeds)."""
-    text = _mean_sd_text(entry, "test_acc")
+    text = _mean_sd_text(entry, "test_accuracy")
     low, high = entry.ci_low, entry.ci_high
     return f"{text} [{low:.3f}, {high:.3f}]" if low is not None else text
 
 
 def _rank_text(entry: Entry) -> str:
-    if entry.rank_low is None or entry.rank_low == entry.rank_high == entry.rank:
+    """The rank and, on every entry compared with others, its interval (even `1 (1–1)`)."""
+    if entry.rank_low is None:
         return str(entry.rank)
     return f"{entry.rank} ({entry.rank_low}–{entry.rank_high})"
 
@@ -91,10 +92,10 @@ def _epochs_text(entry: Entry) -> str:
 _COMPOSITE_CELLS: dict[str, Callable[[Entry], str]] = {
     "rank": _rank_text,
     "backbone": label,  # with the knob that tells two entries of a name apart, and marks
-    "accuracy": _accuracy_text,
+    "test_accuracy": _accuracy_text,
     "vs best": words.verdict,
-    "params": _params_text,
-    "val_acc": lambda e: _mean_sd_text(e, "val_acc"),
+    "params trainable / total": _params_text,
+    "holdout_accuracy": lambda e: _mean_sd_text(e, "holdout_accuracy"),
     "K": lambda e: str(e.numbers["k"]),
     "epochs": _epochs_text,
     "weights": lambda e: _format(weights_file_text(e.first), ""),
@@ -108,13 +109,12 @@ def _cell(entry: Entry, name: str) -> str:
 
 
 def details_columns(table: Table) -> tuple[str, ...]:
-    """The details table's columns: val_acc only where it is not the main accuracy (holdout),
-    optional columns (probes) only when some entry has them."""
+    """The details table's columns; optional ones (holdout_accuracy, probes) only when some
+    entry has them."""
     return tuple(
         c.name
         for c in columns_of(DETAILS)
-        if not (c.name == "val_acc" and table.protocol != HOLDOUT)
-        and not (c.optional and all(e.numbers.get(c.name) is None for e in table.entries))
+        if not (c.optional and all(e.numbers.get(c.name) is None for e in table.entries))
     )
 
 

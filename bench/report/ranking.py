@@ -139,14 +139,14 @@ def _compare(tested: list[Entry], res: resampling.Resampled, margin: float) -> N
     """Each tested entry's interval, rank interval, verdict and bounds."""
     bests = resampling.could_be_best(res, ALPHA) if len(tested) > 1 else None
     bounds = resampling.within_margin(res, margin, ALPHA) if len(tested) > 1 else None
-    ranks = resampling.rank_intervals(res, CONFIDENCE)
+    ranks = resampling.rank_intervals(res, CONFIDENCE) if len(tested) > 1 else None
     for i, entry in enumerate(tested):
         entry.accuracy = float(res.estimates[i])
         entry.ci_low, entry.ci_high = resampling.interval(res, i, CONFIDENCE)
-        entry.rank_low, entry.rank_high = ranks[i]
-        if bests is None:
+        if bests is None:  # one entry compared: no other to rank it against
             entry.verdict, entry.behind_at_least, entry.behind_at_most = BEST, 0.0, 0.0
             continue
+        entry.rank_low, entry.rank_high = ranks[i]
         entry.behind_at_least = bests[i].behind_at_least
         entry.behind_at_most = bounds[i].behind_at_most
         entry.verdict = (BEST if i == 0 else COULD_BE_BEST if bests[i].could_be_best
@@ -159,8 +159,9 @@ def _cost(entries: Sequence[Entry]) -> str | None:
 
 def recommend(table: Table) -> Recommendation | None:
     """The cheapest entry whose simultaneous bound on its gap to the best is within the margin;
-    when only the best itself is, the cheapest entry that more data could still qualify."""
-    if not table.tested:
+    when only the best itself is, the cheapest entry that more data could still qualify. None
+    with fewer than two entries compared: nothing to choose between."""
+    if len(table.tested) < 2:
         return None
     best, res, margin = table.tested[0], table.resampled, table.margin
     cost = _cost(table.tested)
@@ -192,8 +193,8 @@ def _entry_numbers(entry: Entry, table: Table) -> dict[str, Any]:
     numbers.update(
         rank=entry.rank, rank_low=entry.rank_low, rank_high=entry.rank_high,
         k=len(entry.runs),
-        val_acc_sd=entry.mean_sd("watched_accuracy")[1],
-        test_acc_sd=entry.mean_sd("test_accuracy")[1],
+        holdout_accuracy_sd=entry.mean_sd("holdout_accuracy")[1],
+        test_accuracy_sd=entry.mean_sd("test_accuracy")[1],
         ci_low=entry.ci_low, ci_high=entry.ci_high,
         n_eval=next((n for r in entry.runs if (n := n_eval(r))), None),
         vs_best=entry.verdict, behind_at_least=entry.behind_at_least,

@@ -31,9 +31,9 @@ PROTOCOL_TEXT = {
         "on that same file at the last epoch run, which flatters every number a little."
     ),
     HOLDOUT: (
-        "Early stopping watches a stratified, seeded holdout split of the training set (`val_acc`"
-        " in the details) and restores the best epoch's weights; the accuracy is the test file's, "
-        "evaluated once at the end."
+        "Early stopping watches a stratified, seeded holdout split of the training set "
+        "(`holdout_accuracy` in the details) and restores the best epoch's weights; the accuracy "
+        "is the test file's, evaluated once at the end."
     ),
 }
 
@@ -110,7 +110,11 @@ def could_be_best_text(table: Table) -> str | None:
     could = [label(e) for e in table.tested if e.verdict in (BEST, COULD_BE_BEST)]
     worse = sum(1 for e in table.tested if e.verdict == WORSE)
     if len(table.tested) == 1:
-        return f"Only {label(table.tested[0])} could be compared: nothing to rank it against."
+        alone = label(table.tested[0])
+        if len(table.entries) == 1:
+            return f"Only {alone} in this table: nothing to compare it with."
+        return (f"Only {alone} could be compared: the others stored no predictions on these "
+                "test images (`n/a`).")
     text = f"Could be best: {', '.join(could)}"
     if worse:
         text += f"; the {worse} other{'s are' if worse > 1 else ' is'} shown worse"
@@ -134,9 +138,9 @@ def recommendation_text(found: Recommendation | None) -> str | None:
                 f"{points(chosen.behind_at_most)} worse ({100 * (1 - ALPHA):.0f} %)"
                 + (f", {said}." if said else "."))
     if chosen is found.best and found.cheaper == 0:
-        by = "inference time per image" if found.cost == "infer_ms" else "parameters"
-        return f"Cheapest within {margin} of the best: {label(chosen)} itself, the cheapest " \
-            f"entry by {by}."
+        by = "is faster per image" if found.cost == "infer_ms" else "has fewer parameters"
+        return (f"Cheapest within {margin} of the best: {label(chosen)}, the best entry: no "
+                f"entry compared with it {by}.")
     head = (f"No cheaper entry is shown within {margin} of the best"
             + (f" ({label(chosen)}, the best, is)." if chosen is not None else
                ", nor is any entry (the best included): too few images or seeds to bound a "
@@ -189,14 +193,15 @@ def seed_warning(table: Table) -> str | None:
 
 def method_text(table: Table) -> str:
     """How to read the table's statistics, in a learner's words."""
-    accuracy = "test" if table.protocol == HOLDOUT else "validation (= test file)"
+    watched = "" if table.protocol == HOLDOUT else (
+        " (the episode's `val_accuracy`: early stopping watched it too)")
     return (
-        f"How to read it: `accuracy` is the {accuracy} accuracy, averaged over the test images "
-        f"and the K seeds, with its {100 * (1 - ALPHA):.0f} % interval: the range a rerun on "
-        f"other images of the same kind, with other seeds, would land in. `rank` adds the "
-        f"range of ranks over the same {RESAMPLES:,} resamples. `vs best`: an entry is "
-        f"`worse` when, even allowing for which entry happened to come out on top, it trails "
-        f"some entry by at least the stated amount; every other entry `could be best`. Both "
-        f"come from one resampling of the test images and seeds, so an interval and a verdict "
-        f"never disagree."
+        f"How to read it: `test_accuracy` is the accuracy on the test file{watched}, averaged "
+        f"over the test images and the K seeds, with its {100 * (1 - ALPHA):.0f} % interval: "
+        f"the range a rerun on other images of the same kind, with other seeds, would land in. "
+        f"`rank` adds the range of ranks over the same {RESAMPLES:,} resamples. `vs best`: an "
+        f"entry is `worse` when, even allowing for which entry happened to come out on top, it "
+        f"trails some entry by at least the stated amount; every other entry `could be best`. "
+        f"Both come from one resampling of the test images and seeds, so an interval and a "
+        f"verdict never disagree."
     )
