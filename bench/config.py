@@ -100,10 +100,35 @@ class RunConfig:
         "head on features computed once (same results, slower)", identity=TABLE)
     epochs: int = knob(30, "maximum epochs", metavar="N", identity=TABLE)  # lesson: fit(epochs=30)
     patience: int = knob(  # lesson: EarlyStopping(monitor='val_accuracy', patience=5)
-        5, "early-stopping patience on val_accuracy; 0 turns it off", metavar="N",
-        identity=TABLE)
+        5, "early-stopping patience in epochs on the watched accuracy (Keras' val_accuracy: "
+        "test_accuracy under --protocol lesson, holdout_accuracy under holdout); 0 turns it off",
+        metavar="N", identity=TABLE)
     batch_size: int = knob(  # lesson: fit(batch_size=32)
         32, "head training batch size", metavar="N", identity=TABLE)
+    # A second stage, off in the lesson (which trains the head only, because it is cheap): the
+    # backbone unfrozen as Keras' transfer-learning guide does, every BatchNormalization layer
+    # kept in inference mode (engine/finetune.py says why). Its rows form tables of their own;
+    # the frozen stage's rows, features and hashes are the same with it as without it.
+    fine_tune: bool = knob(
+        False, "after the frozen stage, unfreeze the backbone (BatchNormalization stays in "
+        "inference mode) and train the whole model on with Adam at --fine-tune-lr: a second "
+        "row per run, in a table of its own", identity=TABLE)
+    fine_tune_layers: int | None = knob(
+        None, "fine-tune only the backbone's last N layers (default: all of them)",
+        metavar="N", type=int, identity=TABLE)
+    fine_tune_lr: float = knob(1e-5, "fine-tuning learning rate (Adam)", metavar="LR",
+                               identity=TABLE)
+    fine_tune_epochs: int = knob(10, "maximum fine-tuning epochs, with the same early stopping",
+                                 metavar="N", identity=TABLE)
+    # which runs are fine-tuned, not what they compute: not part of a run's identity
+    fine_tune_top: int | None = knob(
+        None, "fine-tune only the K best entries of each table's frozen stage (successive "
+        "halving: the frozen sweep plus K fine-tunes); implies --fine-tune", metavar="K",
+        type=int)
+    augment: bool = knob(
+        False, "random flips, small rotations and zooms of the training images (Keras "
+        "preprocessing layers) where images are trained on: fine-tuning and --end-to-end",
+        identity=TABLE)
     seed: int = knob(  # lesson: keras.utils.set_random_seed(2)
         2, "keras.utils.set_random_seed value", metavar="N", identity=SEED)
     seeds: int = knob(  # one extraction, K heads: mean ± sd says how much of a gap is the seed
@@ -167,6 +192,25 @@ class RunConfig:
             raise ConfigError("probes", f"must be names among {', '.join(PROBE_CHOICES)}; "
                               f"received {unknown[0]!r}")
         _check_count("patience", self.patience, 0, " (0 turns early stopping off)")
+        self._check_fine_tuning()
+
+    def _check_fine_tuning(self) -> None:
+        if self.fine_tune_top is not None:
+            _check_count("fine_tune_top", self.fine_tune_top, 1)
+            object.__setattr__(self, "fine_tune", True)  # --fine-tune-top K implies it
+        _check_count("fine_tune_epochs", self.fine_tune_epochs, 0)
+        if self.fine_tune_layers is not None:
+            _check_count("fine_tune_layers", self.fine_tune_layers, 1)
+        if not (isinstance(self.fine_tune_lr, numbers.Real) and 0 < self.fine_tune_lr < 1):
+            raise ConfigError("fine_tune_lr", "must be a learning rate between 0 and 1; "
+                              f"received {self.fine_tune_lr}")
+        if self.fine_tune and self.end_to_end:
+            raise ConfigError("fine_tune", "continues the cached route's frozen stage; it "
+                              "does not combine with --end-to-end")
+        if self.augment and not (self.fine_tune or self.end_to_end):
+            raise ConfigError("augment", "applies where images are trained on (--fine-tune, "
+                              "--end-to-end): the cached route trains the head on features "
+                              "computed once, which cannot be augmented")
 
     def size_for(self, native_size: int) -> int:
         """The square side images are resized to for a backbone whose native size is given."""
@@ -180,8 +224,23 @@ class RunConfig:
         return self.seed if self.backbone_seed is None else self.backbone_seed
 
     def knobs(self) -> dict:
-        """The knobs that change a result (not how fast or how verbosely it is computed)."""
-        return {k: getattr(self, k) for k in IDENTITY_KNOBS}
+        """The knobs that change a result (not how fast or how verbosely it is computed); the
+        fine-tuning knobs only where there is fine-tuning, augmentation only where it is on,
+        so that a frozen run is the same run with them as without them."""
+        return {k: getattr(self, k) for k in IDENTITY_KNOBS if self._applies(k)}
+
+    def configuration(self) -> dict:
+        """knobs() but the seed: what the rows of one leaderboard table share."""
+        return {k: getattr(self, k) for k in CONFIGURATION_KNOBS if self._applies(k)}
+
+    def _applies(self, knob: str) -> bool:
+        if knob in FINE_TUNE_KNOBS:
+            return self.fine_tune
+        return knob != "augment" or self.augment
+
+    def frozen(self) -> RunConfig:
+        """The frozen stage of a fine-tuning run: the same run without its second stage."""
+        return replace(self, fine_tune=False, fine_tune_top=None, augment=False)
 
     def per_seed(self) -> list[RunConfig]:
         """One single-seed config per head seed; all share the first seed's backbone."""
@@ -198,3 +257,4 @@ def _knobs_of(*roles: str) -> tuple[str, ...]:
 IDENTITY_KNOBS = _knobs_of(PROTOCOL, TABLE, SEED)  # the config hash covers these
 PROTOCOL_KNOBS = _knobs_of(PROTOCOL)
 CONFIGURATION_KNOBS = _knobs_of(PROTOCOL, TABLE)  # one leaderboard table: all but the seed
+FINE_TUNE_KNOBS = ("fine_tune", "fine_tune_layers", "fine_tune_lr", "fine_tune_epochs")

@@ -14,7 +14,7 @@ from importlib.metadata import version
 
 from backbones import BackboneSpec, Spec
 from bench import cache
-from bench.config import CONFIGURATION_KNOBS, RunConfig
+from bench.config import RunConfig
 from bench.data import Dataset
 from bench.result import STATUS_ERROR, RunResult
 from bench.weights import ResolvedWeights, resolve_weights, weights_label
@@ -110,9 +110,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def route_name(spec: Spec, config: RunConfig) -> str:
-    """How a run trains: from scratch (a baseline), end to end, or on cached features."""
+    """How a run trains: from scratch (a baseline), end to end, on cached features, or
+    fine-tuned after a frozen stage on cached features."""
     if is_baseline(spec):
         return "from-scratch"
+    if config.fine_tune:
+        return "fine-tuned"
     return "end-to-end" if config.end_to_end else "cached"
 
 
@@ -124,7 +127,7 @@ def configuration(config: RunConfig, data_checksum: str) -> dict:
     """Every knob that changes the numbers but the seed, and the data: the rows of one
     leaderboard table share it. The weights are not in it: ImageNet and random weights of one
     backbone are two entries of one table."""
-    return {**{k: getattr(config, k) for k in CONFIGURATION_KNOBS}, "data_checksum": data_checksum}
+    return {**config.configuration(), "data_checksum": data_checksum}
 
 
 def known_fields(spec: Spec, config: RunConfig, data: Dataset, data_checksum: str,

@@ -44,7 +44,7 @@ class RunResult:
     image_size: int | None = None
     preprocess: str | None = None
     pooling: str | None = None
-    route: str | None = None  # how it trained: "cached" | "end-to-end" | "from-scratch"
+    route: str | None = None  # "cached" | "end-to-end" | "from-scratch" | "fine-tuned"
     weights: str | None = None  # what was loaded: "imagenet", "random" or a file name (no path)
     weights_file: str | None = None  # the weights file's name (never a path), when pretrained
     # Keras' own file name for the run's size when another file stood in for it (MobileNet's
@@ -115,7 +115,16 @@ class RunResult:
     probe_knn_s: float | None = None
     probes: dict[str, Any] = field(default_factory=dict)  # chosen C and k, predictions...
 
+    # The second stage (--fine-tune): "fine-tuned" rows continue a frozen run (None: frozen)
+    stage: str | None = None
+    frozen_accuracy: float | None = None  # the frozen stage's test accuracy, same seed
+    frozen_predictions: list[int] = field(default_factory=list)  # its test predictions
+    frozen_config_hash: str | None = None  # the frozen row this one continues
+    fine_tune_epoch_s: float | None = None  # median fine-tuning epoch, the first excluded
+    fine_tune_images_per_s: float | None = None  # training images per second while fine-tuning
+
     # Provenance
+    peak_memory_mb: float | None = None  # the process's peak resident memory after the run
     python_version: str | None = None
     numpy_version: str | None = None
     device: str | None = None  # CPU model or GPU name

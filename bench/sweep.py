@@ -39,22 +39,34 @@ def describe_start(i: int, n: int, spec, config: RunConfig, seeds: int = 1) -> s
         return (f"[{i}/{n}] {spec.name}: starting (from scratch on raw images, "
                 f"protocol {config.protocol}{seeds_text})")
     size = config.size_for(spec.input_size)
+    stage = (f", then fine-tuned up to {config.fine_tune_epochs} epochs at lr "
+             f"{config.fine_tune_lr:g}" if config.fine_tune else "")
     return (f"[{i}/{n}] {spec.name}: starting ({size}px, preprocess {config.preprocess}, "
             f"weights {config.weights}, {'end-to-end' if config.end_to_end else 'cached'}, "
-            f"protocol {config.protocol}{seeds_text})")
+            f"protocol {config.protocol}{seeds_text}{stage})")
 
 
 def describe_result(i: int, n: int, r: RunResult) -> str:
-    name = f"[{i}/{n}] {r.backbone} (seed {r.seed})"
+    name = f"[{i}/{n}] {r.backbone}{' fine-tuned' if r.stage else ''} (seed {r.seed})"
     if not r.ok:
         return f"{name}: error: {r.error}"
-    source = "cached features" if r.features_cached else "extraction"
     holdout = (f", holdout_accuracy {r.holdout_accuracy:.3f}" if r.holdout_accuracy is not None
                else "")
+    if r.frozen_accuracy is not None:
+        holdout += f", frozen stage {r.frozen_accuracy:.3f}"
     return (f"{name}: ok, test_accuracy {r.test_accuracy:.3f}{holdout} (best "
             f"{r.best_epoch_accuracy:.3f} at epoch {r.best_epoch}), {r.epochs_run} epochs, "
-            f"{source} {_fmt(r.extract_s, '.1f')} s, {_fmt(r.epoch_s, '.3f')} s/epoch, "
-            f"total {r.total_s:.1f} s")
+            f"{_features_text(r)}{_fmt(r.epoch_s, '.3f')} s/epoch, total {r.total_s:.1f} s")
+
+
+def _features_text(r: RunResult) -> str:
+    """Where the head's features came from. Features read from the cache cost this run
+    nothing: the extraction time the row keeps is the earlier run's, outside this total."""
+    if r.route != "cached":  # end to end the backbone runs in every epoch; a baseline has none
+        return ""
+    if r.features_cached:
+        return f"features from the cache (extracted earlier in {_fmt(r.extract_s, '.1f')} s), "
+    return f"extraction {_fmt(r.extract_s, '.1f')} s, "
 
 
 @dataclass
@@ -105,24 +117,23 @@ def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, 
     if out is not None and not rerun:
         done = {r["config_hash"] for r in runlog.read_records(out)
                 if _finished(r, config.probes)}
-    order = {spec.name: i for i, spec in enumerate(specs, 1)}
-    n = len(specs)
-    tasks = _plan(specs, config, data, checksum, done, outcome, log)
-    seeds_of = {spec.name: len(configs) for spec, configs in tasks}
-
-    def started(spec):
-        if log:
-            log(describe_start(order[spec.name], n, spec, config, seeds_of[spec.name]))
-
+    run = _Runner(specs, data, checksum, out, log, executor, outcome)
     try:
-        for rows in executor.map(tasks, data, checksum, on_start=started):
-            for result in rows:
-                if out is not None:
-                    # the head file first: a row never names a file that is not there
-                    result = _append(out, result, data.image_shape)
-                outcome.results.append(result)
-                if log:
-                    log(describe_result(order.get(result.backbone, 0), n, result))
+        # --fine-tune: each backbone's frozen runs, then its fine-tuned ones, in one task (the
+        # second stage reuses the features the first left in memory); --fine-tune-top K: the
+        # frozen sweep first, then the K best entries fine-tuned
+        frozen = config.frozen() if config.fine_tune else config
+        tasks = _plan(specs, frozen, data, checksum, done, outcome, log)
+        if config.fine_tune and not config.fine_tune_top:
+            tasks = _merge(tasks, _plan(_tunable(specs), config, data, checksum, done, outcome,
+                                        log))
+        run(tasks, frozen if config.fine_tune_top else config)
+        if config.fine_tune_top:
+            best = _best_entries(specs, frozen, data, checksum, out, outcome, config.fine_tune_top)
+            if log:
+                log(f"Fine-tuning the {len(best)} best of the frozen stage: "
+                    f"{', '.join(s.name for s in best) or 'none ran'}")
+            run(_plan(best, config, data, checksum, done, outcome, log), config)
     except OSError:
         # the disk that refused a row would refuse the report too; its stale marker makes the
         # next run rebuild it
@@ -134,11 +145,81 @@ def _sweep(specs: Sequence, config: RunConfig, data: Dataset, out: Path | None, 
     return outcome
 
 
+@dataclass
+class _Runner:
+    """Runs planned tasks on the executor: rows appended to out as they come, and logged."""
+
+    specs: Sequence
+    data: Dataset
+    checksum: str
+    out: Path | None
+    log: Log | None
+    executor: object
+    outcome: SweepOutcome
+
+    def __call__(self, tasks: list, config: RunConfig) -> None:
+        order = {spec.name: i for i, spec in enumerate(self.specs, 1)}
+        n = len(self.specs)
+        seeds_of = {spec.name: len({c.seed for c in configs}) for spec, configs in tasks}
+
+        def started(spec):
+            if self.log:
+                self.log(describe_start(order[spec.name], n, spec, config, seeds_of[spec.name]))
+
+        for rows in self.executor.map(tasks, self.data, self.checksum, on_start=started):
+            for result in rows:
+                if self.out is not None:
+                    # the head file first: a row never names a file that is not there
+                    result = _append(self.out, result, self.data.image_shape)
+                self.outcome.results.append(result)
+                if self.log:
+                    self.log(describe_result(order.get(result.backbone, 0), n, result))
+
+
+def _tunable(specs: Sequence) -> list:
+    """The entries a second stage applies to: pretrained backbones, not the baselines."""
+    return [spec for spec in specs if spec.kind != "baseline"]
+
+
+def _merge(first: list, second: list) -> list:
+    """Each spec's configs of `first`, then of `second`, one task per spec in spec order."""
+    configs: dict = {}
+    for spec, cfgs in first + second:
+        configs.setdefault(spec.name, (spec, []))[1].extend(cfgs)
+    return list(configs.values())
+
+
+def _best_entries(specs: Sequence, frozen: RunConfig, data: Dataset, checksum: str,
+                  out: Path | None, outcome: SweepOutcome, k: int) -> list:
+    """The k backbones with the best mean test accuracy over their frozen runs of this sweep's
+    configuration (this sweep's rows and, in `out`, the earlier ones it skipped); ties keep the
+    sweep's order."""
+    wanted = {}
+    for spec in _tunable(specs):
+        for seed_config in frozen.per_seed():
+            try:
+                wanted[identify(spec, seed_config, data, checksum).config_hash] = spec.name
+            except (WeightsError, ValueError, OSError):
+                pass
+    rows = [r.to_dict() for r in outcome.results]
+    if out is not None:
+        rows += runlog.read_records(out)
+    scores: dict[str, dict[str, float]] = {}
+    for row in rows:
+        name = wanted.get(row.get("config_hash"))
+        if name and row.get("status") == "ok" and row.get("test_accuracy") is not None:
+            scores.setdefault(name, {})[row["config_hash"]] = float(row["test_accuracy"])
+    ranked = sorted((s for s in _tunable(specs) if s.name in scores),
+                    key=lambda s: -sum(scores[s.name].values()) / len(scores[s.name]))
+    return ranked[:k]
+
+
 def _plan(specs: Sequence, config: RunConfig, data: Dataset, checksum: str, done: set[str],
           outcome: SweepOutcome, log: Log | None) -> list:
     """The (spec, seed configs) still to run; a (backbone, seed) in `done` is skipped, and said."""
     order = {spec.name: i for i, spec in enumerate(specs, 1)}
     tasks = []
+    stage = " fine-tuned" if config.fine_tune else ""
     for spec in specs:
         configs = []
         for seed_config in config.per_seed():
@@ -147,9 +228,9 @@ def _plan(specs: Sequence, config: RunConfig, data: Dataset, checksum: str, done
             except (WeightsError, ValueError, OSError):  # the run will report it as its error
                 key = None
             if key in done:
-                outcome.skipped.append(f"{spec.name} (seed {seed_config.seed})")
+                outcome.skipped.append(f"{spec.name}{stage} (seed {seed_config.seed})")
                 if log:
-                    log(f"[{order[spec.name]}/{len(specs)}] {spec.name} (seed "
+                    log(f"[{order[spec.name]}/{len(specs)}] {spec.name}{stage} (seed "
                         f"{seed_config.seed}): skipped, runs.jsonl already has an ok row for "
                         f"this exact run ({key}); --rerun runs it again")
             else:
@@ -179,13 +260,29 @@ def _report_is_current(out: Path) -> bool:
 
 
 def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None = None,
-        out: str | os.PathLike | None = None, verbose: int = 0, isolate: bool = False,
-        **config) -> pd.DataFrame:
-    """Runs backbones (names or globs) under the lesson protocol; one DataFrame row per backbone.
+        out: str | os.PathLike | None = None, verbose: int = 0, isolate: bool = False, *,
+        protocol: str = RunConfig.protocol, val_fraction: float = RunConfig.val_fraction,
+        image_size: int | str = RunConfig.image_size, preprocess: str = RunConfig.preprocess,
+        pooling: str = RunConfig.pooling, end_to_end: bool = RunConfig.end_to_end,
+        epochs: int = RunConfig.epochs, patience: int = RunConfig.patience,
+        batch_size: int = RunConfig.batch_size, fine_tune: bool = RunConfig.fine_tune,
+        fine_tune_layers: int | None = RunConfig.fine_tune_layers,
+        fine_tune_lr: float = RunConfig.fine_tune_lr,
+        fine_tune_epochs: int = RunConfig.fine_tune_epochs,
+        fine_tune_top: int | None = RunConfig.fine_tune_top, augment: bool = RunConfig.augment,
+        seed: int = RunConfig.seed, seeds: int = RunConfig.seeds,
+        weights: str = RunConfig.weights,
+        weights_dir: str | None = RunConfig.weights_dir,
+        extract_batch_size: int = RunConfig.extract_batch_size,
+        runtime: str = RunConfig.runtime, probes: Sequence[str] = RunConfig.probes,
+        cache: bool = RunConfig.cache, cache_dir: str | None = RunConfig.cache_dir,
+        ) -> pd.DataFrame:
+    """Runs backbones (names or globs) under the lesson protocol; one DataFrame row per run.
 
-    `config` takes any RunConfig field (image_size=224, preprocess="lesson", epochs=10, ...).
-    With `out`, rows also go to out/runs.jsonl (finished runs there are skipped) and the
-    leaderboard is written there. `isolate=True` runs each backbone in its own process.
+    The keyword arguments are RunConfig's knobs, with its defaults (python -m bench run --help
+    says what each does). With `out`, rows also go to out/runs.jsonl (finished runs there are
+    skipped) and the leaderboard is written there. `isolate=True` runs each backbone in its
+    own process.
 
         import bench
         df = bench.run(["DenseNet121", "EfficientNet*"], data="data/dataset_dollarstreet")
@@ -193,7 +290,15 @@ def run(backbones: Sequence[str] | str, data: Dataset | str | os.PathLike | None
     load_extras()  # the modules named in $BENCH_EXTRA_BACKBONES, as the command line does
     names = [backbones] if isinstance(backbones, str) else list(backbones)
     specs = select(names)
-    cfg = RunConfig(verbose=verbose, **config)
+    cfg = RunConfig(
+        protocol=protocol, val_fraction=val_fraction, image_size=image_size,
+        preprocess=preprocess, pooling=pooling, end_to_end=end_to_end, epochs=epochs,
+        patience=patience, batch_size=batch_size, fine_tune=fine_tune,
+        fine_tune_layers=fine_tune_layers, fine_tune_lr=fine_tune_lr,
+        fine_tune_epochs=fine_tune_epochs, fine_tune_top=fine_tune_top, augment=augment,
+        seed=seed, seeds=seeds, weights=weights, weights_dir=weights_dir,
+        extract_batch_size=extract_batch_size, runtime=runtime, probes=probes, verbose=verbose,
+        cache=cache, cache_dir=cache_dir)
     if not isinstance(data, Dataset):
         data = load_dataset(data)
     outcome = run_sweep(specs, cfg, data, out, log=print if verbose else None,

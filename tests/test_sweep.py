@@ -238,3 +238,41 @@ def test_resume_runs_again_a_cached_row_that_lacks_a_probe_asked_for(tiny_data, 
     recorder = _Recorder()
     run_sweep(specs, with_probes, tiny_data, tmp_path, executor=recorder)
     assert recorder.seeds == {"MobileNet_0.25": [2]}
+
+
+def _ok_run(**fields):
+    from bench.result import RunResult
+
+    return RunResult(backbone="MobileNet_0.25", status="ok", seed=2, test_accuracy=0.6,
+                     best_epoch_accuracy=0.62, best_epoch=4, epochs_run=6, epoch_s=0.01,
+                     **fields)
+
+
+def test_a_resumed_row_says_its_features_came_from_the_cache_not_what_they_cost_now():
+    from bench.sweep import describe_result
+
+    fresh = describe_result(1, 1, _ok_run(route="cached", extract_s=4.3, total_s=5.2))
+    assert "extraction 4.3 s, 0.010 s/epoch, total 5.2 s" in fresh
+    resumed = describe_result(1, 1, _ok_run(route="cached", extract_s=4.3, total_s=1.9,
+                                            features_cached=True))
+    assert "features from the cache (extracted earlier in 4.3 s), 0.010 s/epoch, total 1.9 s" \
+        in resumed
+    for route in ("from-scratch", "end-to-end"):  # no extraction to speak of
+        line = describe_result(1, 1, _ok_run(route=route, extract_s=0.0, total_s=3.0))
+        assert "extract" not in line and line.endswith("6 epochs, 0.010 s/epoch, total 3.0 s")
+
+
+def test_run_shows_every_knob_with_its_default():
+    """help(bench.run) and a notebook's completion list the protocol's knobs, not **kwargs."""
+    import dataclasses
+    import inspect
+
+    import bench
+    from bench.config import RunConfig
+
+    parameters = inspect.signature(bench.run).parameters.values()
+    assert not any(p.kind is p.VAR_KEYWORD for p in parameters)
+    knobs = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    assert knobs == {f.name: f.default for f in dataclasses.fields(RunConfig)
+                     if f.name not in ("verbose", "backbone_seed")}  # verbose: bench.run's own
+    assert knobs["epochs"] == 30 and knobs["preprocess"] == "native"

@@ -185,9 +185,19 @@ def backbone_graph(spec: BackboneSpec, backbone: keras.Model, size: int, config:
     cached features and the end-to-end model compute the same thing.
     """
     inputs = keras.Input(shape=image_shape, dtype=image_dtype, name="images")
-    x = Preprocess(size, config.preprocess, spec.preprocess_input, name="preprocess_resize")(inputs)
+    x = augmentation(config.seed)(inputs) if config.augment else inputs
+    x = Preprocess(size, config.preprocess, spec.preprocess_input, name="preprocess_resize")(x)
     features = FrozenBackbone(backbone, name=f"frozen_{backbone.name}")(x)
     return inputs, features
+
+
+def augmentation(seed: int) -> keras.Sequential:
+    """--augment: a random horizontal flip, rotation by up to 5 % of a turn and zoom by up to
+    10 % of the raw images, in training only (Keras' preprocessing layers are the identity at
+    inference), drawn from the run's seed."""
+    return keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed),
+                             keras.layers.RandomRotation(0.05, seed=seed + 1),
+                             keras.layers.RandomZoom(0.1, seed=seed + 2)], name="augment")
 
 
 def split_extractor(extractor: keras.Model) -> tuple[Preprocess, keras.Model] | None:

@@ -32,10 +32,11 @@ def build_head(n_classes: int, name: str = "head") -> keras.Sequential:
     )
 
 
-def compile_lesson(model: keras.Model) -> None:
+def compile_lesson(model: keras.Model, optimizer: str | keras.optimizers.Optimizer = "adam",
+                   ) -> None:
     """compile(optimizer='adam', loss=SparseCategoricalCrossentropy(from_logits=True), ...)."""
     model.compile(
-        optimizer="adam",
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -91,7 +92,8 @@ HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
 
 def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch: np.ndarray,
           y_watch: np.ndarray, config: RunConfig, restore_best: bool = False,
-          observe: Callable[[keras.Model], None] | None = None) -> TrainOutcome:
+          observe: Callable[[keras.Model], None] | None = None,
+          optimizer: keras.optimizers.Optimizer | None = None) -> TrainOutcome:
     """The lesson's `fit`: Adam, early stopping on val_accuracy, batches in a seeded order.
 
     `model` is the head alone (on cached features) or the full model (on images). Both loops
@@ -107,12 +109,13 @@ def train(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_watch:
     "fit" runs for `config.end_to_end`, "compiled" otherwise. `restore_best` (the holdout
     protocol) leaves the model with its best epoch's weights, even without early stopping.
     `observe(model)` runs after each epoch, outside its timing, before early stopping decides:
-    it may look at the model (in inference mode), never change it.
+    it may look at the model (in inference mode), never change it. `optimizer` replaces the
+    lesson's Adam (fine-tuning's small learning rate); it needs the "fit" loop.
     """
     orders = epoch_orders(len(x_train), config.epochs, config.seed)
     stopper = _early_stopping(config, restore_best)
-    if config.end_to_end:
-        compile_lesson(model)
+    if config.end_to_end or optimizer is not None:
+        compile_lesson(model, optimizer or "adam")
         return _train_fit(model, x_train, y_train, x_watch, y_watch, config, orders, stopper,
                           observe)
     start = time.perf_counter()

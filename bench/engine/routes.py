@@ -49,6 +49,8 @@ class Outcome:
     # holdout only: the test file's predictions after every epoch, recorded and never used
     # to train or to stop (what choosing the epoch on the test file would have reported)
     test_predictions_by_epoch: list[np.ndarray] = field(default_factory=list)
+    # the RunResult fields of a second stage (engine/finetune.py; {} for a frozen run)
+    stage_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
@@ -61,7 +63,7 @@ def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
     model = head.build_head(data.n_classes)
     model.build((None, found.train.shape[1]))
     # The full model's counts: the frozen backbone contributes only non-trainable parameters.
-    trained = _train(model, splits, config, feature_width=int(found.train.shape[1]),
+    trained = train(model, splits, config, feature_width=int(found.train.shape[1]),
                      on_features=True, params_backbone=found.params_backbone,
                      extract_s=found.extract_s, features_cached=was_cached)
     # the probes see what the head saw: its training split, then the test file's images
@@ -72,7 +74,7 @@ def cached(spec: BackboneSpec, config: RunConfig, data: Dataset,
 def end_to_end(spec: BackboneSpec, config: RunConfig, data: Dataset,
                ident: RunIdentity) -> Outcome:
     """The episode's way: `model.fit` on images -> resize -> frozen backbone -> head."""
-    _, inputs, outputs = _frozen_backbone(spec, config, data, ident)
+    _, inputs, outputs = frozen_backbone(spec, config, data, ident)
     keras.utils.set_random_seed(config.seed)
     model_head = head.build_head(data.n_classes)
     model = keras.Model(inputs, model_head(outputs), name=f"{spec.name}_lesson")
@@ -94,7 +96,7 @@ def from_scratch(spec: BaselineSpec, config: RunConfig, data: Dataset) -> Outcom
     return _train_on_images(model, config, data, feature_width=None)
 
 
-def _frozen_backbone(spec: BackboneSpec, config: RunConfig, data: Dataset,
+def frozen_backbone(spec: BackboneSpec, config: RunConfig, data: Dataset,
                      ident: RunIdentity) -> tuple[keras.Model, keras.KerasTensor,
                                                   keras.KerasTensor]:
     """(backbone, images input, features): the backbone drawn from the backbone seed."""
@@ -132,7 +134,7 @@ def _extract(spec: BackboneSpec, config: RunConfig, data: Dataset,
     """extract_s counts everything: conversion, auto's probing, tracing and the batches;
     the runtime's images/s only the batches after the first (steady state)."""
     start = time.perf_counter()
-    backbone, inputs, outputs = _frozen_backbone(spec, config, data, ident)
+    backbone, inputs, outputs = frozen_backbone(spec, config, data, ident)
     extractor = keras.Model(inputs, outputs, name=f"{spec.name}_features")
     # converted models and measured rates are kept under --no-cache too: they do not depend on
     # the data, and a conversion is paid once per machine
@@ -156,15 +158,17 @@ def _train_on_images(model: keras.Model, config: RunConfig, data: Dataset,
                      feature_width: int | None, head_model: keras.Model | None = None,
                      ) -> Outcome:
     splits = make_splits(data.train_images, data.test_images, data, config)
-    return _train(model, splits, config, feature_width=feature_width, head_model=head_model)
+    return train(model, splits, config, feature_width=feature_width, head_model=head_model)
 
 
-def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_width: int | None,
-           on_features: bool = False, params_backbone: int = 0, extract_s: float = 0.0,
-           features_cached: bool = False, head_model: keras.Model | None = None) -> Outcome:
+def train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_width: int | None,
+          on_features: bool = False, params_backbone: int = 0, extract_s: float = 0.0,
+          features_cached: bool = False, head_model: keras.Model | None = None,
+          optimizer: keras.optimizers.Optimizer | None = None) -> Outcome:
     """The shared training (head.train) and the one prediction on the test file.
 
-    `head_model` is the part whose weights export needs (default: all of `model`).
+    `head_model` is the part whose weights export needs (default: all of `model`);
+    `optimizer` replaces the lesson's Adam (head.train).
     """
     by_epoch: list[np.ndarray] = []
 
@@ -173,7 +177,8 @@ def _train(model: keras.Model, splits: Splits, config: RunConfig, *, feature_wid
 
     holdout = config.protocol == "holdout"
     trained = head.train(model, splits.x_train, splits.y_train, splits.x_watch, splits.y_watch,
-                         config, restore_best=holdout, observe=record if holdout else None)
+                         config, restore_best=holdout, observe=record if holdout else None,
+                         optimizer=optimizer)
     return Outcome(
         test_predictions_by_epoch=by_epoch,
         history=trained.history, epoch_times=trained.epoch_times,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
+import sys
 import time
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import keras
@@ -18,7 +21,7 @@ from bench import stats
 from bench.cache import process_caches
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import cost, probes, routes
+from bench.engine import cost, finetune, probes, routes
 from bench.engine.routes import Outcome
 from bench.identity import (
     RunIdentity,
@@ -51,9 +54,14 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
     try:
         ident = identify(spec, config, data, checksum)
         if is_baseline(spec):
+            if config.fine_tune:
+                raise ValueError(f"{spec.name} is trained from scratch: it has no pretrained "
+                                 "backbone to fine-tune")
             outcome = routes.from_scratch(spec, config, data)
         elif config.end_to_end:
             outcome = routes.end_to_end(spec, config, data, ident)
+        elif config.fine_tune:
+            outcome = _fine_tuned(spec, config, data, checksum, ident)
         else:
             outcome = routes.cached(spec, config, data, ident)
     except Exception as err:  # a sweep never dies of one model
@@ -63,6 +71,16 @@ def run_one(spec: Spec, config: RunConfig, data: Dataset,
         keras.backend.clear_session()  # collects garbage itself (free_memory=True)
     common = {**known_fields(spec, config, data, checksum, ident), **provenance}
     return _ok_row(outcome, spec, config, data, ident, common, start)
+
+
+def _fine_tuned(spec: BackboneSpec, config: RunConfig, data: Dataset, checksum: str,
+                ident: RunIdentity) -> Outcome:
+    """The frozen stage again (its features from the cache, or from memory after the frozen
+    row of the same sweep: the same head, bit for bit, for the same seed), then the second."""
+    frozen_config = replace(config.frozen(), probes=())
+    frozen_ident = identify(spec, frozen_config, data, checksum)
+    frozen = routes.cached(spec, frozen_config, data, frozen_ident)
+    return finetune.fine_tune(spec, config, data, ident, frozen, frozen_ident.config_hash)
 
 
 def _test_history(outcome: Outcome, labels: np.ndarray) -> dict:
@@ -148,11 +166,20 @@ def _ok_row(outcome: Outcome, spec: Spec, config: RunConfig, data: Dataset,
         gflops=cost.run_gflops(spec, ident.size, config),
         **outcome.probe_fields,
         **outcome.runtime_fields,
+        **outcome.stage_fields,
+        peak_memory_mb=_peak_memory_mb(),
         notes=notes + _constant_note(predictions, data.n_classes),
         one_class=bool(len(set(predictions.tolist())) == 1),
         head_weights=outcome.head_weights,
         **common,
     )
+
+
+def _peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes on
+    macOS): an isolated child's or a Ray task's is its run's; in one process, the sweep's."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
 
 
 def _provenance() -> dict:
