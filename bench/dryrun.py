@@ -47,6 +47,8 @@ class Speeds:
     start_up_s: float = 0.0  # an isolated child's start; 0 when backbones run in this process
     # baseline name -> (first epoch s, steady epoch s per image)
     baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # --fine-tune: a training step per image against a forward pass (backward included)
+    train_per_forward: float = 3.0
 
 
 def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = False) -> None:
@@ -73,7 +75,7 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = Fal
     rows = cost.estimate(specs, config, work.n_images, calibrations, work.image_shape,
                          n_train=work.n_train)
     rows = whole_runs(rows, specs, config, work, speeds)
-    _print_table(rows)
+    _print_table(rows, config)
     _print_totals(rows, config, speeds)
 
 
@@ -86,8 +88,10 @@ def _speeds(specs: list, config: RunConfig, work: Workload, store: Path,
                                                        config, store)[0]
                  for s in specs if is_baseline(s)}
     start_up = calibration.start_up(import_s, store)[0]["seconds"] if isolated else 0.0
+    ratio = (calibration.fine_tuning(config, work.image_shape, work.n_classes, store)[0][
+        "train_per_forward"] if config.fine_tune else Speeds.train_per_forward)
     return Speeds(head["first_s"], head["per_value_s"], start_up,
-                  {k: (v["first_s"], v["per_image_s"]) for k, v in baselines.items()})
+                  {k: (v["first_s"], v["per_image_s"]) for k, v in baselines.items()}, ratio)
 
 
 def whole_runs(rows: list[dict], specs: list, config: RunConfig, work: Workload,
@@ -117,9 +121,23 @@ def whole_runs(rows: list[dict], specs: list, config: RunConfig, work: Workload,
             epoch = speeds.head_per_value_s * (fit + watch) * spec.feature_width
             extract, warm = row["predicted_extract_s"], row["predicted_warm_s"]
         train = config.seeds * (first + epochs * epoch)
-        out.append(dict(row, train_s=train, total_s=speeds.start_up_s + extract + train,
-                        total_warm_s=speeds.start_up_s + warm + train))
+        tune = _fine_tuning(row, spec, config, fit, watch, speeds)
+        train_all = train + (0.0 if config.fine_tune_top else tune or 0.0)
+        out.append(dict(row, train_s=train, tune_s=tune,
+                        total_s=speeds.start_up_s + extract + train_all,
+                        total_warm_s=speeds.start_up_s + warm + train_all))
     return out
+
+
+def _fine_tuning(row: dict, spec, config: RunConfig, fit: int, watch: int,
+                 speeds: Speeds) -> float | None:
+    """The second stage's seconds for every seed (--fine-tune; None without it, and for a
+    baseline): the backbone built again, then every fine-tuning epoch (an upper bound, as for
+    the head) of training steps over `fit` images and forward passes over `watch`."""
+    if not config.fine_tune or is_baseline(spec) or row.get("tensorflow_images_per_s") is None:
+        return None
+    epoch = (fit * speeds.train_per_forward + watch) / row["tensorflow_images_per_s"]
+    return config.seeds * (row["predicted_build_s"] + config.fine_tune_epochs * epoch)
 
 
 def _fit_and_watch(config: RunConfig, work: Workload) -> tuple[int, int]:
@@ -157,7 +175,7 @@ def _print_calibration(calibration, known: bool) -> None:
         f"{calibration.trace_seconds_per_op * 1e3:.2f} ms per graph op")
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[dict], config: RunConfig) -> None:
     from tabulate import tabulate
 
     def seconds(value):
@@ -169,6 +187,7 @@ def _print_table(rows: list[dict]) -> None:
               "extraction s": seconds(r["predicted_extract_s"]),
               "conversions cached": seconds(r.get("predicted_warm_s")),
               "training s": seconds(r.get("train_s")),
+              **({"fine-tuning s": seconds(r.get("tune_s"))} if config.fine_tune else {}),
               "whole run s": seconds(r.get("total_s")),
               "note": r["note"]} for r in rows]
     print(tabulate(table, headers="keys", tablefmt="github", missingval="-"))
@@ -179,13 +198,18 @@ def _print_totals(rows: list[dict], config: RunConfig, speeds: Speeds) -> None:
         return sum(r.get(key) or 0.0 for r in rows)
 
     cold, warm, train = total("total_s"), total("total_warm_s"), total("train_s")
+    tunes = sorted((r["tune_s"] for r in rows if r.get("tune_s") is not None), reverse=True)
+    tune = sum(tunes[:config.fine_tune_top] if config.fine_tune_top else tunes)
+    if config.fine_tune_top:  # which K is not known before the frozen stage: the K dearest
+        cold, warm = cold + tune, warm + tune
     extraction = total("predicted_extract_s")
     start_up = speeds.start_up_s * sum(1 for r in rows if r.get("total_s") is not None)
     print(f"Predicted sweep: {_minutes(cold)} with nothing cached: extraction "
           f"{extraction:.0f} s (building, tracing and OpenVINO's conversions included), "
           f"training {train:.0f} s ({config.seeds} seed(s) x {config.epochs} epochs: early "
-          f"stopping usually ends runs sooner), start-up {start_up:.0f} s; {_minutes(warm)} "
-          "with the conversions cached from an earlier run on this machine.")
+          f"stopping usually ends runs sooner), {_tuning_text(config, tune, speeds)}start-up "
+          f"{start_up:.0f} s; {_minutes(warm)} with the conversions cached from an earlier run "
+          "on this machine.")
     extracted = [r for r in rows if r["gflops"]]
     if extracted and all(r.get("predicted_tensorflow_s") is not None for r in extracted):
         alone = total("predicted_tensorflow_s")
@@ -198,6 +222,15 @@ def _print_totals(rows: list[dict], config: RunConfig, speeds: Speeds) -> None:
     print("Features already in the feature cache would cost nothing; the prediction assumes "
           "none are." + (f" The probes ({', '.join(config.probes)}) are not included."
                          if config.probes else ""))
+
+
+def _tuning_text(config: RunConfig, seconds: float, speeds: Speeds) -> str:
+    if not config.fine_tune:
+        return ""
+    which = (f"the {config.fine_tune_top} dearest entries, as the best are not known yet"
+             if config.fine_tune_top else "every backbone")
+    return (f"fine-tuning {seconds:.0f} s ({which}; up to {config.fine_tune_epochs} epochs, "
+            f"a training step costing {speeds.train_per_forward:.1f} forward passes), ")
 
 
 def _minutes(seconds: float) -> str:

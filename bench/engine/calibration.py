@@ -8,7 +8,8 @@ a machine measures anything:
 
 - extraction, per runtime: cost.calibrate (two reference backbones, about ten seconds);
 - training: the lesson's head on features, and each from-scratch baseline on images of the
-  data's shape, two epochs each (its first, with tracing, and a steady one);
+  data's shape, two epochs each (its first, with tracing, and a steady one); a fine-tuning
+  step against a forward pass (--fine-tune);
 - start-up: what an isolated child process pays before its backbone (Python, TensorFlow and
   bench's engine imported), measured by the dry run's own import when it is the first.
 
@@ -31,11 +32,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backbones import BaselineSpec
+from backbones import BaselineSpec, get
 from bench.cache import CALIBRATIONS_FILE
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.engine import cost, head, openvino_backend, routes
+from bench.engine import cost, features, finetune, head, openvino_backend, routes
 from bench.engine.runtime_choice import machine_label
 from bench.fsio import write_text_atomic
 
@@ -137,6 +138,38 @@ def baseline_training(spec: BaselineSpec, image_shape: tuple[int, ...], n_classe
 
     return remembered(store, key, ("first_s", "per_image_s"), measure,
                       f"{spec.name} training")
+
+
+def fine_tuning(config: RunConfig, image_shape: tuple[int, ...], n_classes: int,
+                store: Path | None) -> tuple[dict, bool]:
+    """{train_per_forward}: what a fine-tuning step costs per image against a forward pass of
+    the same backbone (the backward pass through the unfrozen weights), timed on
+    MobileNet_0.25 at the run's size: a steady fit epoch against a steady predict."""
+    key = _key("fine-tuning", config.image_size, config.batch_size, list(image_shape))
+
+    def measure() -> dict:
+        spec = get("MobileNet_0.25")
+        size = config.size_for(spec.input_size)
+        keras.utils.set_random_seed(0)
+        backbone = spec.build(size, pooling=config.pooling, weights=None)
+        inputs, outputs = features.backbone_graph(spec, backbone, size, config, image_shape,
+                                                  "uint8")
+        model = keras.Model(inputs, head.build_head(n_classes)(outputs))
+        finetune.unfreeze(backbone)
+        head.compile_lesson(model, keras.optimizers.Adam(1e-5))
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (BASELINE_SAMPLES, *image_shape), dtype=np.uint8)
+        y = rng.integers(0, n_classes, BASELINE_SAMPLES)
+        timings = []
+        for step in (lambda: model.fit(x, y, batch_size=config.batch_size, verbose=0),
+                     lambda: model.predict(x, batch_size=config.batch_size, verbose=0)):
+            step()  # traces
+            start = time.perf_counter()
+            step()
+            timings.append(time.perf_counter() - start)
+        return dict(train_per_forward=timings[0] / timings[1])
+
+    return remembered(store, key, ("train_per_forward",), measure, "fine-tuning")
 
 
 def two_epochs(train: Callable[[RunConfig], object], config: RunConfig) -> tuple[float, float]:
