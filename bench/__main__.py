@@ -21,8 +21,12 @@ from bench import commands
 from bench.commands import Interrupted, SweepOptions, UsageError
 from bench.config import ConfigError, RunConfig
 from bench.console import one_line
+from bench.export import DEFAULT_FORMAT as EXPORT_DEFAULT_FORMAT
+from bench.export import FORMATS as EXPORT_FORMATS
 from bench.export import export
 from bench.fsio import FolderBusy, os_error_line
+from bench.predict import DEFAULT_BATCH_SIZE, predict
+from bench.weights_check import weights
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES_HELP = (
@@ -30,7 +34,7 @@ EXIT_CODES_HELP = (
     "or data error; 3 environment failure (disk full, permission, I/O error); 130 interrupted "
     "(finished rows kept). Each error is one line on stderr.")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-COMMANDS = ("run", "list", "report", "export")
+COMMANDS = ("run", "list", "report", "export", "predict", "weights")
 HELP = ("-h", "--help")
 
 
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "keras.applications backbones and write a leaderboard.",
         epilog="Without a command, run is meant: python -m bench --all is python -m bench run "
         "--all. See python -m bench run --help for its flags. " + EXIT_CODES_HELP)
-    sub = parser.add_subparsers(dest="command", metavar="{run,list,report,export}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     run = sub.add_parser(
         "run", help="run backbones under the lesson's protocol (the default command)",
         description="Train the lesson's head on each backbone and write runs.jsonl, the "
@@ -93,14 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild leaderboard.md, leaderboard.csv and plots from runs.jsonl.")
     add_flags(report, SweepOptions, only=("out", "margin"))
     _add_export(sub)
+    for name, (make, help_) in _OWN_PARSERS.items():
+        own = make()
+        sub.add_parser(name, help=help_, description=own.description, epilog=own.epilog,
+                       parents=[own], add_help=False)
     return parser
 
 
-_EXPORT_HELP = "write a run's trained classifier as one .keras file"
+_EXPORT_HELP = "write a run's trained classifier as one model (.keras, OpenVINO IR, SavedModel)"
 _EXPORT_DESCRIPTION = (
-    "Write one Keras model (raw uint8 images of any size -> resize and preprocessing -> frozen "
+    "Write one model (raw uint8 images of any size -> resize and preprocessing -> frozen "
     "backbone -> trained head -> class logits) for a row of runs.jsonl, and its class names in "
-    "FILE.classes.json. It loads with keras.models.load_model, without bench.")
+    "FILE.classes.json. The .keras file loads with keras.models.load_model, without bench.")
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -108,7 +116,16 @@ def _export_parser() -> argparse.ArgumentParser:
     export.add_argument("name", nargs="?", metavar="NAME",
                         help="the backbone whose latest run to export (default: the top of the "
                         "leaderboard)")
-    export.add_argument("file", metavar="FILE.keras", help="the model file to write")
+    export.add_argument("file", metavar="FILE",
+                        help="the model to write: FILE.keras (keras), FILE.xml and FILE.bin "
+                        "(openvino), a folder (saved_model)")
+    export.add_argument(
+        "--format", default=EXPORT_DEFAULT_FORMAT, metavar="|".join(EXPORT_FORMATS),
+        help="keras: loads wherever Keras does; openvino: OpenVINO IR, to compile with "
+        "FILE.classes.json's openvino_compile_config (f32), as the row's infer_ms was measured; "
+        "saved_model: a TensorFlow SavedModel folder (endpoint serve); auto: the runtime the "
+        "row's features were extracted with, openvino or else keras; FILE without a suffix gets "
+        "the format's (default: %(default)s)")
     add_flags(export, SweepOptions, only=("out",))
     add_flags(export, RunConfig, only=("weights_dir",))
     return export
@@ -119,8 +136,58 @@ def _add_export(sub) -> None:
                    parents=[_export_parser()], add_help=False)
 
 
+def _predict_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m bench predict",
+        description="Print each image's class and probability under a model written by python "
+        "-m bench export, as CSV (path,class,probability): class names from FILE.classes.json "
+        "beside the model, probability the softmax of its logits.",
+        epilog="Exit codes: 0 every image predicted; 2 a usage or data error (a missing "
+        "model, no images, a corrupt image), then nothing is written. Errors are one line on "
+        "stderr.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="image files, and folders whose images (subfolders included) are "
+                        "read in sorted order")
+    parser.add_argument("--model", required=True, metavar="FILE.keras",
+                        help="a model written by python -m bench export")
+    parser.add_argument("--output", metavar="FILE.csv",
+                        help="write the CSV to this file (atomically) instead of stdout")
+    parser.add_argument("--top", type=int, default=1, metavar="K",
+                        help="also the next K-1 classes and their probabilities (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                        help="images of one size per forward pass (default: %(default)s)")
+    return parser
+
+
+def _weights_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m bench weights",
+        description="List the Keras ImageNet weights files the named backbones load at "
+        "--image-size, the URL Keras downloads each from, and whether the folder a run reads "
+        "first holds it (--weights-dir, else $BENCH_WEIGHTS_DIR, else Keras' cache "
+        "~/.keras/models): size, sha256, and the hash Keras publishes checked.",
+        epilog="Exit codes: 0 every file is there (a MobileNet file of another resolution "
+        "standing in counts); 1 some are missing or fail their hash; 2 a usage error.")
+    add_flags(parser, SweepOptions, only=("backbones", "all"))
+    add_flags(parser, RunConfig, only=("image_size", "weights_dir"))
+    return parser
+
+
+# commands with parsers of their own: positionals and options in any order
+_OWN_PARSERS = {
+    "predict": (_predict_parser, "print an exported model's class and probability per image "
+                "as CSV"),
+    "weights": (_weights_parser, "list the weights files backbones need and check a folder "
+                "for them"),
+}
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """The arguments, with run meant when no command is named."""
+    if argv[:1] and argv[0] in _OWN_PARSERS:
+        args = _OWN_PARSERS[argv[0]][0]().parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
     if argv[:1] == ["export"]:
         # NAME, options and FILE in any order: export NAME --out DIR FILE.keras
         args = _export_parser().parse_intermixed_args(argv[1:])
@@ -183,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--margin {err.reason}") from None
             commands.report(args.out, margin)
         elif args.command == "export":
-
-            export(args.name, args.out, args.file, args.weights_dir)
+            export(args.name, args.out, args.file, args.weights_dir, args.format)
+        elif args.command == "predict":
+            predict(args.images, args.model, args.output, args.top, args.batch_size)
+        elif args.command == "weights":
+            failing = weights(args.backbones, args.all, args.image_size, args.weights_dir)
+            return EXIT_FAILED_ROWS if failing else EXIT_OK  # 1: files missing or damaged
         else:
             return _run(args)
     except (UsageError, FolderBusy) as err:

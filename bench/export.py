@@ -1,63 +1,88 @@
-"""python -m bench export: a result row's trained classifier as one .keras file.
+"""python -m bench export: a result row's trained classifier as one model.
 
 Which row: NAME's latest run (of its seeds, the best by the leaderboard's accuracy, ties to the
 lowest seed), or without NAME the top entry of the leaderboard's first table, ranked by
 bench.report.model. The model is built by bench.engine.export; the class names go beside it
 in FILE.classes.json. No TensorFlow here until a row has been found and checked.
+
+Formats (--format): keras, the default, loads wherever Keras does; openvino (FILE.xml and
+FILE.bin) runs in the runtime that measured the row's infer_ms when OpenVINO extracted its
+features; saved_model is a folder for TensorFlow Serving and TFLite; auto is the row's own
+runtime: openvino when OpenVINO extracted its features, else keras. Every file is written
+beside the target and renamed into place: a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from backbones import UnknownBackboneError, get, load_extras
 from bench.commands import UsageError
 from bench.config import RunConfig
 from bench.data import DataError, load_dataset
+from bench.data.folder import not_a_file
 from bench.fsio import atomic_path, write_text_atomic, writer_lock
 from bench.headfile import HeadFile, load_head
 from bench.identity import file_sha256
 from bench.report import ranking
 from bench.report.entries import Entry, entries, metric
 from bench.result import RunResult
+from bench.resultsdir import TMP_MARK
 from bench.runlog import RUNS_FILE, group_key, latest_records, read_records
 from bench.weights import WEIGHTS_ENV, ResolvedWeights, WeightsError, weights_folder
 
 MODEL_SUFFIX = ".keras"  # keras.Model.save's format
+OPENVINO_SUFFIX = ".xml"  # OpenVINO IR's graph; its weights in the .bin beside it
 CLASSES_SUFFIX = ".classes.json"
+# --format's choices; auto: the runtime the row's features were extracted with
+FORMATS = ("keras", "openvino", "saved_model", "auto")
+DEFAULT_FORMAT = "keras"  # loads wherever Keras does, on any runtime and machine
+SAVED_MODEL_FILE = "saved_model.pb"  # what makes a folder a SavedModel
 
 
 def classes_file(target: Path) -> Path:
-    """The sidecar of an exported model: m.keras -> m.classes.json."""
-    return Path(target).with_suffix(CLASSES_SUFFIX)
+    """The sidecar of an exported model: m.keras, m.xml -> m.classes.json; a SavedModel
+    folder m -> m.classes.json beside it."""
+    target = Path(target)
+    if target.suffix in (MODEL_SUFFIX, OPENVINO_SUFFIX):
+        return target.with_suffix(CLASSES_SUFFIX)
+    return target.with_name(target.name + CLASSES_SUFFIX)
 
 
-def export(name: str | None, out: str, file: str, weights_dir: str | None = None) -> Path:
-    """Writes FILE (.keras) and its classes sidecar for the chosen row of OUT/runs.jsonl,
+def export(name: str | None, out: str, file: str, weights_dir: str | None = None,
+           format: str = DEFAULT_FORMAT) -> Path:
+    """Writes FILE in `format` and its classes sidecar for the chosen row of OUT/runs.jsonl,
     holding OUT's writer lock, so that no sweep changes the rows or heads meanwhile."""
+    if format not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}; received {format!r}")
     if not Path(out).is_dir():
         raise UsageError(f"No {RUNS_FILE} in {out}: nothing to export (run python -m bench "
                          f"NAME --out {out} first)")
     with writer_lock(out):
-        return _export(name, Path(out), Path(file), weights_dir)
+        return _export(name, Path(out), Path(file), weights_dir, format)
 
 
-def _export(name: str | None, folder: Path, target: Path, weights_dir: str | None) -> Path:
-    file = str(target)
-    if target.suffix != MODEL_SUFFIX:
-        raise UsageError(f"the model file must end in {MODEL_SUFFIX} (Keras' format); "
-                         f"received {file!r}")
-    if target.exists() and not target.is_file():  # a folder named m.keras, a FIFO, ...
-        raise UsageError(f"the model file {file!r} exists and is not a regular file; expected "
-                         "a file name to write (or an existing model file to replace)")
-    if target.parent.exists() and not target.parent.is_dir():
-        raise UsageError(f"the model file's folder {str(target.parent)!r} is not a folder")
+def _export(name: str | None, folder: Path, target: Path, weights_dir: str | None,
+            requested: str) -> Path:
     flag = "--weights-dir" if weights_dir else f"${WEIGHTS_ENV}"
     weights_dir = weights_folder(weights_dir)
     if weights_dir and not Path(weights_dir).is_dir():
         raise UsageError(f"{flag}: no such folder {weights_dir!r}")
+    if requested != "auto":  # the file's errors first, when they do not depend on the row
+        _check_target(target, requested)
     row = find_row(folder, name)
+    format = _format(requested, row)
+    if requested == "auto":
+        target = _auto_target(target, format, row)
+    _check_target(target, format)
+    if format == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise UsageError("--format openvino needs OpenVINO: pip install openvino (or "
+                         "--format keras, which loads wherever Keras does)")
     spec = _spec(row.backbone)
     head = _head(folder, row)
     config = RunConfig(image_size=row.image_size or "native", pooling=row.pooling or "max",
@@ -76,13 +101,97 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
     except (WeightsError, ExportError) as err:
         raise UsageError(f"{row.backbone}: {err}") from None
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        classifier.save(tmp)
-    write_text_atomic(classes_file(target), json.dumps(_sidecar(row, head), indent=2) + "\n")
-    print(f"Wrote {target}: {row.backbone} (seed {row.seed}, test_accuracy "
-          f"{row.test_accuracy:.3f}, run {row.config_hash}); class names in "
-          f"{classes_file(target)}")
+    written = _write(classifier, target, format)
+    sidecar = _sidecar(row, head, format)
+    write_text_atomic(classes_file(target), json.dumps(sidecar, indent=2) + "\n")
+    chosen = f", the runtime of its infer_ms ({row.runtime or 'tensorflow'})" \
+        if requested == "auto" else ""
+    print(f"Wrote {' and '.join(map(str, written))} ({format}{chosen}): {row.backbone} (seed "
+          f"{row.seed}, test_accuracy {row.test_accuracy:.3f}, run {row.config_hash}); class "
+          f"names in {classes_file(target)}")
     return target
+
+
+def _format(requested: str, row: RunResult) -> str:
+    """auto: OpenVINO IR when OpenVINO extracted the row's features (its infer_ms is
+    OpenVINO's), else the .keras file."""
+    if requested != "auto":
+        return requested
+    return "openvino" if row.runtime == "openvino" else "keras"
+
+
+def _auto_target(target: Path, format: str, row: RunResult) -> Path:
+    """FILE for --format auto: given without a suffix, the chosen format's is added."""
+    suffix = {"keras": MODEL_SUFFIX, "openvino": OPENVINO_SUFFIX}[format]
+    if not target.suffix:
+        return target.with_name(target.name + suffix)
+    if target.suffix != suffix:
+        raise UsageError(f"--format auto: {row.backbone}'s features were extracted with "
+                         f"{row.runtime or 'tensorflow'}, so it is exported as {format}: the "
+                         f"model file must end in {suffix} (or give it without a suffix); "
+                         f"received {str(target)!r}")
+    return target
+
+
+def _check_target(target: Path, format: str) -> None:
+    """A usage error unless `target` (and the sidecar, the .bin) can be written as `format`
+    without touching anything that is not an earlier export of the same kind."""
+    file, suffix = str(target), {"keras": MODEL_SUFFIX, "openvino": OPENVINO_SUFFIX}.get(format)
+    if suffix and target.suffix != suffix:
+        what = "Keras' format" if format == "keras" else "OpenVINO IR's graph; FILE.bin beside"
+        raise UsageError(f"--format {format}: the model file must end in {suffix} ({what}); "
+                         f"received {file!r}")
+    if format == "saved_model" and target.suffix in (MODEL_SUFFIX, OPENVINO_SUFFIX):
+        raise UsageError(f"--format saved_model writes a folder: expected a folder name, not a "
+                         f"{target.suffix} file; received {file!r}")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise UsageError(f"the model file's folder {str(target.parent)!r} is not a folder")
+    files = [target, target.with_suffix(".bin")] if format == "openvino" \
+        else [] if format == "saved_model" else [target]
+    for path in [*files, classes_file(target)]:
+        if os.path.lexists(path) and not path.is_file():  # a folder named m.keras, a FIFO
+            raise UsageError(f"{str(path)!r} exists and is not a regular file "
+                             f"({not_a_file(path)}); expected a file name to write (or an "
+                             "earlier export's file to replace)")
+    if format == "saved_model" and os.path.lexists(target):
+        if not target.is_dir() or target.is_symlink():
+            raise UsageError(f"{file!r} exists and is {not_a_file(target)}; expected a folder "
+                             "name to write a SavedModel in (or an earlier one to replace)")
+        if any(target.iterdir()) and not (target / SAVED_MODEL_FILE).is_file():
+            raise UsageError(f"{file!r} is a folder that holds files but no SavedModel; "
+                             "expected a new or empty folder (or a SavedModel to replace)")
+
+
+def _write(classifier, target: Path, format: str) -> list[Path]:
+    """Saves the model as `format` at `target` (files renamed into place once whole: an
+    earlier export stays until then); the paths written."""
+    if format == "keras":
+        with atomic_path(target) as tmp:
+            classifier.save(tmp)
+        return [target]
+    from bench.engine.export import save_openvino, save_saved_model
+
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_MARK,
+                                 dir=target.parent))
+    try:
+        if format == "openvino":
+            save_openvino(classifier, work / target.name)
+            written = [target.with_suffix(".bin"), target]  # the graph last: it names the .bin
+            for path in written:
+                os.replace(work / path.name, path)
+            return written[::-1]
+        save_saved_model(classifier, work / "model")
+        if target.exists():  # an earlier SavedModel (or an empty folder): moved out first
+            os.replace(target, work / "earlier")
+        try:
+            os.replace(work / "model", target)
+        except OSError:
+            if (work / "earlier").exists():
+                os.replace(work / "earlier", target)
+            raise
+        return [target]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def find_row(out: Path, name: str | None) -> RunResult:
@@ -185,12 +294,24 @@ def _row_weights(row: RunResult, weights_dir: str | None) -> tuple[ResolvedWeigh
                      f"(weights_id {row.weights_id!r})")
 
 
-def _sidecar(row: RunResult, head: HeadFile) -> dict:
-    """What a user of the model needs beside it: the classes of its logits, and its origin."""
+def _sidecar(row: RunResult, head: HeadFile, format: str) -> dict:
+    """What a user of the model needs beside it: the classes of its logits, how to run it, and
+    its origin."""
+    how = {}
+    if format == "openvino":  # what the row's infer_ms was measured with
+        from bench.engine.openvino_backend import COMPILE_CONFIG
+
+        how = {"openvino_compile_config": COMPILE_CONFIG}
+    elif format == "saved_model":
+        how = {"endpoint": "serve"}
     return {
         "class_names": head.class_names,
+        "format": format,
+        **how,
         "input": "uint8 RGB images, any size (batch, height, width, 3)",
         "output": "class logits, in class_names order",
+        "runtime": row.runtime,
+        "infer_ms": row.infer_ms,
         "backbone": row.backbone,
         "weights": row.weights,
         "image_size": row.image_size,

@@ -323,3 +323,142 @@ def test_a_run_and_an_export_find_weights_in_the_same_folder(tmp_path, monkeypat
     exported, _ = _row_weights(row, None)
     assert run.source == exported.source == "file" and run.path == exported.path
     assert Path(run.path).parent == real_weights_dir
+
+
+# --- --format: the same classifier as OpenVINO IR and as a SavedModel --------------------------
+
+def _mobilenet_results(out: Path, weights_dir: Path, runtime: str) -> list[str]:
+    """A results folder whose one row is MobileNet_0.25 at 96 px on Keras' own weights file,
+    with a head as a run saves it (Keras' initial head weights: no training needed to compare
+    formats); returns the class names."""
+    import keras
+
+    from backbones import get
+    from bench.engine import head
+
+    spec = get("MobileNet_0.25")
+    keras.utils.set_random_seed(0)
+    trained = head.build_head(10)
+    trained.build((None, spec.feature_width))
+    names = [f"class_{i}" for i in range(10)]
+    save_head(out / "heads" / "m.npz", [keras.ops.convert_to_numpy(w) for w in trained.weights],
+              names, (64, 64, 3))
+    file = spec.weights_file(96)
+    assert (weights_dir / file).is_file()
+    runlog.append_record(out, make_row(
+        spec.name, config_hash="m", group="m", image_size=96, test_accuracy=0.5,
+        best_epoch_accuracy=0.5, head_file="heads/m.npz", weights_id=f"keras:{file}",
+        weights_file=file, runtime=runtime, infer_ms=1.0, class_names=names))
+    return names
+
+
+def _images(data_dir: Path) -> list[np.ndarray]:
+    """Real photos in three shapes: square (64), wide (48 x 64: padded) and larger (80 x 72)."""
+    images = np.load(data_dir / "test_images.npy")[:24]
+    wide = images[:, 8:56]
+    large = np.repeat(np.repeat(images, 5, axis=1), 9, axis=2)[:, ::4, ::8][:, :80, :72]
+    return [images, np.ascontiguousarray(wide), np.ascontiguousarray(large)]
+
+
+def _assert_reproduces(got: np.ndarray, want: np.ndarray) -> None:
+    """TensorFlow and OpenVINO floats differ in their last bits: the same argmax wherever the
+    top two are clearly apart, and logits within 1e-3 of their scale."""
+    assert np.all(np.isfinite(got)) and float(np.std(want)) > 0
+    assert_same_predictions(got, want.argmax(-1))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * float(np.max(np.abs(want))))
+
+
+@pytest.mark.filterwarnings("ignore:.*Weights for input shape:UserWarning")
+def test_openvino_and_saved_model_exports_reproduce_the_keras_model(tmp_path, real_weights_dir,
+                                                                    real_data_dir):
+    """auto picks OpenVINO for a row whose features OpenVINO extracted; its IR, compiled as the
+    sidecar says, and the SavedModel's serve give the .keras model's logits from the first
+    inference on, on images that need padding too."""
+    import keras
+    import openvino
+    import tensorflow as tf
+
+    out = tmp_path / "results"
+    names = _mobilenet_results(out, real_weights_dir, runtime="openvino")
+    common = ["--out", str(out), "--weights-dir", str(real_weights_dir)]
+    assert main(["export", *common, str(tmp_path / "m.keras")]) == 0  # keras: the default
+    assert main(["export", *common, "--format", "auto", str(tmp_path / "m")]) == 0  # m.xml
+    assert main(["export", *common, "--format", "saved_model", str(tmp_path / "served")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.bin", "m.classes.json", "m.keras", "m.xml", "results", "served",
+        "served.classes.json"]
+    sidecar = json.loads((tmp_path / "m.classes.json").read_text())
+    assert sidecar["class_names"] == names and sidecar["format"] == "openvino"
+    assert sidecar["runtime"] == "openvino" and sidecar["infer_ms"] == 1.0
+    served_sidecar = json.loads((tmp_path / "served.classes.json").read_text())
+    assert served_sidecar["format"] == "saved_model" and served_sidecar["class_names"] == names
+    model = keras.models.load_model(tmp_path / "m.keras")
+    compiled = openvino.Core().compile_model(str(tmp_path / "m.xml"), "CPU",
+                                             sidecar["openvino_compile_config"])
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    for images in _images(real_data_dir):
+        want = model.predict(images, verbose=0)
+        _assert_reproduces(compiled(images)[0], want)
+        _assert_reproduces(served.serve(images).numpy(), want)
+
+
+def test_pad_then_resize_equals_keras_resizing():
+    """The tf.cond-free resize of the OpenVINO export computes Keras' Resizing exactly."""
+    import keras
+
+    from bench.engine.export import PadThenResize
+
+    rng = np.random.default_rng(3)
+    for shape, target in [((2, 64, 64, 3), (96, 96)), ((2, 48, 64, 3), (96, 96)),
+                          ((1, 81, 20, 3), (64, 64)), ((1, 7, 9, 3), (32, 48)),
+                          ((1, 33, 80, 3), (50, 30))]:
+        images = rng.random(shape).astype(np.float32) * 255
+        want = keras.layers.Resizing(*target, interpolation="bilinear",
+                                     pad_to_aspect_ratio=True)(images)
+        got = PadThenResize(*target)(images)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got),
+                                      keras.ops.convert_to_numpy(want))
+
+
+@pytest.mark.parametrize("case", ["unknown format", "openvino not .xml", "auto not .xml",
+                                  "saved_model a .keras name", "saved_model onto a file",
+                                  "saved_model onto other files", "a folder named m.bin",
+                                  "a folder named m.classes.json"])
+def test_a_bad_format_or_target_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
+    out = tmp_path / "results"
+    save_head(out / "heads" / "h.npz", [np.ones((4, 3), np.float32)] * 2, ["a", "b"])
+    runlog.append_record(out, _row("dense", "a", 0.5, head_file="heads/h.npz"))
+    runlog.append_record(out, {**_row("MobileNet_0.25", "b", 0.4, group="m",
+                                      head_file="heads/h.npz"), "runtime": "openvino"})
+    target = tmp_path / "export"
+    target.mkdir()
+    name, file, args = {
+        "unknown format": ("dense", "m.keras", ["--format", "onnx"]),
+        "openvino not .xml": ("dense", "m.keras", ["--format", "openvino"]),
+        "auto not .xml": ("MobileNet_0.25", "m.keras", ["--format", "auto"]),
+        "saved_model a .keras name": ("dense", "m.keras", ["--format", "saved_model"]),
+        "saved_model onto a file": ("dense", "m", ["--format", "saved_model"]),
+        "saved_model onto other files": ("dense", "m", ["--format", "saved_model"]),
+        "a folder named m.bin": ("dense", "m.xml", ["--format", "openvino"]),
+        "a folder named m.classes.json": ("dense", "m.keras", []),
+    }[case]
+    if case == "saved_model onto a file":
+        (target / "m").write_text("mine")
+    elif case == "saved_model onto other files":
+        (target / "m").mkdir()
+        (target / "m" / "notes.txt").write_text("mine")
+    elif case.startswith("a folder named"):
+        (target / case.split()[-1]).mkdir()
+    before = {p: p.read_bytes() if p.is_file() else None for p in target.rglob("*")}
+    assert main(["export", name, str(target / file), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
+    expected = {"unknown format": "--format: expected one of keras, openvino, saved_model, auto",
+                "openvino not .xml": "must end in .xml", "auto not .xml": "must end in .xml",
+                "saved_model a .keras name": "writes a folder",
+                "saved_model onto a file": "expected a folder name",
+                "saved_model onto other files": "no SavedModel",
+                "a folder named m.bin": "m.bin' exists and is not a regular file",
+                "a folder named m.classes.json": "m.classes.json' exists and is not a regular"}
+    assert expected[case] in err, err
+    assert {p: p.read_bytes() if p.is_file() else None for p in target.rglob("*")} == before

@@ -21,12 +21,12 @@ from conftest import assert_features_close, assert_histories_close, read_rows, s
 
 from backbones import get
 from bench.__main__ import main
-from bench.cache import reset_process_caches
+from bench.cache import OPENVINO_COMPILED_DIR, reset_process_caches
 from bench.config import RunConfig
 from bench.data import Dataset, from_arrays
 from bench.engine import features, openvino_backend, runtime_choice, runtimes
 from bench.engine.runner import run_one
-from bench.identity import identify
+from bench.identity import file_sha256, identify
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 8  # 20 images: two full batches and a short one, which OpenVINO pads
@@ -346,6 +346,42 @@ def test_a_damaged_converted_model_is_said_removed_and_converted_again(tmp_path,
     assert_features_close(runtimes.extract(again, built.images, verbose=0), want)
     third = built.runtime("openvino", tmp_path)  # the new conversion is whole and checked
     assert "from the cache" in third.info.note and not capsys.readouterr().err
+
+
+# Real weights: a random MobileNet_0.25's features at 64 px are ~1e-16, where a damaged blob
+# would not show
+@pytest.mark.filterwarnings("ignore:.*Weights for input shape:UserWarning")
+@pytest.mark.parametrize("damage", ["flip", "no checksum"])
+def test_a_damaged_compiled_blob_is_said_removed_and_compiled_again(tmp_path, capsys, damage,
+                                                                   real_weights_dir):
+    """OpenVINO computes with a compiled blob whose bytes were flipped (its features moved by
+    their whole scale): bench checks the blob's sha256 before OpenVINO reads it."""
+    config = RunConfig(image_size=64, weights_dir=str(real_weights_dir), verbose=0,
+                       extract_batch_size=BATCH)
+    built = _Built("MobileNet_0.25", config, _data())
+    want = runtimes.extract(built.runtime("openvino", tmp_path), built.images, verbose=0)
+    (folder,) = (tmp_path / OPENVINO_COMPILED_DIR).iterdir()
+    (blob,) = folder.glob("*.blob")
+    recorded = folder / openvino_backend.COMPILED_CHECKSUM_FILE
+    assert json.loads(recorded.read_text()) == {blob.name: file_sha256(blob)}
+    if damage == "flip":  # 4 KB in the middle inverted: OpenVINO reads it without an error
+        data = bytearray(blob.read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + 4096] = bytes(255 - b for b in data[middle:middle + 4096])
+        blob.chmod(0o644)  # OpenVINO writes its blobs read-only
+        blob.write_bytes(bytes(data))
+    else:  # a compilation killed before its blob was recorded
+        recorded.unlink()
+    capsys.readouterr()
+    again = built.runtime("openvino", tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compiled model cache" in err[0] and blob.name in err[0], err
+    assert "removed, compiling again" in err[0]
+    assert_features_close(runtimes.extract(again, built.images, verbose=0), want)
+    assert json.loads(recorded.read_text()) == {blob.name: file_sha256(blob)}
+    third = built.runtime("openvino", tmp_path)  # the new blob is whole and recorded
+    assert not capsys.readouterr().err
+    assert_features_close(runtimes.extract(third, built.images, verbose=0), want)
 
 
 def test_a_killed_conversions_folder_is_removed_by_the_next(tmp_path):

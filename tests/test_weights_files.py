@@ -11,7 +11,7 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
-from backbones import REGISTRY, BackboneSpec, get
+from backbones import REGISTRY, BackboneSpec, get, weights_files
 from bench.config import RunConfig
 from bench.engine import features
 from bench.weights import WeightsError, resolve_weights
@@ -121,3 +121,59 @@ def test_a_bad_file_is_one_line_naming_it_and_the_download_is_restored(tmp_path)
         _from_file(get("EfficientNetB0"), 32, bad)
     assert str(bad) in str(caught.value) and "\n" not in str(caught.value)
     assert file_utils.get_file is original
+
+
+# --- where Keras downloads each file from, and the hash it checks ------------------------------
+class _Asked(Exception):
+    """Raised by the fake get_file: nothing is downloaded."""
+
+
+def _keras_download(spec: BackboneSpec, size: int, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """(file name, URL, file_hash) Keras' weights="imagenet" build asks get_file for."""
+    asked = []
+
+    def get_file(fname=None, origin=None, *args, **kwargs):
+        asked.append((fname, origin, kwargs.get("file_hash")))
+        raise _Asked
+
+    with monkeypatch.context() as patch:
+        patch.setattr(file_utils, "get_file", get_file)
+        with pytest.raises(_Asked):
+            spec.build(size, weights="imagenet")
+    return asked[0]
+
+
+def _check_origin_and_hash(spec: BackboneSpec, size: int, monkeypatch) -> None:
+    name = spec.weights_file(size)
+    assert _keras_download(spec, size, monkeypatch) == (
+        name, weights_files.no_top_origin(spec.family, name), weights_files.no_top_hash(name))
+
+
+# one row of each family, at sides that build fast
+ONE_PER_FAMILY = [("ConvNeXtTiny", 32), ("DenseNet121", 32), ("EfficientNetB0", 32),
+                  ("EfficientNetV2B0", 32), ("InceptionV3", 75), ("MobileNet_0.25", 128),
+                  ("MobileNetV2_0.35", 96), ("MobileNetV3Large_minimalistic", 32),
+                  ("NASNetMobile", 32), ("ResNet50", 32), ("ResNet50V2", 32), ("VGG16", 32),
+                  ("Xception", 71)]
+
+
+@pytest.mark.parametrize(("name", "size"), ONE_PER_FAMILY, ids=[n for n, _ in ONE_PER_FAMILY])
+def test_origin_and_hash_are_what_keras_asks_for(name, size, monkeypatch):
+    _check_origin_and_hash(get(name), size, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if s.kind == "backbone"], ids=_name)
+def test_every_rows_origin_and_hash_are_what_keras_asks_for(spec, monkeypatch):
+    for side in spec.weight_sizes or (spec.input_size,):
+        _check_origin_and_hash(spec, max(side, spec.min_size), monkeypatch)
+        keras.backend.clear_session()
+
+
+def test_every_hash_names_a_registry_file_and_says_its_algorithm():
+    names = {spec.weights_file(side) for spec in REGISTRY if spec.kind == "backbone"
+             for side in spec.weight_sizes or (spec.input_size,)}
+    assert set(weights_files.NO_TOP_HASHES) <= names
+    for value in weights_files.NO_TOP_HASHES.values():
+        assert weights_files.file_hash_algorithm(value) == {32: "md5", 64: "sha256"}[len(value)]
+        int(value, 16)

@@ -146,6 +146,17 @@ def _images(root: Path, folder: Path, ignored: list[str]) -> list[str]:
     return sorted(files)
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image under `folder`, subfolders included (hidden ones not), sorted by relative
+    path, as a dataset folder's class folders are listed; a DataError as they give it."""
+    return [folder / rel for rel in _images(folder, folder, [])]
+
+
+def not_a_file(path: Path) -> str:
+    """What a path that is not a regular file is, in words: "a FIFO", "a folder", ..."""
+    return _kind(path)
+
+
 def _shown(name: str) -> str:
     """A file name as printable text: itself when its bytes are UTF-8, else its repr (bytes that
     are not UTF-8, kept by Python as lone surrogates, cannot be written to a UTF-8 stream)."""

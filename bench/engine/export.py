@@ -14,18 +14,28 @@ fills the target. On other shapes they differ near the padding: Resizing pads to
 aspect ratio first and resizes the padded image, so the image's edge pixels blend with the
 padding, where resize_with_pad resizes the image alone and pads after. No built-in layer
 resizes to a size computed from each input's shape, which resize_with_pad needs.
+
+The same model goes out in three formats (FORMATS): the .keras file; OpenVINO IR, converted
+as bench converts its backbones (openvino_backend.save_ir) from a twin of the model whose
+Resizing is PadThenResize, the same arithmetic without Keras' tf.cond (OpenVINO 2026.4
+computed the first inferences of a converted tf.cond on CPU wrong: NaN or garbage logits);
+and a TensorFlow SavedModel (`model.export`, its `serve` endpoint).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from backbones import BackboneSpec, Spec
 from bench.config import RunConfig
-from bench.engine import features, head
+from bench.engine import features, head, openvino_backend
 from bench.weights import ResolvedWeights
 
 # keras.applications.imagenet_utils' constants: caffe's BGR mean, torch's RGB mean and std
@@ -120,3 +130,55 @@ def _load_weights(model: keras.Model, weights: Sequence[np.ndarray], name: str) 
 def keras_name(name: str) -> str:
     """A model name Keras accepts: letters, digits and underscores."""
     return "".join(c if c.isalnum() else "_" for c in name) + "_classifier"
+
+
+class PadThenResize(keras.layers.Layer):
+    """Keras' Resizing(height, width, pad_to_aspect_ratio=True), bilinear, on the TensorFlow
+    backend, computed without its tf.cond: the same symmetric zero padding (an empty padding
+    where Resizing concatenates nothing) and the same tf.image.resize."""
+
+    def __init__(self, height: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = height, width
+
+    def call(self, images):
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+
+        def half_of_excess(side, other, target, other_target):  # Resizing's int32 arithmetic
+            padded = tf.maximum(side, tf.cast(
+                tf.cast(other * target, "float32") / other_target, "int32"))
+            return tf.cast(tf.cast(padded - side, "float32") / 2, "int32")
+
+        top = half_of_excess(height, width, self.height, self.width)
+        left = half_of_excess(width, height, self.width, self.height)
+        padded = tf.pad(images, [[0, 0], [top, top], [left, left], [0, 0]])
+        return tf.image.resize(padded, (self.height, self.width), method="bilinear")
+
+
+def openvino_twin(model: keras.Model) -> keras.Model:
+    """`model` (of build_model: a chain of layers) with its Resizing replaced by PadThenResize,
+    sharing every other layer and weight."""
+    x = inputs = keras.Input(shape=(None, None, 3), dtype="uint8", name="images")
+    for layer in model.layers[1:]:
+        if isinstance(layer, keras.layers.Resizing):
+            x = PadThenResize(layer.height, layer.width, name=layer.name)(x)
+        else:
+            x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
+def save_openvino(model: keras.Model, xml: Path) -> None:
+    """`model` as float32 OpenVINO IR: `xml` and the .bin beside it, in a dynamic shape
+    (batch, height, width, 3) of uint8."""
+    work = Path(tempfile.mkdtemp(prefix=".openvino-", dir=xml.parent))
+    try:
+        openvino_backend.save_ir(openvino_twin(model), xml, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def save_saved_model(model: keras.Model, folder: Path) -> None:
+    """`model` as a TensorFlow SavedModel folder; its `serve` endpoint maps uint8 images to
+    logits."""
+    model.export(str(folder), format="tf_saved_model", verbose=False)

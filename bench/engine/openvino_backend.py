@@ -13,6 +13,13 @@ keyed by everything that makes it, and compiled for one batch size with
 INFERENCE_PRECISION_HINT=f32: without the hint OpenVINO may compute in bf16 or f16 on CPUs
 that have them, which changed ConvNeXtTiny's features by 1e-2. OpenVINO's own compiled-model
 cache (CACHE_DIR) lives beside the converted models: a second compilation reads it.
+
+OpenVINO checks nothing of a blob it reads from CACHE_DIR but its header (OpenVINO 2026.4): a
+truncated, emptied or overwritten blob is compiled again silently, but bytes flipped inside
+it are used as they are (MobileNet_0.25's features moved by their whole scale, no error). So
+each compilation gets a CACHE_DIR of its own (`openvino-compiled/KEY/`: the IR, shape and
+config), whose blobs' sha256 bench records after compiling and checks before: a blob that
+does not match (or has none recorded) is removed, with one warning, and compiled again.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy as np
 
 from bench.cache import OPENVINO_COMPILED_DIR, OPENVINO_DIR, process_caches
 from bench.console import captured_stderr
+from bench.fsio import write_text_atomic
 from bench.identity import file_sha256
 from bench.resultsdir import TMP_MARK
 
@@ -179,7 +187,18 @@ def converted(backbone: keras.Model, key: str, label: str, store: Path | None,
 
 
 def _convert(backbone: keras.Model, work: Path, traced=None) -> tuple[Path, str]:
-    """The backbone's inference function converted and saved as float32 IR; (its .xml, route).
+    """The backbone's inference function converted and saved as float32 IR; (its .xml, route)."""
+    (work / "ir").mkdir()
+    xml = work / "ir" / "model.xml"
+    route = save_ir(backbone, xml, work, traced)
+    _write_checksum(work / "ir")
+    return xml, route
+
+
+def save_ir(model: keras.Model, xml: Path, work: Path, traced=None) -> str:
+    """Converts `model`'s inference (`traced`: the same as a traced tf.function) and saves it
+    as float32 IR, `xml` and the .bin beside it; returns the route taken. `work`: a folder for
+    the SavedModel route's files, removed after.
 
     Frozen, its variables are constants OpenVINO folds like the SavedModel's (EfficientNetB0:
     324 images/s either way). Converting the traced function with its variables unfrozen gave
@@ -188,19 +207,17 @@ def _convert(backbone: keras.Model, work: Path, traced=None) -> tuple[Path, str]
     import openvino
 
     with captured_stderr():
-        graph = _frozen_graph(backbone, traced)
+        graph = _frozen_graph(model, traced)
         if graph is not None:
-            model, route = openvino.convert_model(graph), "frozen graph"
+            converted_model, route = openvino.convert_model(graph), "frozen graph"
         else:
             saved = work / "saved_model"
-            backbone.export(str(saved), format="tf_saved_model", verbose=False)
-            model, route = openvino.convert_model(str(saved)), "SavedModel"
+            model.export(str(saved), format="tf_saved_model", verbose=False)
+            converted_model, route = openvino.convert_model(str(saved)), "SavedModel"
             shutil.rmtree(saved, ignore_errors=True)
-    (work / "ir").mkdir()
-    xml = work / "ir" / "model.xml"
-    openvino.save_model(model, str(xml), compress_to_fp16=False)  # float32 weights as trained
-    _write_checksum(work / "ir")
-    return xml, route
+    # float32 weights as trained
+    openvino.save_model(converted_model, str(xml), compress_to_fp16=False)
+    return route
 
 
 def _frozen_graph(backbone: keras.Model, traced=None):
@@ -217,9 +234,80 @@ def _frozen_graph(backbone: keras.Model, traced=None):
     else:
         shape = (None, *backbone.input_shape[1:])
         forward = tf.function(lambda x: backbone(x, training=False))
-        function = forward.get_concrete_function(tf.TensorSpec(shape, "float32"))
+        function = forward.get_concrete_function(tf.TensorSpec(shape, backbone.inputs[0].dtype))
     graph = convert_variables_to_constants_v2(function).graph.as_graph_def()
     return None if graph.library.function else graph
+
+
+# In each compilation's folder of OpenVINO's compiled-model cache: the sha256 of its blobs.
+COMPILED_CHECKSUM_FILE = "checksum.json"
+
+
+def compiled_cache_folder(store: Path, xml: Path, shape: list[int]) -> Path:
+    """The CACHE_DIR of one compilation: keyed by the IR (the sha256 of its files, which every
+    conversion records beside them), the input shape, the config and OpenVINO's version."""
+    recorded = xml.parent / CHECKSUM_FILE
+    ir = recorded.read_text() if recorded.is_file() else str(xml.resolve())
+    text = json.dumps({"ir": ir, "shape": shape, "config": COMPILE_CONFIG,
+                       "openvino": version()}, sort_keys=True)
+    return store / OPENVINO_COMPILED_DIR / hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _blobs(folder: Path) -> list[Path]:
+    """What OpenVINO wrote in a CACHE_DIR: everything but bench's checksum and temporaries."""
+    return sorted(p for p in folder.iterdir()
+                  if p.name != COMPILED_CHECKSUM_FILE and not p.name.startswith("."))
+
+
+def _recorded_blobs(folder: Path) -> dict:
+    try:
+        recorded = json.loads((folder / COMPILED_CHECKSUM_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def checked_compiled_cache(store: Path, xml: Path, shape: list[int]) -> Path | None:
+    """This compilation's CACHE_DIR with every blob that does not match its recorded sha256
+    (or has none: a compilation killed before recording it) removed, with one warning; None
+    when the folder cannot be made or a damaged blob cannot be removed (compile uncached).
+
+    OpenVINO reads a blob whose bytes were flipped without a complaint and computes with them,
+    so a blob is used only when its bytes are the ones recorded after it was written."""
+    folder = compiled_cache_folder(store, xml, shape)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.parent.glob("*.blob"):  # the unchecked layout before these folders
+            with contextlib.suppress(OSError):
+                old.unlink()
+        recorded = _recorded_blobs(folder)
+        damaged = [p for p in _blobs(folder)
+                   if not p.is_file() or recorded.get(p.name) != file_sha256(p)]
+        if not damaged:
+            return folder
+        names = ", ".join(p.name for p in damaged)
+        print(f"bench: warning: OpenVINO's compiled model cache {str(folder)!r} holds blobs "
+              f"that do not match their recorded checksum ({names}); removed, compiling again",
+              file=sys.stderr, flush=True)
+        for path in damaged:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except OSError:
+        return None  # an unwritable cache: compile without it rather than read an unchecked blob
+    return folder
+
+
+def record_compiled_cache(folder: Path) -> None:
+    """Records the sha256 of the blobs OpenVINO wrote in `folder` (a compilation's CACHE_DIR),
+    unless they are recorded already; a cache that cannot be written is left as it is."""
+    try:
+        blobs = {p.name: file_sha256(p) for p in _blobs(folder) if p.is_file()}
+        if blobs and blobs != _recorded_blobs(folder):
+            write_text_atomic(folder / COMPILED_CHECKSUM_FILE, json.dumps(blobs, sort_keys=True))
+    except OSError:
+        pass
 
 
 class CompiledBackbone:
@@ -233,11 +321,16 @@ class CompiledBackbone:
         start = time.perf_counter()
         core = _core()
         model = core.read_model(str(xml))
-        model.reshape([batch_size, size, size, 3])
+        shape = [batch_size, size, size, 3]
+        model.reshape(shape)
         config = dict(COMPILE_CONFIG)
-        if store:  # OpenVINO's compiled-model cache: a later compilation only reads a blob
-            config["CACHE_DIR"] = str(store / OPENVINO_COMPILED_DIR)
+        # OpenVINO's compiled-model cache: a later compilation only reads a blob
+        blobs = checked_compiled_cache(store, xml, shape) if store else None
+        if blobs:
+            config["CACHE_DIR"] = str(blobs)
         self.compiled = core.compile_model(model, "CPU", config)
+        if blobs:
+            record_compiled_cache(blobs)
         self.request = self.compiled.create_infer_request()
         self.batch_size = batch_size
         self.width = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
