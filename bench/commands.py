@@ -198,6 +198,9 @@ def run(options: SweepOptions, config: RunConfig) -> int:
             dry_run(specs, config, Path(options.data), isolated=_isolates(options, specs))
         except DataError as err:
             raise UsageError(str(err)) from None
+        except KeyboardInterrupt:
+            raise Interrupted("a dry run writes nothing but the calibrations, each kept once "
+                              "measured; run it again to go on") from None
         return 0
     created = not Path(options.out).exists()
     out = _writable(Path(options.out))

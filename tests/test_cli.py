@@ -291,6 +291,19 @@ def test_dry_run_predicts_the_whole_sweep_and_trains_nothing(capsys, tiny_data_d
     assert "Calibration (tensorflow, remembered" in again and _dry_run_table(again) == table
 
 
+def test_ctrl_c_in_a_dry_run_is_one_line_and_exit_130(capsys, tiny_data_dir, tmp_path,
+                                                      monkeypatch):
+    from bench.engine import cost
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cost, "estimate", interrupted)
+    assert main(["MobileNet_0.25", "--dry-run", "--image-size", "32", "--data",
+                 str(tiny_data_dir), "--cache-dir", str(tmp_path / "c")]) == 130
+    assert _one_line_error(capsys.readouterr().err).startswith("bench: interrupted; a dry run")
+
+
 def test_dry_run_without_the_data_assumes_the_lessons(capsys, tmp_path):
     code = main(["MobileNet_0.25", "--dry-run", "--image-size", "32", "--data",
                  str(tmp_path / "absent"), "--out", str(tmp_path / "out"), "--no-cache"])
