@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import secrets
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +138,46 @@ def os_error_line(err: OSError) -> str:
     reason = err.strerror or str(err) or errno.errorcode.get(err.errno or 0, "I/O error")
     text = f"{err.filename}: {reason}" if err.filename else reason
     return " ".join(str(text).split())
+
+
+def _entries_digest(entries: dict) -> str:
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
+def read_json_store(path: str | os.PathLike | None) -> dict:
+    """The entries of a JSON file bench keeps measurements in (remembered rates, calibrations,
+    graph counts), checked against the sha256 written with them. Absent: {}. Unreadable, of no
+    or a wrong checksum: one warning, the file removed, {} (what it held is measured again)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        entries = record["entries"]
+        valid = isinstance(entries, dict) and record.get("sha256") == _entries_digest(entries)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:
+        warnings.warn(f"{path} is damaged (unreadable or its checksum does not match): "
+                      "removed; what it held is measured again", stacklevel=2)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return {}
+    return entries
+
+
+def remember_json(path: str | os.PathLike | None, key: str, value) -> None:
+    """Sets one entry of a read_json_store file: merged, checksummed and renamed into place. A
+    file that cannot be written only means the measurement is taken again next time."""
+    if path is None:
+        return
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = {**read_json_store(path), key: value}
+        write_text_atomic(path, json.dumps({"sha256": _entries_digest(entries),
+                                            "entries": entries}, indent=0))
+    except OSError:
+        pass

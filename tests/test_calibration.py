@@ -1,14 +1,13 @@
 """This machine's speeds (bench/engine/calibration.py): measured once, remembered per machine
 and versions, measured again when the entry is malformed or the machine another."""
 
-import json
-
 import pytest
 
 from backbones import baselines
 from bench.cache import CALIBRATIONS_FILE
 from bench.config import RunConfig
 from bench.engine import calibration, cost
+from bench.fsio import read_json_store, remember_json
 
 
 def _counting(value: dict):
@@ -35,13 +34,23 @@ def test_an_entry_is_measured_once_and_remembered(tmp_path):
 @pytest.mark.parametrize("bad", [{"seconds": "fast"}, {"seconds": -1}, {"seconds": None},
                                  {"other": 1}, [1, 2], {"seconds": True}])
 def test_a_malformed_entry_is_one_warning_and_measured_again(tmp_path, bad):
-    (tmp_path / CALIBRATIONS_FILE).write_text(json.dumps({"k": bad}))
+    remember_json(tmp_path / CALIBRATIONS_FILE, "k", bad)
     measure, calls = _counting({"seconds": 3.0})
     with pytest.warns(UserWarning, match=f"{CALIBRATIONS_FILE}: the start-up calibration is "
                                          "malformed; measured again"):
         entry, known = calibration.remembered(tmp_path, "k", ("seconds",), measure, "start-up")
     assert (entry, known, len(calls)) == ({"seconds": 3.0}, False, 1)
-    assert json.loads((tmp_path / CALIBRATIONS_FILE).read_text())["k"] == {"seconds": 3.0}
+    assert read_json_store(tmp_path / CALIBRATIONS_FILE)["k"] == {"seconds": 3.0}
+
+
+def test_a_damaged_calibrations_file_is_one_warning_and_measured_again(tmp_path):
+    measure, calls = _counting({"seconds": 2.5})
+    calibration.remembered(tmp_path, "k", ("seconds",), measure, "start-up")
+    path = tmp_path / CALIBRATIONS_FILE
+    path.write_text(path.read_text().replace("2.5", "9.5"))  # a flipped digit
+    with pytest.warns(UserWarning, match="is damaged"):
+        entry = calibration.remembered(tmp_path, "k", ("seconds",), measure, "start-up")
+    assert entry == ({"seconds": 2.5}, False) and len(calls) == 2
 
 
 def test_another_machine_measures_again(tmp_path, monkeypatch):

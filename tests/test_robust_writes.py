@@ -308,3 +308,21 @@ def test_a_damaged_runs_jsonl_is_read_with_warnings_by_report_and_resume(capsys,
         assert any(f"{out / RUNS_FILE}:2: skipping a damaged line" in line for line in lines)
         assert all(line.startswith("bench: warning: ") for line in lines), lines
     assert "dense" in (out / MARKDOWN_FILE).read_text()
+
+
+def test_a_json_store_keeps_entries_and_refuses_a_changed_one(tmp_path):
+    from bench.fsio import read_json_store, remember_json
+
+    path = tmp_path / "store.json"
+    assert read_json_store(path) == {}  # absent: nothing remembered, no warning
+    remember_json(path, "a", {"rate": 45.25})
+    remember_json(path, "b", [1, 2])
+    assert read_json_store(path) == {"a": {"rate": 45.25}, "b": [1, 2]}
+    path.write_text(path.read_text().replace("45.25", "95.25"))  # one digit changed on disk
+    with pytest.warns(UserWarning, match=r"store\.json is damaged .* removed"):
+        assert read_json_store(path) == {}
+    assert not path.exists()
+    # a file of an older bench, without its checksum, is measured again too
+    path.write_text('{"a": {"rate": 45.25}}')
+    with pytest.warns(UserWarning, match="is damaged"):
+        assert read_json_store(path) == {}

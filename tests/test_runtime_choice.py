@@ -100,7 +100,7 @@ def test_learning_keeps_ratios_and_speedups_per_machine(tmp_path, monkeypatch):
     assert machine["conversion_per_trace"] == [2.3, 3.0]
     assert machine["speedups"] == {"DenseNet121": 1.6}
     # another machine (another CPU) starts from the recorded numbers
-    monkeypatch.setattr(runtime_choice, "_machine", lambda: "another CPU x64")
+    monkeypatch.setattr(runtime_choice, "machine_label", lambda: "another CPU x64")
     assert runtime_choice.machine_memory(tmp_path) == {}
 
 

@@ -26,6 +26,7 @@ from bench.config import RunConfig
 from bench.data import Dataset, from_arrays
 from bench.engine import features, openvino_backend, runtime_choice, runtimes
 from bench.engine.runner import run_one
+from bench.fsio import read_json_store
 from bench.identity import file_sha256, identify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,7 +262,7 @@ def test_cold_auto_probes_both_remembers_them_and_computes_tensorflows_features(
     assert done is not None and 0 < len(done) <= len(auto.images)
     got = runtimes.extract(runtime, auto.images, verbose=0, done=done)
     _assert_close(got, auto.tf_features())
-    memory = json.loads((tmp_path / runtime_choice.CHOICES_FILE).read_text())
+    memory = read_json_store(tmp_path / runtime_choice.CHOICES_FILE)
     entry = runtime_choice.remembered(auto.spec, auto.config, auto.ident.size,
                                       tuple(auto.images.shape[1:]), "uint8", tmp_path)
     assert set(entry["rates"]) == {"tensorflow", "openvino"}

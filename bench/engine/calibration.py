@@ -13,7 +13,8 @@ a machine measures anything:
 - start-up: what an isolated child process pays before its backbone (Python, TensorFlow and
   bench's engine imported), measured by the dry run's own import when it is the first.
 
-A malformed entry is one warning naming the file, and measured again.
+The file is checksummed (fsio.read_json_store: a damaged one is one warning, removed and
+measured again); a malformed entry is one warning naming the file, and measured again.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from bench.config import RunConfig
 from bench.data import Dataset
 from bench.engine import cost, features, finetune, head, openvino_backend, routes
 from bench.engine.runtime_choice import machine_label
-from bench.fsio import write_text_atomic
+from bench.fsio import read_json_store, remember_json
 
 # Samples the training calibrations time per epoch: enough for a steady epoch of many steps.
 HEAD_SAMPLES, HEAD_WIDTH = 2048, 1024
@@ -48,13 +49,6 @@ BASELINE_SAMPLES = 256
 def _key(*parts) -> str:
     return json.dumps([*parts, machine_label(), tf.__version__, keras.__version__,
                        openvino_backend.version()], default=str)
-
-
-def _read(path: Path | None) -> dict:
-    try:
-        return dict(json.loads(path.read_text())) if path else {}
-    except (OSError, ValueError, TypeError):  # absent or unreadable: measured again
-        return {}
 
 
 def _numbers(entry, names: tuple[str, ...]) -> bool:
@@ -68,19 +62,14 @@ def remembered(store: Path | None, key: str, names: tuple[str, ...],
     """(the entry, whether it was remembered): the stored entry under `key` when its `names`
     are finite numbers >= 0, else `measure()`'s, stored for the next time."""
     path = Path(store) / CALIBRATIONS_FILE if store else None
-    entry = _read(path).get(key)
+    entry = read_json_store(path).get(key)
     if entry is not None and _numbers(entry, names):
         return entry, True
     if entry is not None:
         warnings.warn(f"{path}: the {what} calibration is malformed; measured again",
                       stacklevel=2)
     entry = measure()
-    if path:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, json.dumps({**_read(path), key: entry}, indent=0))
-        except OSError:  # an unwritable cache only means the next dry run measures again
-            pass
+    remember_json(path, key, entry)
     return entry, False
 
 

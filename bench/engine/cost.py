@@ -37,7 +37,7 @@ from backbones.graph_stats import STATS_FILE, STORED_SIDE, stored_stats
 from bench import cache
 from bench.config import RunConfig
 from bench.engine import features, openvino_backend, runtime_choice, runtimes
-from bench.fsio import write_text_atomic
+from bench.fsio import read_json_store, remember_json, write_text_atomic
 from bench.identity import is_baseline
 
 # Columns of estimate()'s rows, in print order.
@@ -108,15 +108,15 @@ def backbone_stats(spec: BackboneSpec, size: int, pooling: str = "max",
     known_stats = cache.process_caches().graph_stats
     if key not in known_stats:
         path = Path(store) / cache.GRAPH_STATS_FILE if store else None
-        known = _read_json(path) if path else {}
-        if key not in known:
+        counts = read_json_store(path).get(key)
+        try:
+            known_stats[key] = GraphStats(**counts)
+        except TypeError:  # not there, or not the fields of GraphStats: counted
             model = spec.build(size, pooling=pooling, weights=None)
-            known[key] = graph_stats(model, (size, size, 3)).__dict__
+            known_stats[key] = graph_stats(model, (size, size, 3))
             del model
             gc.collect()
-            if path:
-                _write_json(path, {**_read_json(path), key: known[key]})
-        known_stats[key] = GraphStats(**known[key])
+            remember_json(path, key, known_stats[key].__dict__)
     return known_stats[key]
 
 
@@ -146,19 +146,6 @@ def _store(config: RunConfig) -> Path:
     """Where GRAPH_STATS_FILE lives: the cache folder (kept under --no-cache, which concerns
     features only)."""
     return Path(config.cache_dir or cache.default_cache_dir())
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):  # absent or damaged: counted again
-        return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Atomically (a temporary file renamed), so a concurrent reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=0, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -415,7 +402,7 @@ def write_stored_stats(path: Path = STATS_FILE, names: Iterable[str] | None = No
 
     wanted = names or [r["name"] for r in rows() if r["family"] != "baseline"]
     specs = [get(name) for name in sorted(set(wanted))]
-    table = _read_json(path) if path.exists() else {}
+    table = json.loads(path.read_text()) if path.exists() else {}
     for spec in specs:
         for side in sorted({STORED_SIDE, spec.input_size}):
             model = spec.build(side, pooling="max", weights=None)
@@ -424,7 +411,7 @@ def write_stored_stats(path: Path = STATS_FILE, names: Iterable[str] | None = No
             del model
             gc.collect()
         print(f"{spec.name}: {', '.join(table[spec.name])}", flush=True)
-    _write_json(path, table)
+    write_text_atomic(path, json.dumps(table, indent=0, sort_keys=True))
 
 
 if __name__ == "__main__":  # python -m bench.engine.cost --write-stats [NAME ...]

@@ -39,7 +39,7 @@ from bench.cache import CHOICES_FILE
 from bench.config import RunConfig
 from bench.engine import openvino_backend
 from bench.engine.runtimes import OpenVinoRuntime, Runtime, TensorFlowRuntime
-from bench.fsio import write_text_atomic
+from bench.fsio import read_json_store, remember_json
 from bench.identity import KERAS_VERSION, RunIdentity
 from bench.provenance import cpu_name, usable_cores
 
@@ -372,18 +372,9 @@ def _learn(store: Path, memory: dict, rates: dict, label: str | None = None) -> 
 
 
 def _read(store: Path) -> dict:
-    try:
-        return dict(json.loads((store / CHOICES_FILE).read_text()))
-    except (OSError, ValueError, TypeError):  # absent or damaged: probed again
-        return {}
+    return read_json_store(store / CHOICES_FILE)
 
 
 def _remember(store: Path, key: str, value: dict) -> None:
-    """Merged into the file and renamed into place; a cache that cannot be written only means
-    the next run probes again."""
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(store / CHOICES_FILE, json.dumps({**_read(store), key: value},
-                                                           indent=0))
-    except OSError:
-        pass
+    """Merged into the checksummed file and renamed into place (fsio.remember_json)."""
+    remember_json(store / CHOICES_FILE, key, value)
