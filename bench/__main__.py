@@ -23,6 +23,7 @@ from bench.config import ConfigError, RunConfig
 from bench.console import one_line
 from bench.export import DEFAULT_FORMAT as EXPORT_DEFAULT_FORMAT
 from bench.export import FORMATS as EXPORT_FORMATS
+from bench.export import STAGES as EXPORT_STAGES
 from bench.export import export
 from bench.fsio import FolderBusy, os_error_line
 from bench.predict import DEFAULT_BATCH_SIZE, predict
@@ -106,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 _EXPORT_HELP = "write a run's trained classifier as one model (.keras, OpenVINO IR, SavedModel)"
 _EXPORT_DESCRIPTION = (
-    "Write one model (raw uint8 images of any size -> resize and preprocessing -> frozen "
-    "backbone -> trained head -> class logits) for a row of runs.jsonl, and its class names in "
-    "FILE.classes.json. The .keras file loads with keras.models.load_model, without bench.")
+    "Write one model (raw uint8 images of any size -> resize and preprocessing -> frozen or "
+    "fine-tuned backbone -> trained head -> class logits) for a row of runs.jsonl, and its "
+    "class names in FILE.classes.json. The .keras file loads with keras.models.load_model, "
+    "without bench.")
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -126,6 +128,11 @@ def _export_parser() -> argparse.ArgumentParser:
         "saved_model: a TensorFlow SavedModel folder (endpoint serve); auto: the runtime the "
         "row's features were extracted with, openvino or else keras; FILE without a suffix gets "
         "the format's (default: %(default)s)")
+    export.add_argument(
+        "--stage", default=None, metavar="|".join(EXPORT_STAGES),
+        help="frozen: the run's frozen backbone and head; fine-tuned: its --fine-tune row's "
+        "whole fine-tuned model (default: the fine-tuned one when fine-tuning raised the test "
+        "accuracy of the frozen run it continues, else the frozen one)")
     add_flags(export, SweepOptions, only=("out",))
     add_flags(export, RunConfig, only=("weights_dir",))
     return export
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--margin {err.reason}") from None
             commands.report(args.out, margin)
         elif args.command == "export":
-            export(args.name, args.out, args.file, args.weights_dir, args.format)
+            export(args.name, args.out, args.file, args.weights_dir, args.format, args.stage)
         elif args.command == "predict":
             predict(args.images, args.model, args.output, args.top, args.batch_size)
         elif args.command == "weights":

@@ -1,9 +1,15 @@
 """python -m bench export: a result row's trained classifier as one model.
 
-Which row: NAME's latest run (of its seeds, the best by the leaderboard's accuracy, ties to the
-lowest seed), or without NAME the top entry of the leaderboard's first table, ranked by
-bench.report.model. The model is built by bench.engine.export; the class names go beside it
-in FILE.classes.json. No TensorFlow here until a row has been found and checked.
+Which row (--stage frozen or fine-tuned): of that stage's rows, NAME's latest run (of its
+seeds, the best by the leaderboard's accuracy, ties to the lowest seed), or without NAME the
+top entry of the first leaderboard table of that stage, ranked by bench.report.ranking. The
+frozen stage is every row that is not fine-tuned. Without --stage, the better of the two:
+the frozen run chosen so, or the latest fine-tuned run continuing it (its frozen_config_hash)
+when fine-tuning raised its test accuracy (its mean test_accuracy over its seeds above their
+mean frozen_accuracy: the same seeds and test images); with no frozen row to compare with,
+the fine-tuned one. The model is built by bench.engine.export (a fine-tuned row's head file
+holds the whole model's weights); the class names go beside it in FILE.classes.json. No
+TensorFlow here until a row has been found and checked.
 
 Formats (--format): keras, the default, loads wherever Keras does; openvino (FILE.xml and
 FILE.bin) runs in the runtime that measured the row's infer_ms when OpenVINO extracted its
@@ -43,6 +49,9 @@ CLASSES_SUFFIX = ".classes.json"
 FORMATS = ("keras", "openvino", "saved_model", "auto")
 DEFAULT_FORMAT = "keras"  # loads wherever Keras does, on any runtime and machine
 SAVED_MODEL_FILE = "saved_model.pb"  # what makes a folder a SavedModel
+# --stage's choices (a row's stage: None, the first, or "fine-tuned"); none: the better one
+FROZEN, FINE_TUNED = "frozen", "fine-tuned"
+STAGES = (FROZEN, FINE_TUNED)
 
 
 def classes_file(target: Path) -> Path:
@@ -55,27 +64,30 @@ def classes_file(target: Path) -> Path:
 
 
 def export(name: str | None, out: str, file: str, weights_dir: str | None = None,
-           format: str = DEFAULT_FORMAT) -> Path:
-    """Writes FILE in `format` and its classes sidecar for the chosen row of OUT/runs.jsonl,
-    holding OUT's writer lock, so that no sweep changes the rows or heads meanwhile."""
+           format: str = DEFAULT_FORMAT, stage: str | None = None) -> Path:
+    """Writes FILE in `format` and its classes sidecar for the chosen row of OUT/runs.jsonl
+    (of `stage`; None: the better one), holding OUT's writer lock, so that no sweep changes
+    the rows or heads meanwhile."""
     if format not in FORMATS:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}; received {format!r}")
+    if stage is not None and stage not in STAGES:
+        raise UsageError(f"--stage: expected one of {', '.join(STAGES)}; received {stage!r}")
     if not Path(out).is_dir():
         raise UsageError(f"No {RUNS_FILE} in {out}: nothing to export (run python -m bench "
                          f"NAME --out {out} first)")
     with writer_lock(out):
-        return _export(name, Path(out), Path(file), weights_dir, format)
+        return _export(name, Path(out), Path(file), weights_dir, format, stage)
 
 
 def _export(name: str | None, folder: Path, target: Path, weights_dir: str | None,
-            requested: str) -> Path:
+            requested: str, stage: str | None) -> Path:
     flag = "--weights-dir" if weights_dir else f"${WEIGHTS_ENV}"
     weights_dir = weights_folder(weights_dir)
     if weights_dir and not Path(weights_dir).is_dir():
         raise UsageError(f"{flag}: no such folder {weights_dir!r}")
     if requested != "auto":  # the file's errors first, when they do not depend on the row
         _check_target(target, requested)
-    row = find_row(folder, name)
+    row = find_row(folder, name, stage)
     format = _format(requested, row)
     if requested == "auto":
         target = _auto_target(target, format, row)
@@ -85,8 +97,9 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
                          "--format keras, which loads wherever Keras does)")
     spec = _spec(row.backbone)
     head = _head(folder, row)
-    config = RunConfig(image_size=row.image_size or "native", pooling=row.pooling or "max",
-                       preprocess=row.preprocess or "native", weights_dir=weights_dir)
+    config = _row_config(row, weights_dir)
+    # a fine-tuned row's head file holds every weight, BatchNormalization's statistics too
+    whole = config.fine_tune and config.fine_tune_epochs > 0
     weights, seed = (None, row.seed or 0) if spec.kind == "baseline" \
         else _row_weights(row, weights_dir)
     from bench.engine.quiet import import_tensorflow
@@ -97,7 +110,7 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
     try:
         classifier = build_model(spec, config, weights, seed, head.weights,
                                  len(head.class_names), head.image_shape,
-                                 _batchnorm_images(row))
+                                 None if whole else _batchnorm_images(row))
     except (WeightsError, ExportError) as err:
         raise UsageError(f"{row.backbone}: {err}") from None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,9 +119,12 @@ def _export(name: str | None, folder: Path, target: Path, weights_dir: str | Non
     write_text_atomic(classes_file(target), json.dumps(sidecar, indent=2) + "\n")
     chosen = f", the runtime of its infer_ms ({row.runtime or 'tensorflow'})" \
         if requested == "auto" else ""
-    print(f"Wrote {' and '.join(map(str, written))} ({format}{chosen}): {row.backbone} (seed "
-          f"{row.seed}, test_accuracy {row.test_accuracy:.3f}, run {row.config_hash}); class "
-          f"names in {classes_file(target)}")
+    before = f", its frozen stage's {row.frozen_accuracy:.3f}" \
+        if row.frozen_accuracy is not None else ""
+    print(f"Wrote {' and '.join(map(str, written))} ({format}{chosen}): {row.backbone}"
+          f"{' fine-tuned' if row.stage else ''} (seed {row.seed}, test_accuracy "
+          f"{row.test_accuracy:.3f}{before}, run {row.config_hash}); class names in "
+          f"{classes_file(target)}")
     return target
 
 
@@ -194,25 +210,73 @@ def _write(classifier, target: Path, format: str) -> list[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def find_row(out: Path, name: str | None) -> RunResult:
+def find_row(out: Path, name: str | None, stage: str | None = None) -> RunResult:
     """The ok row to export (see the module's docstring); UsageError when there is none."""
     runs_file = Path(out) / RUNS_FILE
     if not runs_file.is_file():
         raise UsageError(f"No {RUNS_FILE} in {out}: nothing to export (run python -m bench "
                          f"NAME --out {out} first)")
     records = read_records(Path(out))
-    runs = latest_records([RunResult.from_dict(r) for r in records])
-    if name is None:
+    runs = [r for r in latest_records([RunResult.from_dict(r) for r in records]) if r.ok]
+    backbone = None if name is None else _spec(name).name
+    of = f" of {backbone}" if backbone else ""
+    if not [r for r in runs if backbone in (None, r.backbone)]:
+        raise UsageError(f"No ok row{of} in {runs_file}: nothing to export")
+    staged = {s: [r for r in runs if _stage(r) == s] for s in STAGES}
+    if stage is not None:
+        found = _entry(staged[stage], backbone)
+        if found is None:
+            how = " (run it with --fine-tune first, or export --stage frozen)" \
+                if stage == FINE_TUNED else " (export --stage fine-tuned)"
+            raise UsageError(f"No ok {stage} row{of} in {runs_file}: nothing to export{how}")
+        return _best_run(found)
+    frozen = _entry(staged[FROZEN], backbone)
+    if frozen is None:
+        return _best_run(_entry(staged[FINE_TUNED], backbone))
+    continued = {r.config_hash for r in frozen.runs}
+    tuned = _entry([r for r in staged[FINE_TUNED] if r.frozen_config_hash in continued],
+                   frozen.first.backbone)
+    return _best_run(tuned if tuned is not None and _improved(tuned) else frozen)
+
+
+def _stage(row: RunResult) -> str:
+    return row.stage or FROZEN
+
+
+def _entry(runs: list[RunResult], backbone: str | None) -> Entry | None:
+    """Of ok `runs`, `backbone`'s latest run as an entry of its seeds, or without a backbone
+    the top entry of their first leaderboard table; None when there is none."""
+    if backbone is None:
         found = ranking.tables(runs)
-        if not found:
-            raise UsageError(f"No ok row in {runs_file}: nothing to export")
-        return _best_run(found[0].entries[0])
-    backbone = _spec(name).name
-    mine = [r for r in runs if r.ok and r.backbone == backbone]
+        return found[0].entries[0] if found else None
+    mine = [r for r in runs if r.backbone == backbone]
     if not mine:
-        raise UsageError(f"No ok row of {backbone} in {runs_file}: nothing to export")
+        return None
     latest = group_key(mine[-1])
-    return _best_run(entries([r for r in mine if group_key(r) == latest])[0])
+    return entries([r for r in mine if group_key(r) == latest])[0]
+
+
+def _improved(tuned: Entry) -> bool:
+    """Whether fine-tuning raised the test accuracy: the entry's mean over its seeds above the
+    mean of the same seeds' frozen stages."""
+    after = [metric(r, "test_accuracy") for r in tuned.runs]
+    before = [r.frozen_accuracy for r in tuned.runs]
+    if any(v is None for v in after + before):
+        return False
+    return sum(after) / len(after) > sum(before) / len(before)
+
+
+def _row_config(row: RunResult, weights_dir: str | None) -> RunConfig:
+    """The row's knobs that build its model: a fine-tuned row's augmentation and epochs too
+    (with 0 epochs its head file holds the frozen stage's head)."""
+    knobs = dict(image_size=row.image_size or "native", pooling=row.pooling or "max",
+                 preprocess=row.preprocess or "native", weights_dir=weights_dir,
+                 seed=RunConfig.seed if row.seed is None else row.seed)
+    if _stage(row) == FINE_TUNED:
+        tuning = row.configuration
+        knobs.update(fine_tune=True, augment=bool(tuning.get("augment", False)),
+                     fine_tune_epochs=tuning.get("fine_tune_epochs", RunConfig.fine_tune_epochs))
+    return RunConfig(**knobs)
 
 
 def _best_run(entry: Entry) -> RunResult:
@@ -317,7 +381,9 @@ def _sidecar(row: RunResult, head: HeadFile, format: str) -> dict:
         "image_size": row.image_size,
         "preprocess": row.preprocess,
         "seed": row.seed,
+        "stage": _stage(row),
         "test_accuracy": row.test_accuracy,
+        "frozen_accuracy": row.frozen_accuracy,
         "config_hash": row.config_hash,
         "data": row.data,
     }

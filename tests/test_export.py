@@ -462,3 +462,138 @@ def test_a_bad_format_or_target_is_one_line_exit_2_and_writes_nothing(tmp_path, 
                 "a folder named m.classes.json": "m.classes.json' exists and is not a regular"}
     assert expected[case] in err, err
     assert {p: p.read_bytes() if p.is_file() else None for p in target.rglob("*")} == before
+
+
+# --- --stage: a fine-tuned row exports its whole fine-tuned model ------------------------------
+
+def _fine_tuned_sweep(tmp: Path, **knobs) -> tuple[Path, Path]:
+    """A results folder of MobileNet_0.25 (random weights, 32 px), frozen then fine-tuned with
+    augmentation at a learning rate that moves its weights; returns (results, data folder)."""
+    from backbones import get
+    from bench.config import RunConfig
+    from bench.data import load_dataset
+    from bench.sweep import run_sweep
+
+    data_dir = tmp / "data"
+    if not data_dir.exists():
+        write_dataset(data_dir)
+    out = tmp / "results"
+    config = RunConfig(image_size=32, epochs=2, weights="random", verbose=0, fine_tune=True,
+                       augment=True, cache_dir=str(tmp / "cache"),
+                       **{"fine_tune_epochs": 2, "fine_tune_lr": 1e-3, **knobs})
+    outcome = run_sweep([get("MobileNet_0.25")], config, load_dataset(data_dir), out)
+    assert not outcome.failed, [r.error for r in outcome.results]
+    return out, data_dir
+
+
+@pytest.mark.filterwarnings("ignore:.*Weights for input shape:UserWarning")
+def test_a_fine_tuned_row_exports_its_fine_tuned_model_in_every_format(tmp_path):
+    """--stage fine-tuned: the whole fine-tuned model, loaded where bench cannot be imported,
+    predicts what the fine-tuned row predicted, and its OpenVINO IR and SavedModel compute the
+    same logits; --stage frozen predicts the row's frozen stage."""
+    import openvino
+    import tensorflow as tf
+
+    out, data_dir = _fine_tuned_sweep(tmp_path)
+    frozen_row, tuned = read_rows(out)
+    assert frozen_row.get("stage") is None and tuned["stage"] == "fine-tuned"
+    assert tuned["frozen_config_hash"] == frozen_row["config_hash"]
+    assert tuned["frozen_predictions"] == frozen_row["predictions"] != tuned["predictions"]
+    images = np.load(data_dir / "test_images.npy")
+    files = {stage: tmp_path / stage / "m.keras" for stage in ("frozen", "fine-tuned")}
+    for stage, file in files.items():
+        assert main(["export", "MobileNet_0.25", str(file), "--out", str(out), "--stage",
+                     stage]) == 0
+        assert json.loads(file.with_suffix(".classes.json").read_text())["stage"] == stage
+    tuned_logits = _fresh_logits(files["fine-tuned"], images, tmp_path / "fine-tuned")
+    frozen_logits = _fresh_logits(files["frozen"], images, tmp_path / "frozen")
+    assert_same_predictions(tuned_logits, tuned["predictions"])
+    assert_same_predictions(frozen_logits, tuned["frozen_predictions"])
+    assert not np.allclose(tuned_logits, frozen_logits, atol=1e-2)  # fine-tuning moved it
+    common = ["MobileNet_0.25", "--out", str(out), "--stage", "fine-tuned"]
+    assert main(["export", *common, "--format", "openvino", str(tmp_path / "m.xml")]) == 0
+    assert main(["export", *common, "--format", "saved_model", str(tmp_path / "served")]) == 0
+    info = json.loads((tmp_path / "m.classes.json").read_text())
+    compiled = openvino.Core().compile_model(str(tmp_path / "m.xml"), "CPU",
+                                             info["openvino_compile_config"])
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    for shaped in (images, np.ascontiguousarray(images[:, 4:28])):  # square, and padded
+        want = _fresh_logits_in_process(files["fine-tuned"], shaped)
+        _assert_reproduces(compiled(shaped)[0], want)
+        _assert_reproduces(served.serve(shaped).numpy(), want)
+
+
+def _fresh_logits_in_process(model_file: Path, images: np.ndarray) -> np.ndarray:
+    import keras
+
+    return keras.models.load_model(model_file).predict(images, verbose=0)
+
+
+def test_zero_fine_tuning_epochs_export_the_frozen_stage(tmp_path):
+    """A fine-tuned row of 0 epochs is its frozen stage: its head file holds the head."""
+    out, data_dir = _fine_tuned_sweep(tmp_path, fine_tune_epochs=0)
+    frozen_row, tuned = read_rows(out)
+    assert tuned["predictions"] == frozen_row["predictions"]
+    assert main(["export", "MobileNet_0.25", str(tmp_path / "m.keras"), "--out", str(out),
+                 "--stage", "fine-tuned"]) == 0
+    logits = _fresh_logits_in_process(tmp_path / "m.keras",
+                                      np.load(data_dir / "test_images.npy"))
+    assert_same_predictions(logits, tuned["predictions"])
+
+
+def _tuned_row(backbone: str, config_hash: str, test_accuracy: float, frozen_hash: str,
+               frozen_accuracy: float, seed: int = 2, group: str = "t") -> dict:
+    return {**_row(backbone, config_hash, test_accuracy, seed=seed, group=group),
+            "stage": "fine-tuned", "route": "fine-tuned", "frozen_config_hash": frozen_hash,
+            "frozen_accuracy": frozen_accuracy,
+            "configuration": {"fine_tune": True, "fine_tune_epochs": 2}}
+
+
+@pytest.mark.parametrize(("tuned_accuracies", "expected"), [
+    ((0.8, 0.6), "t2"),  # mean 0.7 over frozen 0.55 and 0.65: fine-tuned
+    ((0.5, 0.7), "f3"),  # mean 0.6 over a mean 0.6: not raised, the frozen run's best seed
+    (None, "f3"),  # never fine-tuned
+])
+def test_without_stage_the_better_stage_of_the_run_is_chosen(tmp_path, tuned_accuracies,
+                                                             expected):
+    from bench.export import find_row
+
+    records = [_row("MobileNet_0.25", "f2", 0.55, seed=2, group="f"),
+               _row("MobileNet_0.25", "f3", 0.65, seed=3, group="f"),
+               _row("DenseNet121", "d", 0.5, group="d")]
+    if tuned_accuracies:
+        records += [_tuned_row("MobileNet_0.25", f"t{seed}", accuracy, f"f{seed}",
+                               0.55 if seed == 2 else 0.65, seed=seed)
+                    for seed, accuracy in zip((2, 3), tuned_accuracies, strict=True)]
+        # fine-tuning another frozen run (an older one) is not this run's second stage
+        records.append(_tuned_row("MobileNet_0.25", "other", 0.99, "gone", 0.1, group="o"))
+        records.insert(0, _row("MobileNet_0.25", "gone", 0.1, group="old"))
+    for record in records:
+        runlog.append_record(tmp_path, record)
+    assert find_row(tmp_path, "MobileNet_0.25").config_hash == expected
+    assert find_row(tmp_path, None).config_hash == expected  # the top of the frozen table
+    assert find_row(tmp_path, "MobileNet_0.25", "frozen").config_hash == "f3"
+    if tuned_accuracies:  # the latest fine-tuned run, whatever it continues
+        assert find_row(tmp_path, "MobileNet_0.25", "fine-tuned").config_hash == "other"
+        assert find_row(tmp_path, None, "fine-tuned").config_hash == "other"
+
+
+@pytest.mark.parametrize("case", ["no fine-tuned row", "no frozen row", "unknown stage"])
+def test_a_stage_the_row_lacks_is_one_line_and_exit_2(tmp_path, capsys, case):
+    out = tmp_path / "results"
+    save_head(out / "heads" / "h.npz", [np.ones((4, 3), np.float32)] * 2, ["a", "b"])
+    if case == "no frozen row":
+        runlog.append_record(out, {**_tuned_row("MobileNet_0.25", "t", 0.5, "f", 0.4),
+                                   "head_file": "heads/h.npz"})
+    else:
+        runlog.append_record(out, _row("MobileNet_0.25", "f", 0.5, head_file="heads/h.npz"))
+    stage = {"no fine-tuned row": "fine-tuned", "no frozen row": "frozen"}.get(case, "last")
+    assert main(["export", "MobileNet_0.25", str(tmp_path / "m.keras"), "--out", str(out),
+                 "--stage", stage]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
+    expected = {"no fine-tuned row": "No ok fine-tuned row of MobileNet_0.25",
+                "no frozen row": "No ok frozen row of MobileNet_0.25",
+                "unknown stage": "--stage: expected one of frozen, fine-tuned; received 'last'"}
+    assert expected[case] in err, err
+    assert not (tmp_path / "m.keras").exists()

@@ -1,5 +1,6 @@
 """One Keras model from a result row: raw uint8 images of any size -> preprocessing -> resize ->
-frozen backbone -> trained head -> class logits.
+frozen backbone -> trained head -> class logits. A fine-tuned row's model is the same chain
+with its fine-tuned backbone and head.
 
 Built from Keras' own layers only (no Lambda, no layer of bench's), so the saved file loads with
 `keras.models.load_model` where bench is not installed.
@@ -35,7 +36,7 @@ import tensorflow as tf
 
 from backbones import BackboneSpec, Spec
 from bench.config import RunConfig
-from bench.engine import features, head, openvino_backend
+from bench.engine import features, finetune, head, openvino_backend
 from bench.weights import ResolvedWeights
 
 # keras.applications.imagenet_utils' constants: caffe's BGR mean, torch's RGB mean and std
@@ -87,24 +88,32 @@ def build_model(spec: Spec, row_config: RunConfig, weights: ResolvedWeights | No
 
     A frozen backbone is rebuilt as the run built it (seeded first: random weights are what
     the seed draws, its BatchNormalization statistics re-estimated on `batchnorm_images` as the
-    run did), then the saved head is loaded onto it. A baseline (`weights` None) is its whole
-    trained model behind the resize to its training images' shape.
+    run did), then the saved head is loaded onto it. A fine-tuned row (`row_config` fine-tunes
+    for at least one epoch) saved its whole model's weights: that model is rebuilt as
+    finetune.build_model built it (augmentation included), the weights loaded, and its backbone
+    and head go on as a frozen row's; augmentation, the identity at inference, is left out.
+    A baseline (`weights` None) is its whole trained model behind the resize to its training
+    images' shape.
     """
     if isinstance(spec, BackboneSpec):
         size = row_config.size_for(spec.input_size)
         keras.utils.set_random_seed(backbone_seed)  # before any other layer draws a number
         body = features.build_backbone(spec, size, row_config, weights)
-        if batchnorm_images is not None:
-            features.reestimate_batchnorm(body, spec, size, row_config, batchnorm_images)
-        trained = head.build_head(n_classes)
-        trained.build((None, *body.output_shape[1:]))
+        if row_config.fine_tune and row_config.fine_tune_epochs:
+            trained = _fine_tuned_head(spec, body, size, row_config, head_weights, n_classes)
+        else:
+            if batchnorm_images is not None:
+                features.reestimate_batchnorm(body, spec, size, row_config, batchnorm_images)
+            trained = head.build_head(n_classes)
+            trained.build((None, *body.output_shape[1:]))
+            _load_weights(trained, head_weights, spec.name)
         side = (size, size)
     else:
         if not image_shape:
             raise ExportError(f"{spec.name}'s head file does not say its images' shape")
         body = trained = spec.builder(tuple(image_shape), n_classes)
         side = tuple(image_shape[:2])
-    _load_weights(trained, head_weights, spec.name)
+        _load_weights(trained, head_weights, spec.name)
     inputs = keras.Input(shape=(None, None, 3), dtype="uint8", name="images")
     x = inputs
     for layer in preprocessing_layers(spec, row_config.preprocess):
@@ -118,12 +127,28 @@ def build_model(spec: Spec, row_config: RunConfig, weights: ResolvedWeights | No
     return keras.Model(inputs, logits, name=keras_name(spec.name))
 
 
+def _fine_tuned_head(spec: BackboneSpec, body: keras.Model, size: int, row_config: RunConfig,
+                     weights: Sequence[np.ndarray], n_classes: int) -> keras.Model:
+    """The fine-tuned model's head; its weights, and `body`'s, set to the saved ones. Every
+    weight is replaced, BatchNormalization's statistics too: nothing is re-estimated."""
+    # the weights do not depend on the images' shape: any size, as the export takes
+    inputs, outputs = features.backbone_graph(spec, body, size, row_config, (None, None, 3),
+                                              "uint8")
+    whole, trained = finetune.build_model(spec, inputs, outputs, n_classes, row_config.seed)
+    _load_weights(whole, weights, spec.name)
+    return trained
+
+
 def _load_weights(model: keras.Model, weights: Sequence[np.ndarray], name: str) -> None:
     expected = [tuple(w.shape) for w in model.weights]
     found = [tuple(w.shape) for w in weights]
-    if expected != found:
-        raise ExportError(f"the head file of {name} holds weights of shapes {found}; its "
-                          f"model has {expected}")
+    if expected != found:  # a whole fine-tuned model has hundreds: the first that differs
+        at = next((i for i, (a, b) in enumerate(zip(expected, found, strict=False))
+                   if a != b), min(len(expected), len(found)))
+        raise ExportError(f"the head file of {name} holds {len(found)} weights, its model "
+                          f"{len(expected)}; weight {at} has the shape "
+                          f"{found[at] if at < len(found) else 'none'} in the file, "
+                          f"{expected[at] if at < len(expected) else 'none'} in the model")
     model.set_weights(list(weights))
 
 

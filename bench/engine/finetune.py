@@ -18,6 +18,7 @@ when the features were extracted).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import replace
 
 import keras
@@ -47,6 +48,21 @@ def unfreeze(backbone: keras.Model, last_layers: int | None = None) -> list[str]
     return [layer.name for layer in weighted if layer.trainable and layer.trainable_weights]
 
 
+def build_model(spec: BackboneSpec, inputs: keras.KerasTensor, outputs: keras.KerasTensor,
+                n_classes: int, seed: int, head_weights: Sequence[np.ndarray] | None = None,
+                ) -> tuple[keras.Model, keras.Sequential]:
+    """(the whole model, its head): the head, drawn from the run's `seed` and holding
+    `head_weights` when given, on `outputs`, the features of features.backbone_graph's graph.
+    The fine-tuned stage trains this model and saves its get_weights(); export rebuilds it to
+    load them."""
+    keras.utils.set_random_seed(seed)
+    top = head.build_head(n_classes)
+    top.build((None, int(outputs.shape[-1])))
+    if head_weights is not None:
+        top.set_weights(head_weights)
+    return keras.Model(inputs, top(outputs), name=f"{spec.name}_fine_tuned"), top
+
+
 def fine_tune(spec: BackboneSpec, config: RunConfig, data: Dataset, ident: RunIdentity,
               frozen: Outcome, frozen_hash: str) -> Outcome:
     """The fine-tuned run of `config` (fine_tune set), continuing `frozen`, the outcome of its
@@ -58,11 +74,8 @@ def fine_tune(spec: BackboneSpec, config: RunConfig, data: Dataset, ident: RunId
     if config.fine_tune_epochs == 0:
         return replace(frozen, stage_fields=stage)
     backbone, inputs, outputs = routes.frozen_backbone(spec, config, data, ident)
-    keras.utils.set_random_seed(config.seed)
-    top = head.build_head(data.n_classes)
-    top.build((None, int(outputs.shape[-1])))
-    top.set_weights(frozen.head_weights)
-    model = keras.Model(inputs, top(outputs), name=f"{spec.name}_fine_tuned")
+    model, _ = build_model(spec, inputs, outputs, data.n_classes, config.seed,
+                           frozen.head_weights)
     unfreeze(backbone, config.fine_tune_layers)
     splits = make_splits(data.train_images, data.test_images, data, config)
     # the whole model's weights go to the head file: export rebuilds the fine-tuned backbone
