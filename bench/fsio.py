@@ -30,8 +30,7 @@ class FolderBusy(Exception):
 
 
 def _forget_locks_in_child() -> None:
-    # A forked child shares the parent's lock (flock belongs to the open file description) and
-    # would keep it after the parent died; only the process that took it may hold it.
+    # A forked child inherits no POSIX lock, but would think it holds the folder.
     for fd in _HELD.values():
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -63,11 +62,14 @@ def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    # os.open's descriptors are not inherited across exec: children never hold the lock.
+    # A POSIX record lock (lockf), not flock: it belongs to this process alone. A flock belongs
+    # to the open file description, which a child forked by a library (between its fork and
+    # exec) shares: released here, the lock stayed held a moment longer, and the next writer of
+    # the folder in this process was told another process (pid unknown) held it.
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held by another process
         holder = _holder(fd)
         os.close(fd)
         raise FolderBusy(f"another bench process ({holder}) is writing {folder}") from None
