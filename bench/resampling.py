@@ -264,6 +264,12 @@ def _basic(estimate: float, deviations: np.ndarray, confidence: float) -> tuple[
     return estimate - float(ordered[-k]), estimate - float(ordered[k - 1])
 
 
+def basic_interval(estimate: float, deviations: np.ndarray,
+                   confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for any statistic of the accuracies, from its deviation on each replicate."""
+    return _basic(estimate, np.asarray(deviations), confidence)
+
+
 def interval(res: Resampled, e: int, confidence: float = 0.95) -> tuple[float, float]:
     """Interval for entry e's accuracy, clipped to [0, 1]."""
     low, high = _basic(float(res.estimates[_entry(res, e)]), res.replicates[:, e], confidence)

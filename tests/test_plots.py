@@ -66,6 +66,26 @@ def test_cost_panel_draws_the_front_the_baseline_and_the_recommendation() -> Non
     assert chosen is None or f"{chosen.label} (recommended)" in texts or chosen.label == "Big"
 
 
+def test_cost_panel_shows_both_stages_of_a_fine_tuned_entry() -> None:
+    """The frozen stage at the same inference time (the model is the same), joined to the
+    fine-tuned entry by a line: what fine-tuning added; a frozen table draws none."""
+    stages = dict(fine_tune=True, route="fine-tuned", stage="fine-tuned")
+    [table] = tables([run("Big", 0.9, 20.0, frozen_accuracy=0.8, **stages),
+                      run("Fast", 0.85, 2.0, frozen_accuracy=0.6, **stages)])
+    fig = Figure()
+    ax = fig.subplots()
+    plots._cost_panel(fig, ax, table)
+    [frozen] = [c for c in ax.collections if str(c.get_label()).startswith("frozen stage")]
+    assert sorted(map(tuple, frozen.get_offsets().tolist())) == [(2.0, 0.6), (20.0, 0.8)]
+    joins = sorted((list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines
+                   if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    assert joins == [([2.0, 2.0], [0.6, 0.85]), ([20.0, 20.0], [0.8, 0.9])]
+    [frozen_table] = tables(sweep())
+    ax = Figure().subplots()
+    plots._cost_panel(fig, ax, frozen_table)
+    assert not [c for c in ax.collections if str(c.get_label()).startswith("frozen stage")]
+
+
 def test_write_plots_writes_the_cost_plot_per_table(tmp_path: Path) -> None:
     second = [
         RunResult.from_dict({**r.to_dict(), "configuration": {**r.configuration,

@@ -4,6 +4,7 @@ leaderboard.csv / plots out."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +22,16 @@ from bench.report import (
     write_report,
 )
 from bench.report.columns import COLUMNS
-from bench.report.markdown import provenance_line
+from bench.report.markdown import leaderboard_markdown, provenance_line
+from bench.report.plots import Plots
 from bench.report.ranking import RESAMPLES, tables
-from bench.report.words import could_be_best_text, label, recommendation_text, title_parts
+from bench.report.words import (
+    agreement_text,
+    could_be_best_text,
+    label,
+    recommendation_text,
+    title_parts,
+)
 from bench.result import RunResult
 from bench.runlog import append_record
 
@@ -125,6 +133,9 @@ def test_csv_columns_are_those_users_read() -> None:
         "infer_ms", "gflops", "probe_linear_accuracy", "probe_linear_s", "probe_knn_accuracy",
         "probe_knn_s", "weights_file", "weights_substituted_for", "runtime", "runtime_version",
         "runtime_batch", "extract_img_s", "one_class", "data", "data_kind",
+        # fine-tuning (--fine-tune)
+        "frozen_accuracy", "gain", "gain_low", "gain_high", "gain_p", "fine_tune_epoch_s",
+        "fine_tune_images_per_s", "peak_memory_mb",
     )  # fmt: skip
 
 
@@ -1008,3 +1019,159 @@ def test_every_accuracy_has_the_name_runs_jsonl_gives_it(seeded_report: Path) ->
     headers = [h for line in text.splitlines() if line.startswith("| ") for h in cells(line)]
     assert "test_accuracy" in headers
     assert not {"accuracy", "val_acc", "test_acc", "val_accuracy"} & set(headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuned tables (--fine-tune): a table of their own, each entry beside its frozen stage
+
+FT_SEEDS = (2, 3, 4)
+FT_SPREAD = (0, 3, -3)  # images right per seed around an entry's count: seeds vary a little
+
+
+def fine_tuned_runs(backbone: str, frozen: int, tuned: int, seeds: Sequence[int] = FT_SEEDS,
+                    **overrides) -> list[dict]:
+    """A backbone's frozen rows and the fine-tuned rows continuing them, seed by seed: right on
+    the first `frozen` (frozen stage) and `tuned` (fine-tuned) test images, give or take a few
+    per seed."""
+    rows = []
+    for seed, spread in zip(seeds, FT_SPREAD, strict=False):
+        before, after = correct_first(frozen + spread), correct_first(tuned + spread)
+        rows += seeded_runs(backbone, [np.mean(before)], before, first_seed=seed,
+                            peak_memory_mb=900.0, **overrides)
+        rows += seeded_runs(
+            backbone, [np.mean(after)], after, first_seed=seed, fine_tune=True,
+            fine_tune_epochs=10, route="fine-tuned", stage="fine-tuned",
+            group=f"{backbone}/fine-tuned", frozen_accuracy=float(np.mean(before)),
+            frozen_predictions=predictions_for(before), frozen_config_hash=f"{backbone}{seed}",
+            fine_tune_epoch_s=4.25, fine_tune_images_per_s=206.6, peak_memory_mb=1500.0,
+            **overrides)
+    return rows
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The markdown's `## ` sections by their heading."""
+    return {part.split("\n", 1)[0]: part for part in ("\n" + text).split("\n## ")[1:]}
+
+
+def _fine_tuned_section(text: str) -> str:
+    return next(body for head, body in _sections(text).items() if "**fine-tuned**" in head)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_paths(tmp_path_factory: pytest.TempPathFactory) -> report.ReportPaths:
+    """Three backbones frozen and fine-tuned, 3 seeds, far apart and in the same order."""
+    rows = [*fine_tuned_runs("Small", 90, 120, infer_ms=1.0),
+            *fine_tuned_runs("Mid", 150, 190, infer_ms=3.0),
+            *fine_tuned_runs("Large", 210, 240, infer_ms=9.0)]
+    return write_report(tmp_path_factory.mktemp("fine-tuned"), rows)
+
+
+def test_fine_tuned_rows_form_their_own_table_beside_their_frozen_stage(
+        fine_tuned_paths: report.ReportPaths) -> None:
+    text = fine_tuned_paths["markdown"].read_text(encoding="utf-8")
+    section = _fine_tuned_section(text)
+    assert "**fine-tuned**, every layer fine-tuned" in section.splitlines()[0]
+    assert [r["backbone"] for r in table_rows(section)] == ["Large", "Mid", "Small"]
+    assert "### Fine-tuned against the frozen stage" in section
+    rows = {r["backbone"]: r for r in table_rows(section, "backbone") if "gain" in r}
+    assert list(rows) == ["Large", "Mid", "Small"]
+    assert rows["Mid"]["K"] == "3" and rows["Mid"]["frozen_accuracy"] == "0.500"
+    assert rows["Mid"]["test_accuracy"].startswith("0.633 ± 0.010 [")
+    # paired per image and seed: every seed's fine-tuned run is right on 40 more images
+    gain = re.fullmatch(r"\+0\.133 \[\+(0\.\d{3}), \+(0\.\d{3})\]", rows["Mid"]["gain"])
+    assert gain and 0 < float(gain[1]) < 0.133 < float(gain[2])
+    assert float(rows["Mid"]["gain_p"]) < 0.05
+    # the fine-tuning numbers in the fine-tuned table's details only: frozen tables as before
+    details = {r["backbone"]: r for r in table_rows(section, "backbone") if "kind" in r}
+    assert (details["Mid"]["fine_tune_epoch_s"], details["Mid"]["fine_tune_images_per_s"],
+            details["Mid"]["peak_memory_mb"], details["Mid"]["route"]) == (
+        "4.25", "207", "1500", "fine-tuned")
+    frozen = next(body for head, body in _sections(text).items() if head.startswith("Table 1"))
+    assert "fine_tune_epoch_s" not in frozen and "peak_memory_mb" not in frozen
+    assert "frozen stage" not in frozen and "gain" not in frozen
+
+
+def test_the_gain_comes_from_one_resampling_of_both_stages(
+        fine_tuned_paths: report.ReportPaths) -> None:
+    """Redone by hand: every fine-tuned entry, then every frozen stage, resampled at once."""
+    (table,) = [t for t in tables(RunResult.from_dict(r) for r in _ft_rows()) if t.fine_tuned]
+    tuned = [e.correctness(np.array(EVAL_LABELS)) for e in table.entries]
+    frozen = [np.array([np.equal(r.frozen_predictions, r.labels) for r in e.runs])
+              for e in table.entries]
+    res = resampling.resample([*tuned, *frozen], [list(FT_SEEDS)] * 6, RESAMPLES, 0)
+    lines = pd.read_csv(fine_tuned_paths["csv"])
+    fine_tuned = lines[lines["route"] == "fine-tuned"]
+    for i, entry in enumerate(table.entries):
+        want = resampling.difference(res, i, 3 + i)
+        mine = fine_tuned[fine_tuned["backbone"] == entry.first.backbone]
+        for column, value in (("gain", want.estimate), ("gain_low", want.low),
+                              ("gain_high", want.high), ("gain_p", want.p_value)):
+            assert mine[column].tolist() == pytest.approx([value] * 3), column
+    assert lines["gain"].notna().sum() == 9  # the fine-tuned runs' lines, not the frozen ones
+    mid = fine_tuned[fine_tuned["backbone"] == "Mid"]
+    assert mid["frozen_accuracy"].tolist() == pytest.approx([150 / 300, 153 / 300, 147 / 300])
+    assert mid["fine_tune_epoch_s"].tolist() == [4.25] * 3
+    assert mid["fine_tune_images_per_s"].tolist() == [206.6] * 3
+    assert sorted(lines["peak_memory_mb"]) == [900.0] * 9 + [1500.0] * 9  # every run's
+
+
+def _ft_rows() -> list[dict]:
+    return [*fine_tuned_runs("Small", 90, 120, infer_ms=1.0),
+            *fine_tuned_runs("Mid", 150, 190, infer_ms=3.0),
+            *fine_tuned_runs("Large", 210, 240, infer_ms=9.0)]
+
+
+def _agreement_text(rows: list[dict]) -> str:
+    (table,) = [t for t in tables(RunResult.from_dict(r) for r in rows) if t.fine_tuned]
+    return agreement_text(table)
+
+
+def test_the_frozen_ranking_predicted_the_fine_tuned_one(
+        fine_tuned_paths: report.ReportPaths) -> None:
+    section = _fine_tuned_section(fine_tuned_paths["markdown"].read_text(encoding="utf-8"))
+    heading = "### Did the frozen ranking predict the fine-tuned one?"
+    said = section.split(heading, 1)[1].split("###", 1)[0]
+    assert "rho = 1.00, 95 % interval [1.00, 1.00]" in said
+    assert "The frozen ranking predicted the fine-tuned one: the interval excludes 0" in said
+    assert "A correlation is not the same ranking" in said
+
+
+def test_a_reversed_ranking_is_said_to_run_against() -> None:
+    rows = [*fine_tuned_runs("Small", 90, 240), *fine_tuned_runs("Mid", 150, 190),
+            *fine_tuned_runs("Large", 210, 120)]
+    text = _agreement_text(rows)
+    assert "rho = -1.00" in text and "ran against the frozen one" in text
+    assert "predicted" not in text
+
+
+def test_an_untold_order_is_not_shown_either_way() -> None:
+    # three backbones a few images apart in both stages: the order is not in the data
+    rows = [*fine_tuned_runs("A", 150, 180), *fine_tuned_runs("B", 152, 182),
+            *fine_tuned_runs("C", 154, 184)]
+    text = _agreement_text(rows)
+    low, high = (float(x) for x in re.search(r"interval \[(-?[\d.]+), (-?[\d.]+)\]", text).groups())
+    assert low <= 0 <= high
+    assert "Not shown: the interval includes 0" in text and "no evidence that it does not" in text
+    for never in ("predicted the fine-tuned", "ran against", "same ranking"):
+        assert never not in text
+
+
+def test_the_correlation_needs_three_backbones_and_two_seeds() -> None:
+    two = [*fine_tuned_runs("Small", 90, 120), *fine_tuned_runs("Large", 210, 240)]
+    assert _agreement_text(two).startswith(
+        "Omitted: a rank correlation needs at least 3 fine-tuned backbones")
+    one_seed = [r for r in _ft_rows() if r["seed"] == 2]
+    assert _agreement_text(one_seed).startswith("Omitted: it needs at least 2 seeds per backbone")
+    without = [{**r, "frozen_predictions": []} if r["backbone"] == "Small" else r
+               for r in _ft_rows()]
+    assert "this table has 3 (2 with their frozen stage's predictions)" in _agreement_text(without)
+
+
+def test_frozen_tables_read_as_before_beside_a_fine_tuned_one() -> None:
+    def first_table(runs: list[RunResult]) -> str:
+        text = leaderboard_markdown(runs, tables(runs), Plots(), Path("."))
+        return next(body for head, body in _sections(text).items() if head.startswith("Table 1"))
+
+    frozen = [RunResult.from_dict(r) for r in _ft_rows() if r["stage"] is None]
+    everything = [RunResult.from_dict(r) for r in _ft_rows()]
+    assert first_table(everything) == first_table(frozen)

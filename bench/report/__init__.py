@@ -8,9 +8,10 @@ their seed are one entry. Every interval, comparison, rank interval and recommen
 from one resampling of the table's test images and seeds (bench.resampling), so a reader can
 tell real gaps from noise and no interval contradicts a verdict.
 
-Layers: columns (the one column table) -> entries (runs -> entries) -> ranking (ranked,
-compared tables) -> effects (pretraining, the test file's epoch choice, probes) -> words ->
-tables, markdown, plots (renderers) -> write_report here.
+Layers: columns (the one column table) -> entries (runs -> entries) -> stages (a fine-tuned
+entry against its frozen stage) -> ranking (ranked, compared tables) -> effects (pretraining,
+the test file's epoch choice, probes) -> words -> tables, markdown, plots (renderers) ->
+write_report here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ FRAME = "frame"  # leaderboard(): one row per entry (a backbone's runs over seed
 CSV = "csv"  # leaderboard.csv: one line per run (every seed), full precision
 MARKDOWN = "markdown"  # leaderboard.md's main table, one per configuration, formatted
 DETAILS = "details"  # leaderboard.md's details table under each main table
-ALL = frozenset({FRAME, CSV, MARKDOWN, DETAILS})
+STAGES = "stages"  # leaderboard.md's fine-tuned entries against their frozen stage
+ALL = frozenset({FRAME, CSV, MARKDOWN, DETAILS, STAGES})
 
 MEAN = "mean"  # an entry's value is the mean over its seeds
 FIRST = "first"  # the same for every seed: the lowest seed's
@@ -25,6 +26,7 @@ class Column:
     shown: frozenset[str] = ALL
     per_entry: str = FIRST  # MEAN, FIRST or ENTRY: how an entry's value is made
     optional: bool = False  # markdown leaves it out when no entry of the table has it
+    fine_tuned: bool = False  # markdown shows it in fine-tuned tables only
 
     @property
     def numeric(self) -> bool:
@@ -52,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("kind", "kind", shown=_only(FRAME, CSV, DETAILS)),  # "backbone" | "baseline"
     Column("protocol", "protocol", shown=_DATA),  # said in the table's title
     Column("k", dtype="Int64", shown=_only(FRAME)),  # seeds averaged
-    Column("K", dtype="Int64", shown=_only(DETAILS)),
+    Column("K", dtype="Int64", shown=_only(DETAILS, STAGES)),
     Column("seed", "seed", "Int64", shown=_only(CSV)),
     # Accuracies have runs.jsonl's names everywhere. holdout only: the holdout split's at the
     # last epoch (under lesson early stopping watches the test file: that is test_accuracy)
@@ -60,7 +62,7 @@ COLUMNS: tuple[Column, ...] = (
            per_entry=MEAN, optional=True),
     Column("holdout_accuracy_sd", dtype="float64", shown=_only(FRAME)),
     # the ranked number; markdown: mean ± sd over the seeds and the 95 % interval
-    Column("test_accuracy", "test_accuracy", "float64", shown=_DATA | {MARKDOWN},
+    Column("test_accuracy", "test_accuracy", "float64", shown=_DATA | {MARKDOWN, STAGES},
            per_entry=MEAN),
     Column("test_accuracy_sd", dtype="float64", shown=_only(FRAME)),
     # 95 % interval of the entry's test accuracy: test images and seeds resampled
@@ -123,6 +125,20 @@ COLUMNS: tuple[Column, ...] = (
     # the data set as the runner named it (a folder, tfds:NAME) and its kind (npy, folder, ...)
     Column("data", "data", shown=_only(CSV)),
     Column("data_kind", "data_kind", shown=_only(CSV)),
+    # fine-tuned runs (--fine-tune): the frozen stage they continue (same seed) and the gain,
+    # fine-tuned minus frozen accuracy paired per test image and seed, its 95 % interval and p
+    Column("frozen_accuracy", "frozen_accuracy", "float64", ".3f", _DATA | {STAGES}, MEAN),
+    Column("gain", dtype="float64", shown=_DATA | {STAGES}, per_entry=ENTRY),
+    Column("gain_low", dtype="float64", shown=_DATA, per_entry=ENTRY),
+    Column("gain_high", dtype="float64", shown=_DATA, per_entry=ENTRY),
+    Column("gain_p", dtype="float64", shown=_DATA | {STAGES}, per_entry=ENTRY),
+    Column("fine_tune_epoch_s", "fine_tune_epoch_s", "float64", ".2f", _DATA | {DETAILS}, MEAN,
+           fine_tuned=True),
+    Column("fine_tune_images_per_s", "fine_tune_images_per_s", "float64", ".0f",
+           _DATA | {DETAILS}, MEAN, fine_tuned=True),
+    # every ok run: the process's peak resident memory (MiB) after it
+    Column("peak_memory_mb", "peak_memory_mb", "float64", ".0f", _DATA | {DETAILS}, MEAN,
+           fine_tuned=True),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

@@ -108,6 +108,12 @@ class Entry:
     verdict: str = "n/a"
     behind_at_least: float | None = None  # simultaneous lower bound of best - this, >= 0
     behind_at_most: float | None = None  # simultaneous upper bound of best - this (U)
+    # fine-tuned entries: fine-tuned minus frozen-stage accuracy, paired per image and seed,
+    # its 95 % interval and p-value (bench.report.stages)
+    gain: float | None = None
+    gain_low: float | None = None
+    gain_high: float | None = None
+    gain_p: float | None = None
     numbers: dict[str, Any] = field(default_factory=dict)  # by leaderboard() column
 
     @property
@@ -136,6 +142,11 @@ class Entry:
     @property
     def seeds(self) -> list:
         return [r.seed for r in self.runs]
+
+    @property
+    def seed_labels(self) -> list[int]:
+        """The seeds as resampling labels: a seed that is not a number by its position."""
+        return [int(s) if is_number(s) else i for i, s in enumerate(self.seeds)]
 
     def mean_sd(self, name: str) -> tuple[float | None, float | None]:
         values = [v for r in self.runs if (v := metric(r, name)) is not None]

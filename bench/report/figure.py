@@ -1,6 +1,6 @@
 """A figure's furniture, whatever it plots: panels with fixed margins, a palette, axis limits
-with room for labels, point labels that overlap neither each other nor the markers, and saving
-without pyplot. bench.report.plots decides what each figure shows."""
+with room for labels, point labels that overlap neither each other nor the markers, a matrix
+of counts, and saving without pyplot. bench.report.plots decides what each figure shows."""
 
 from __future__ import annotations
 
@@ -128,3 +128,18 @@ def log_limits(ax: Any, xs: Sequence[float], lows: Sequence[float], highs: Seque
     span = max(max(highs) - min(lows), 0.02)
     ax.set_ylim(min(lows) - 0.08 * span, max(highs) + 0.12 * span)
     ax.grid(alpha=0.3, which="both")
+
+
+def draw_matrix(ax: Any, matrix: np.ndarray, names: Sequence[str]) -> None:
+    """The counts as an image with each cell's number written on it."""
+    n = len(names)
+    ax.set_xticks(range(n), labels=names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    font = max(5, 11 - n // 4)
+    for i in range(n):
+        for j in range(n):
+            colour = "white" if matrix[i, j] > threshold else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=font, color=colour)

@@ -16,8 +16,8 @@ from tabulate import tabulate
 
 from bench import stats
 from bench.console import one_line
-from bench.report import effects, words
-from bench.report.columns import BY_NAME, DETAILS, MARKDOWN, columns_of
+from bench.report import effects, stages, words
+from bench.report.columns import BY_NAME, DETAILS, MARKDOWN, STAGES, columns_of
 from bench.report.entries import Entry, is_number, seeds_text, weights_file_text
 from bench.report.plots import Plots
 from bench.report.ranking import ALPHA, Table, transfer_points
@@ -81,6 +81,13 @@ def _params_text(entry: Entry) -> str:
     return f"{_format(trainable, ',')} / {_format(total, ',')}"
 
 
+def _gain_text(entry: Entry) -> str:
+    """Fine-tuned minus frozen accuracy with its interval."""
+    if entry.gain is None:
+        return MISSING
+    return f"{entry.gain:+.3f} [{entry.gain_low:+.3f}, {entry.gain_high:+.3f}]"
+
+
 def _epochs_text(entry: Entry) -> str:
     mean = entry.numbers["epochs"]
     if mean is None:
@@ -99,6 +106,8 @@ _COMPOSITE_CELLS: dict[str, Callable[[Entry], str]] = {
     "K": lambda e: str(e.numbers["k"]),
     "epochs": _epochs_text,
     "weights": lambda e: _format(weights_file_text(e.first), ""),
+    "gain": _gain_text,
+    "gain_p": lambda e: MISSING if e.gain_p is None else _p_text(e.gain_p),
 }
 
 
@@ -110,11 +119,12 @@ def _cell(entry: Entry, name: str) -> str:
 
 def details_columns(table: Table) -> tuple[str, ...]:
     """The details table's columns; optional ones (holdout_accuracy, probes) only when some
-    entry has them."""
+    entry has them, the fine-tuning ones in fine-tuned tables only."""
     return tuple(
         c.name
         for c in columns_of(DETAILS)
         if not (c.optional and all(e.numbers.get(c.name) is None for e in table.entries))
+        and (table.fine_tuned or not c.fine_tuned)
     )
 
 
@@ -205,6 +215,18 @@ def _per_class_lines(ranked: Sequence[Entry]) -> list[str]:
     return ["### Per-class accuracy", "", "Recall of each class (mean over seeds).", "", text]
 
 
+def _stage_lines(table: Table) -> list[str]:
+    """A fine-tuned table's entries against their frozen stage, and whether the frozen
+    ranking predicted the fine-tuned one."""
+    if not table.fine_tuned:
+        return []
+    shown = [e for e in table.entries if stages.is_fine_tuned(e)]
+    return ["### Fine-tuned against the frozen stage", "", words.STAGES_TEXT, "",
+            _pipe_table(shown, [c.name for c in columns_of(STAGES)]), "",
+            "### Did the frozen ranking predict the fine-tuned one?", "",
+            words.agreement_text(table), ""]
+
+
 def _title(table: Table) -> str:
     """The table's configuration, the knobs that tell tables apart in bold."""
     return ", ".join(f"**{text}**" if differs else text
@@ -221,6 +243,7 @@ def _table_section(number: int, table: Table, plots: Plots, out_dir: Path) -> li
             lines += [_bold_lead(text), ""]
     lines += [_pipe_table(table.entries, MARKDOWN_COLUMNS), ""]
     lines += _method_lines(table)
+    lines += _stage_lines(table)
     lines += ["### Details", "", _pipe_table(table.entries, details_columns(table)), ""]
     lines += [*_transfer_lines(table, plots.transfer, out_dir), ""]
     if per_class := _per_class_lines(table.entries):

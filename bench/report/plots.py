@@ -1,9 +1,11 @@
 """plots/: training curves and a confusion matrix per entry, and per table (one panel each):
-accuracy against inference time per image with its Pareto front, accuracy against model size,
-and accuracy against ImageNet top-1. Figures are drawn without pyplot (no global state)."""
+accuracy against inference time per image with its Pareto front (and a fine-tuned entry's frozen
+stage), accuracy against model size, and accuracy against ImageNet top-1. Figures are drawn
+without pyplot (no global state)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from bench.report.entries import (
     n_classes,
     seeds_text,
 )
-from bench.report.figure import log_limits, palette, panels, place_labels, save
+from bench.report.figure import draw_matrix, log_limits, palette, panels, place_labels, save
 from bench.report.ranking import Table, transfer_points
 from bench.result import RunResult
 from bench.resultsdir import PLOTS_DIR, safe_name
@@ -134,8 +136,8 @@ def _plot_history(runs: Sequence[RunResult], title: str, path: Path) -> None:
 
 
 def _title(table: Table) -> str:
-    """The table's title as plain text (the markdown sets the knobs that differ in bold)."""
-    return words.title(table)
+    """The table's title as plain text, in lines a panel's width holds."""
+    return textwrap.fill(words.title(table), 130)
 
 
 def _accuracy_label(protocol: str) -> str:
@@ -210,6 +212,21 @@ def _baselines(ax: Any, table: Table) -> list[float]:
     return ys
 
 
+def _frozen_stages(ax: Any, found: Sequence[tuple[Entry, float, float]]) -> list[float]:
+    """Each fine-tuned entry's frozen stage: a hollow marker at the same inference time (the
+    model is the same), joined to the fine-tuned one by a line; returns their accuracies."""
+    shown = [(x, frozen, y) for e, x, y in found if (frozen := e.mean("frozen_accuracy"))
+             is not None]
+    for x, frozen, y in shown:  # wide and pale, so the interval's bar shows through
+        ax.plot([x, x], [frozen, y], color="C2", linewidth=4, alpha=0.4, zorder=2,
+                solid_capstyle="butt")
+    frozen = [f for _, f, _ in shown]
+    if shown:
+        ax.scatter([x for x, _, _ in shown], frozen, s=30, facecolors="white", edgecolors="C2",
+                   linewidths=1.5, zorder=4, label="frozen stage (green: what fine-tuning added)")
+    return frozen
+
+
 def _cost_panel(fig: Figure, ax: Any, table: Table) -> None:
     found = _cost_entries(table)
     entries = [e for e, _, _ in found]
@@ -250,7 +267,7 @@ def _cost_panel(fig: Figure, ax: Any, table: Table) -> None:
             zorder=4,
             label="best; cheapest within the margin of it",
         )
-    baselines = _baselines(ax, table)
+    baselines = [*_baselines(ax, table), *_frozen_stages(ax, found)]
     log_limits(ax, xs, [*(ys - bars[0]), *baselines], [*(ys + bars[1]), *baselines])
     ax.set_xlabel("inference ms per image at the run's size (log scale)")
     ax.set_ylabel(_accuracy_label(table.protocol))
@@ -333,21 +350,6 @@ def _plot_summary(tables: Sequence[Table], path: Path) -> bool:
     return _per_table(shown, _summary_panel, path, (11, 7, 0.84), title)
 
 
-def _draw_matrix(ax: Any, matrix: np.ndarray, names: Sequence[str]) -> None:
-    """The counts as an image with each cell's number written on it."""
-    n = len(names)
-    ax.set_xticks(range(n), labels=names, rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(n), labels=names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    font = max(5, 11 - n // 4)
-    for i in range(n):
-        for j in range(n):
-            colour = "white" if matrix[i, j] > threshold else "black"
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=font, color=colour)
-
-
 def _plot_confusion(entry: Entry, path: Path) -> bool:
     """Confusion matrix of the entry's lowest seed that stored predictions; False if none did."""
     run = next((r for r in entry.runs if eval_arrays(r) is not None), None)
@@ -366,7 +368,7 @@ def _plot_confusion(entry: Entry, path: Path) -> bool:
     image = ax.imshow(matrix, cmap="Blues", vmin=0)
     colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
     colorbar.ax.yaxis.get_major_locator().set_params(integer=True)  # counts: no 2.5 images
-    _draw_matrix(ax, matrix, names)
+    draw_matrix(ax, matrix, names)
     accuracy = float(np.mean(labels == predictions))
     split = run.eval_split or "evaluation set"
     ax.set_title(

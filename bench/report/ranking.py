@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench import resampling
+from bench.report import stages
 from bench.report.columns import FRAME, MEAN, columns_of
 from bench.report.entries import (
     HOLDOUT,
@@ -76,6 +77,13 @@ class Table:
     margin: float
     resolvable: float | None  # smallest difference found with POWER (>= 2 entries tested)
     recommendation: Recommendation | None
+    # fine-tuned entries against their frozen stage (None: no fine-tuned entry compared)
+    against_frozen: stages.Stages | None = None
+
+    @property
+    def fine_tuned(self) -> bool:
+        """A table of fine-tuned runs (--fine-tune): each continues a frozen run."""
+        return any(stages.is_fine_tuned(e) for e in self.entries)
 
     @property
     def n_images(self) -> int | None:
@@ -120,19 +128,25 @@ def _labels(run: RunResult) -> np.ndarray | None:
     return None if arrays is None else arrays[0]
 
 
-def _resample(ranked: list[Entry]) -> tuple[list[Entry], resampling.Resampled | None]:
-    reference = _reference_labels(ranked)
-    if reference is None:
-        return [], None
-    if len(reference) < 2:
-        return [], None
+def _resample(ranked: list[Entry],
+              reference: np.ndarray) -> tuple[list[Entry], resampling.Resampled]:
     tested, correct, seeds = [], [], []
     for entry in ranked:
         if (matrix := entry.correctness(reference)) is not None:
             tested.append(entry)
             correct.append(matrix)
-            seeds.append([int(s) if is_number(s) else i for i, s in enumerate(entry.seeds)])
+            seeds.append(entry.seed_labels)
     return tested, resampling.resample(correct, seeds, RESAMPLES, SEED)
+
+
+def _compare_stages(ranked: list[Entry], reference: np.ndarray) -> stages.Stages | None:
+    """Each fine-tuned entry's gain over its frozen stage, and their rank agreement."""
+    found = stages.compare(ranked, reference, RESAMPLES, SEED, CONFIDENCE)
+    if found is not None:
+        for entry, gain in zip(found.entries, found.gains, strict=True):
+            entry.gain, entry.gain_low, entry.gain_high = gain.estimate, gain.low, gain.high
+            entry.gain_p = gain.p_value
+    return found
 
 
 def _compare(tested: list[Entry], res: resampling.Resampled, margin: float) -> None:
@@ -199,6 +213,7 @@ def _entry_numbers(entry: Entry, table: Table) -> dict[str, Any]:
         n_eval=next((n for r in entry.runs if (n := n_eval(r))), None),
         vs_best=entry.verdict, behind_at_least=entry.behind_at_least,
         behind_at_most=entry.behind_at_most, one_class=entry.one_class,
+        gain=entry.gain, gain_low=entry.gain_low, gain_high=entry.gain_high, gain_p=entry.gain_p,
     )
     return numbers
 
@@ -207,15 +222,18 @@ def _table(key: str, runs: list[RunResult], differing: frozenset[str], margin: f
     ranked = sorted(entries(runs), key=_ranking_key)
     for position, entry in enumerate(ranked, start=1):
         entry.rank = position
-    tested, res = _resample(ranked)
-    if res is not None:
+    reference = _reference_labels(ranked)
+    tested, res, found = [], None, None
+    if reference is not None and len(reference) >= 2:
+        tested, res = _resample(ranked, reference)
         _compare(tested, res, margin)
+        found = _compare_stages(ranked, reference)
     configuration = json.loads(key)
     protocol = str(configuration.get("protocol") or runs[0].protocol)
     resolvable = (resampling.resolvable_difference(res, POWER, ALPHA)
                   if res is not None and len(tested) > 1 else None)
     table = Table(key, configuration, differing, protocol, ranked, tested, res, margin,
-                  resolvable, None)
+                  resolvable, None, found)
     table.recommendation = recommend(table)
     for entry in ranked:
         entry.numbers = _entry_numbers(entry, table)

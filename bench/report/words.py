@@ -19,6 +19,7 @@ from bench.report.ranking import (
     Recommendation,
     Table,
 )
+from bench.report.stages import MIN_BACKBONES, MIN_SEEDS, is_fine_tuned
 
 MISSING = "—"  # how a missing value reads in the report's text
 
@@ -57,7 +58,13 @@ def knob_text(name: str, value) -> str:
         return f"batch {value}"
     if name == "data_checksum":
         return f"data {str(value)[:8]}" if value else f"data {MISSING}"
-    return f"{name.replace('_', ' ')} {value}"
+    if name == "fine_tune":
+        return "fine-tuned" if value else "frozen"
+    if name == "fine_tune_layers":
+        return "every layer fine-tuned" if value is None else f"last {value} layers fine-tuned"
+    if name == "augment":
+        return "augmented" if value else "not augmented"
+    return f"{name.replace('fine_tune_', 'fine-tune ').replace('_', ' ')} {value}"
 
 
 def title_parts(configuration: dict, differing: Iterable[str] = ()) -> list[tuple[str, bool]]:
@@ -205,3 +212,52 @@ def method_text(table: Table) -> str:
         f"Both come from one resampling of the test images and seeds, so an interval and a "
         f"verdict never disagree."
     )
+
+
+STAGES_TEXT = (
+    "Each fine-tuned run continues the frozen run of the same backbone and seed: its frozen "
+    "stage, the head trained on frozen features as in a frozen table. `frozen_accuracy` is that "
+    "stage's test accuracy (mean over seeds); `gain` is the fine-tuned minus the frozen "
+    "accuracy, paired image by image and seed by seed, with its "
+    f"{100 * (1 - ALPHA):.0f} % interval and p-value from one resampling of the test images "
+    "and seeds: the interval excludes 0 exactly when p < 0.05. A gain whose interval includes "
+    "0 is not shown in either direction, which is no evidence that fine-tuning changed nothing."
+)
+
+
+def agreement_text(table: Table) -> str:
+    """Did the frozen ranking predict the fine-tuned one: Spearman's rho with its interval, and
+    a yes only where the interval excludes 0."""
+    compared = table.against_frozen.entries if table.against_frozen else []
+    found = table.against_frozen.agreement if table.against_frozen else None
+    if found is None and len(compared) >= MIN_BACKBONES:
+        return (f"Omitted: it needs at least {MIN_SEEDS} seeds per backbone (run --seeds 3 or "
+                "more). A fine-tuned run continues its frozen run with the same seed, so that "
+                "seed's luck on these test images is in both stages and would read as agreement.")
+    if found is None:
+        fine_tuned = sum(1 for e in table.entries if is_fine_tuned(e))
+        stored = (f" ({len(compared)} with their frozen stage's predictions)"
+                  if len(compared) < fine_tuned else "")
+        return (f"Omitted: a rank correlation needs at least {MIN_BACKBONES} fine-tuned "
+                f"backbones with their frozen stage's predictions on these test images; this "
+                f"table has {fine_tuned}{stored}.")
+    if found.rho is None:
+        return (f"Spearman's rho is undefined here (n = {found.backbones}): one stage's "
+                "accuracies are all equal.")
+    confidence = f"{100 * (1 - ALPHA):.0f} %"
+    text = (f"Spearman's rank correlation between the frozen and the fine-tuned accuracies of "
+            f"the {found.backbones} backbones: rho = {found.rho:.2f}, {confidence} interval "
+            f"[{found.low:.2f}, {found.high:.2f}] (test images and seeds resampled, both "
+            f"stages' accuracies recomputed in every replicate).")
+    if found.low > 0:
+        return text + (" The frozen ranking predicted the fine-tuned one: the interval "
+                       "excludes 0, so a backbone ranked higher frozen tended to rank higher "
+                       "fine-tuned. A correlation is not the same ranking: entries may still "
+                       "change places, and the interval bounds how closely the two agree.")
+    if found.high < 0:
+        return text + (" The fine-tuned ranking ran against the frozen one: the interval "
+                       "lies below 0, so a backbone ranked higher frozen tended to rank lower "
+                       "fine-tuned.")
+    return text + (" Not shown: the interval includes 0, so these runs cannot tell whether the "
+                   "frozen ranking predicts the fine-tuned one, which is no evidence that it "
+                   "does not. More test images, seeds or backbones narrow the interval.")
