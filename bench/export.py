@@ -37,7 +37,7 @@ from bench.headfile import HeadFile, load_head
 from bench.identity import file_sha256
 from bench.report import ranking
 from bench.report.entries import Entry, entries, metric
-from bench.result import RunResult
+from bench.result import FINE_TUNED, RunResult
 from bench.resultsdir import TMP_MARK
 from bench.runlog import RUNS_FILE, group_key, latest_records, read_records
 from bench.weights import WEIGHTS_ENV, ResolvedWeights, WeightsError, weights_folder
@@ -50,7 +50,7 @@ FORMATS = ("keras", "openvino", "saved_model", "auto")
 DEFAULT_FORMAT = "keras"  # loads wherever Keras does, on any runtime and machine
 SAVED_MODEL_FILE = "saved_model.pb"  # what makes a folder a SavedModel
 # --stage's choices (a row's stage: None, the first, or "fine-tuned"); none: the better one
-FROZEN, FINE_TUNED = "frozen", "fine-tuned"
+FROZEN = "frozen"
 STAGES = (FROZEN, FINE_TUNED)
 
 

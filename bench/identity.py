@@ -16,7 +16,7 @@ from backbones import BackboneSpec, Spec
 from bench import cache
 from bench.config import RunConfig
 from bench.data import Dataset
-from bench.result import STATUS_ERROR, RunResult
+from bench.result import FINE_TUNED, STATUS_ERROR, RunResult
 from bench.weights import ResolvedWeights, resolve_weights, weights_label
 
 KERAS_VERSION = version("keras")  # features depend on it; importing keras would cost seconds
@@ -115,7 +115,7 @@ def route_name(spec: Spec, config: RunConfig) -> str:
     if is_baseline(spec):
         return "from-scratch"
     if config.fine_tune:
-        return "fine-tuned"
+        return FINE_TUNED
     return "end-to-end" if config.end_to_end else "cached"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+FINE_TUNED = "fine-tuned"  # the stage (and route) of a fine-tuned row; a frozen row's is None
 # The version of a row's fields; bench.runlog.upgrade brings every older row to it where rows
 # are read, so nothing else knows an older one.
 SCHEMA = 2

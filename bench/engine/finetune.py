@@ -31,6 +31,7 @@ from bench.engine import head, routes
 from bench.engine.routes import Outcome
 from bench.engine.splits import make_splits
 from bench.identity import RunIdentity
+from bench.result import FINE_TUNED
 
 
 def unfreeze(backbone: keras.Model, last_layers: int | None = None) -> list[str]:
@@ -68,7 +69,7 @@ def fine_tune(spec: BackboneSpec, config: RunConfig, data: Dataset, ident: RunId
     """The fine-tuned run of `config` (fine_tune set), continuing `frozen`, the outcome of its
     frozen stage (identified by `frozen_hash`). With --fine-tune-epochs 0 it is the frozen
     stage's outcome itself."""
-    stage = dict(stage="fine-tuned", frozen_accuracy=float(np.mean(
+    stage = dict(stage=FINE_TUNED, frozen_accuracy=float(np.mean(
         frozen.predictions == frozen.labels)), frozen_predictions=frozen.predictions.tolist(),
         frozen_config_hash=frozen_hash)
     if config.fine_tune_epochs == 0:

@@ -33,8 +33,8 @@ import numpy as np
 
 from bench import resampling, stats
 from bench.report.entries import Entry
+from bench.result import FINE_TUNED
 
-FINE_TUNED = "fine-tuned"  # RunResult.stage of a fine-tuned row (None: a frozen one)
 MIN_BACKBONES = 3  # a rank correlation of fewer entries says nothing
 # A fine-tuned run continues its frozen run with the same seed, so that seed's luck on these
 # test images is in both stages and reads as agreement; only seeds drawn afresh in each
