@@ -12,8 +12,6 @@ TensorFlow is imported only when a dry run is asked for.
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,14 +53,10 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = Fal
     """Prints each entry's predicted seconds and the sweep's total, cold and with OpenVINO's
     conversions cached. Nothing is trained, downloaded or written but the calibrations."""
     work = _workload(data_dir)
-    fresh = "tensorflow" not in sys.modules
-    start = time.perf_counter()
     from bench.engine.quiet import import_tensorflow
 
     import_tensorflow()
-    from bench.engine import calibration, cost, routes  # noqa: F401  (routes: a child's imports)
-
-    import_s = time.perf_counter() - start if fresh else None
+    from bench.engine import calibration, cost
     _print(f"Dry run: {len(specs)} entries, {work.source} {'x'.join(map(str, work.image_shape))}, "
            f"extraction batch {config.extract_batch_size}")
     store = Path(config.cache_dir or cache.default_cache_dir())
@@ -71,7 +65,7 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = Fal
         calibrations[runtime], known = calibration.extraction(config, work.image_shape, runtime,
                                                              store)
         _print_calibration(calibrations[runtime], known)
-    speeds = _speeds(specs, config, work, store, import_s if isolated else None, isolated)
+    speeds = _speeds(specs, config, work, store, isolated)
     rows = cost.estimate(specs, config, work.n_images, calibrations, work.image_shape,
                          n_train=work.n_train)
     rows = whole_runs(rows, specs, config, work, speeds)
@@ -80,14 +74,14 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = Fal
 
 
 def _speeds(specs: list, config: RunConfig, work: Workload, store: Path,
-            import_s: float | None, isolated: bool) -> Speeds:
+            isolated: bool) -> Speeds:
     from bench.engine import calibration
 
     head, _ = calibration.head_training(work.n_classes, config, store)
     baselines = {s.name: calibration.baseline_training(s, work.image_shape, work.n_classes,
                                                        config, store)[0]
                  for s in specs if is_baseline(s)}
-    start_up = calibration.start_up(import_s, store)[0]["seconds"] if isolated else 0.0
+    start_up = calibration.start_up(store)[0]["seconds"] if isolated else 0.0
     ratio = (calibration.fine_tuning(config, work.image_shape, work.n_classes, store)[0][
         "train_per_forward"] if config.fine_tune else Speeds.train_per_forward)
     return Speeds(head["first_s"], head["per_value_s"], start_up,

@@ -123,6 +123,25 @@ def test_ray_rows_equal_the_localread_rows(ray_cluster, tiny_data, tmp_path):
     assert "Test_tiny" in (tmp_path / "ray" / "leaderboard.md").read_text()
 
 
+def test_fine_tuning_runs_on_ray_as_in_process(ray_cluster, tiny_data, tmp_path):
+    """Each stage is a Ray task; the fine-tuned one waits for its frozen one and continues it
+    (its features from the shared cache), with the rows an in-process sweep writes."""
+    specs = _specs("MobileNet_0.25", "dense")
+    config = RunConfig(fine_tune=True, fine_tune_epochs=1, cache_dir=str(tmp_path / "c"),
+                       **FAST)
+    local = run_sweep(specs, config, tiny_data, tmp_path / "local", executor=InProcessExecutor())
+    remote = run_sweep(specs, config, tiny_data, tmp_path / "ray", executor=_ray_executor())
+    stages = sorted((r.backbone, r.stage or "frozen", r.status) for r in remote.results)
+    assert stages == [("MobileNet_0.25", "fine-tuned", "ok"), ("MobileNet_0.25", "frozen", "ok"),
+                      ("dense", "frozen", "ok")]
+    by_key = {(r.backbone, r.stage): r for r in local.results}
+    for r in remote.results:
+        mine = by_key[(r.backbone, r.stage)]
+        assert r.config_hash == mine.config_hash
+        assert_histories_close(r.history, mine.history, n=tiny_data.n_test)
+        assert r.frozen_predictions == mine.frozen_predictions
+
+
 def test_a_worker_that_dies_is_an_error_row_and_the_sweep_goes_on(ray_cluster, tiny_data,
                                                                    tmp_path):
     outcome = run_sweep(_specs("Test_segfault", "dense"), RunConfig(**FAST), tiny_data,

@@ -10,8 +10,8 @@ a machine measures anything:
 - training: the lesson's head on features, and each from-scratch baseline on images of the
   data's shape, two epochs each (its first, with tracing, and a steady one); a fine-tuning
   step against a forward pass (--fine-tune);
-- start-up: what an isolated child process pays before its backbone (Python, TensorFlow and
-  bench's engine imported), measured by the dry run's own import when it is the first.
+- start-up: what an isolated child process costs beside its run (Python, TensorFlow and
+  bench's engine imported, the process torn down), one child timed whole.
 
 The file is checksummed (fsio.read_json_store: a damaged one is one warning, removed and
 measured again); a malformed entry is one warning naming the file, and measured again.
@@ -171,15 +171,13 @@ START_UP_CODE = ("from bench.engine.quiet import import_tensorflow; import_tenso
                  "import bench.engine.routes")
 
 
-def start_up(measured_here: float | None, store: Path | None) -> tuple[dict, bool]:
-    """{seconds}: a child process's start (Python, TensorFlow, bench's engine): this process's
-    own import when it was the first (`measured_here`), else one timed child."""
+def start_up(store: Path | None) -> tuple[dict, bool]:
+    """{seconds}: what an isolated child costs beside its run: Python started, TensorFlow and
+    bench's engine imported, the process torn down at its end; one child, timed whole."""
     def measure() -> dict:
-        if measured_here is not None:
-            return dict(seconds=measured_here)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", START_UP_CODE], check=True,
                        capture_output=True)
         return dict(seconds=time.perf_counter() - start)
 
-    return remembered(store, _key("start-up"), ("seconds",), measure, "start-up")
+    return remembered(store, _key("child"), ("seconds",), measure, "start-up")
