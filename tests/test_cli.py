@@ -93,8 +93,8 @@ def _another_value(field) -> tuple[object, list[str]]:
         return other, [flag(field), other]
     if field.name == "image_size":
         return "native", [flag(field), "native"]
-    if isinstance(default, int):
-        return default + 3, [flag(field), str(default + 3)]
+    if isinstance(default, int) or field.metadata.get("type") is int:
+        return (default or 0) + 3, [flag(field), str((default or 0) + 3)]
     if isinstance(default, float) or field.metadata.get("type") is float:
         value = 0.25 if default is None or default > 0.3 else 0.4
         return value, [flag(field), str(value)]
@@ -105,7 +105,8 @@ def _another_value(field) -> tuple[object, list[str]]:
                                    if f.name != "backbones"], ids=lambda f: f.name)
 def test_each_flag_sets_its_field(field):
     value, args = _another_value(field)
-    needs = ["--ray"] if field.name in ("gpus_per_task", "cpus_per_task") else []
+    needs = {"gpus_per_task": ["--ray"], "cpus_per_task": ["--ray"],
+             "augment": ["--fine-tune"]}.get(field.name, [])  # what the flag applies to
     options, config = run_options(parse(["run", "A", *args, *needs]))
     parsed = options if hasattr(options, field.name) else config
     assert getattr(parsed, field.name) == value != field.default
