@@ -5,6 +5,7 @@ import pytest
 
 from backbones import get, rows
 from backbones.graph_stats import per_pixel, stored_sides, stored_stats
+from bench.config import RunConfig
 from bench.engine import cost
 
 
@@ -61,5 +62,8 @@ def test_a_dry_run_estimate_builds_no_registry_backbone(monkeypatch, tmp_path):
     monkeypatch.setattr(BackboneSpec, "build", refuse)
     stats = cost.estimated_stats(get("DenseNet121"), 160, store=tmp_path)
     assert stats.gflops == pytest.approx(2.9, rel=0.05)
+    # a row's gflops at a stored side is the stored count too
+    config = RunConfig(cache_dir=str(tmp_path))
+    assert cost.run_gflops(get("DenseNet121"), 160, config) == stats.gflops
     with pytest.raises(ValueError, match="at least 75x75"):
         cost.estimated_stats(get("InceptionV3"), 64, store=tmp_path)

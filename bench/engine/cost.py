@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from backbones import BackboneSpec, Spec, get
-from backbones.graph_stats import STATS_FILE, STORED_SIDE, stored_stats
+from backbones.graph_stats import STATS_FILE, STORED_SIDE, stored_sides, stored_stats
 from bench import cache
 from bench.config import RunConfig
 from bench.engine import features, openvino_backend, runtime_choice, runtimes
@@ -133,9 +133,12 @@ def estimated_stats(spec: BackboneSpec, size: int, pooling: str = "max",
 def run_gflops(spec: Spec, size: int, config: RunConfig) -> float | None:
     """A row's gflops: one forward pass of the frozen backbone at `size`, counted once per
     backbone and size (kept beside the feature cache). None for a baseline (no frozen
-    backbone) and when the count fails: a missing cost never costs a trained row."""
+    backbone) and when the count fails: a missing cost never costs a trained row. At a side
+    the registry stores (160 px, the native one) its exact count is read, no model built."""
     if is_baseline(spec):
         return None
+    if spec.factory is None and size in stored_sides(spec.name):
+        return GraphStats(**stored_stats(spec.name, size)).gflops
     try:
         return backbone_stats(spec, size, config.pooling, _store(config)).gflops
     except Exception:  # the row already ran this backbone at this size; only counting failed
