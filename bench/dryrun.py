@@ -59,12 +59,15 @@ def dry_run(specs: list, config: RunConfig, data_dir: Path, isolated: bool = Fal
     from bench.engine import calibration, cost
     _print(f"Dry run: {len(specs)} entries, {work.source} {'x'.join(map(str, work.image_shape))}, "
            f"extraction batch {config.extract_batch_size}")
+    _print(f"Speed reference: {calibration.reference_seconds() * 1e3:.1f} ms a call of bench's "
+           f"reference convolution now; a remembered speed measured more than "
+           f"{calibration.REFERENCE_TOLERANCE:.2f}x away from it is measured again")
     store = Path(config.cache_dir or cache.default_cache_dir())
     calibrations = {}
     for runtime in dict.fromkeys(("tensorflow", *cost.runtimes_to_calibrate(config))):
-        calibrations[runtime], known = calibration.extraction(config, work.image_shape, runtime,
-                                                             store)
-        _print_calibration(calibrations[runtime], known)
+        calibrations[runtime], how = calibration.extraction(config, work.image_shape, runtime,
+                                                           store)
+        _print_calibration(calibrations[runtime], how)
     speeds = _speeds(specs, config, work, store, isolated)
     rows = cost.estimate(specs, config, work.n_images, calibrations, work.image_shape,
                          n_train=work.n_train)
@@ -160,8 +163,9 @@ def _workload(data_dir: Path) -> Workload:
                     f"{data.source}: {data.n_train} + {data.n_test} images")
 
 
-def _print_calibration(calibration, known: bool) -> None:
-    how = "remembered from an earlier measurement on this machine" if known else "measured"
+def _print_calibration(calibration, how: str) -> None:
+    if how == "remembered":
+        how = "remembered from an earlier measurement on this machine"
     _print(f"Calibration ({calibration.runtime}, {how}): " + ", ".join(
         f"{name} {n} images in {s:.2f} s" for name, n, s, _ in calibration.timings)
         + f" -> {calibration.seconds_per_gflop * 1e3:.2f} ms/GFLOP, "

@@ -13,12 +13,20 @@ a machine measures anything:
 - start-up: what an isolated child process costs beside its run (Python, TensorFlow and
   bench's engine imported, the process torn down), one child timed whole.
 
+Each entry carries the seconds of a fixed reference workload (reference_seconds) timed when
+it was measured. The same machine label does not mean the same speed (a cloud machine of one
+CPU model can run 1.5x slower than another, or than itself an hour earlier): every dry run
+times the reference once, and an entry whose reference differs from now's by more than
+REFERENCE_TOLERANCE is measured again, so a prediction rests on this machine's speed now.
+
 The file is checksummed (fsio.read_json_store: a damaged one is one warning, removed and
 measured again); a malformed entry is one warning naming the file, and measured again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import subprocess
@@ -51,6 +59,39 @@ def _key(*parts) -> str:
                        openvino_backend.version()], default=str)
 
 
+# A remembered entry whose reference ran this many times faster or slower than now is stale.
+REFERENCE_TOLERANCE = 1.15
+# The reference: a traced 3x3 convolution (64 to 64 channels) over a batch of 56x56 maps, the
+# bulk of a convolutional backbone's work; timed REFERENCE_CALLS times after its first call,
+# about half a second on two CPU cores.
+REFERENCE_SHAPE, REFERENCE_CALLS = (32, 56, 56, 64), 16
+
+
+@functools.cache
+def reference_seconds() -> float:
+    """Seconds per call of the reference workload on this machine now: the mean of
+    REFERENCE_CALLS calls after the first (which traces), timed once per process."""
+    x = tf.random.stateless_uniform(REFERENCE_SHAPE, seed=(0, 0))
+    kernel = tf.random.stateless_uniform((3, 3, REFERENCE_SHAPE[-1], REFERENCE_SHAPE[-1]),
+                                         seed=(0, 1))
+    forward = tf.function(lambda x: tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME")))
+    forward(x).numpy()
+    start = time.perf_counter()
+    for _ in range(REFERENCE_CALLS):
+        forward(x).numpy()
+    return (time.perf_counter() - start) / REFERENCE_CALLS
+
+
+def speed_change(then: float | None, now: float) -> float | None:
+    """How many times slower (> 1) or faster (< 1) this machine runs the reference now than
+    when an entry was measured (`then`); None when that is within REFERENCE_TOLERANCE. An entry
+    without a reference (written before bench timed one) counts as changed: inf."""
+    if not isinstance(then, int | float) or isinstance(then, bool) or not then > 0:
+        return math.inf
+    ratio = now / then
+    return None if 1 / REFERENCE_TOLERANCE <= ratio <= REFERENCE_TOLERANCE else ratio
+
+
 def _numbers(entry, names: tuple[str, ...]) -> bool:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(n), int | float) and not isinstance(entry.get(n), bool)
@@ -58,37 +99,49 @@ def _numbers(entry, names: tuple[str, ...]) -> bool:
 
 
 def remembered(store: Path | None, key: str, names: tuple[str, ...],
-               measure: Callable[[], dict], what: str) -> tuple[dict, bool]:
-    """(the entry, whether it was remembered): the stored entry under `key` when its `names`
-    are finite numbers >= 0, else `measure()`'s, stored for the next time."""
+               measure: Callable[[], dict], what: str) -> tuple[dict, str]:
+    """(the entry, how it was found): the stored entry under `key` when its `names` are
+    finite numbers >= 0 and its reference time is today's (speed_change), "remembered"; else
+    `measure()`'s, stored with today's reference time for the next time: "measured", or
+    "measured again: this machine runs 1.45x slower than when it was remembered"."""
     path = Path(store) / CALIBRATIONS_FILE if store else None
     entry = read_json_store(path).get(key)
-    if entry is not None and _numbers(entry, names):
-        return entry, True
-    if entry is not None:
+    how = "measured"
+    if entry is not None and not _numbers(entry, names):
         warnings.warn(f"{path}: the {what} calibration is malformed; measured again",
                       stacklevel=2)
+    elif entry is not None:
+        change = speed_change(entry.get("reference_s"), reference_seconds())
+        if change is None:
+            return entry, "remembered"
+        if math.isfinite(change):
+            how = (f"measured again: this machine runs {max(change, 1 / change):.2f}x "
+                   f"{'slower' if change > 1 else 'faster'} than when it was remembered")
     entry = measure()
-    remember_json(path, key, entry)
-    return entry, False
+    if path is not None:
+        entry = {**entry, "reference_s": reference_seconds()}
+        remember_json(path, key, entry)
+    return entry, how
 
 
 def extraction(config: RunConfig, image_shape: tuple[int, ...], runtime: str,
-               store: Path | None) -> tuple[cost.Calibration, bool]:
+               store: Path | None) -> tuple[cost.Calibration, str]:
     """cost.calibrate's rates for `runtime` at the size, batch and preprocessing `config`
     gives, remembered."""
     key = _key("extraction", runtime, config.image_size, config.extract_batch_size,
                config.pooling, config.preprocess, list(image_shape))
     names = ("seconds_per_gflop", "seconds_per_mvalue", "trace_seconds_per_op",
              "seconds_per_mcalled", "build_seconds_per_op", "build_seconds_per_mparam")
-    entry, known = remembered(
+    entry, how = remembered(
         store, key, names, lambda: asdict(cost.calibrate(config, image_shape, runtime=runtime)),
         f"{runtime} extraction")
+    fields = {f.name for f in dataclasses.fields(cost.Calibration)} - {"timings"}
     timings = tuple(tuple(t) for t in entry.get("timings") or ())
-    return cost.Calibration(**{**entry, "timings": timings}), known
+    return cost.Calibration(**{k: v for k, v in entry.items() if k in fields},
+                            timings=timings), how
 
 
-def head_training(n_classes: int, config: RunConfig, store: Path | None) -> tuple[dict, bool]:
+def head_training(n_classes: int, config: RunConfig, store: Path | None) -> tuple[dict, str]:
     """{first_s, per_value_s}: the head's first epoch (tracing included) and a steady epoch's
     seconds per feature value seen (samples x width, training and watched samples alike)."""
     key = _key("head", n_classes, config.batch_size)
@@ -109,7 +162,7 @@ def head_training(n_classes: int, config: RunConfig, store: Path | None) -> tupl
 
 
 def baseline_training(spec: BaselineSpec, image_shape: tuple[int, ...], n_classes: int,
-                      config: RunConfig, store: Path | None) -> tuple[dict, bool]:
+                      config: RunConfig, store: Path | None) -> tuple[dict, str]:
     """{first_s, per_image_s}: a from-scratch baseline's first epoch and a steady epoch's
     seconds per image (training and watched images alike), on random images of the data's
     shape, as routes.from_scratch trains it."""
@@ -130,7 +183,7 @@ def baseline_training(spec: BaselineSpec, image_shape: tuple[int, ...], n_classe
 
 
 def fine_tuning(config: RunConfig, image_shape: tuple[int, ...], n_classes: int,
-                store: Path | None) -> tuple[dict, bool]:
+                store: Path | None) -> tuple[dict, str]:
     """{train_per_forward}: what a fine-tuning step costs per image against a forward pass of
     the same backbone (the backward pass through the unfrozen weights), timed on
     MobileNet_0.25 at the run's size: a steady fit epoch against a steady predict."""
@@ -171,7 +224,7 @@ START_UP_CODE = ("from bench.engine.quiet import import_tensorflow; import_tenso
                  "import bench.engine.routes")
 
 
-def start_up(store: Path | None) -> tuple[dict, bool]:
+def start_up(store: Path | None) -> tuple[dict, str]:
     """{seconds}: what an isolated child costs beside its run: Python started, TensorFlow and
     bench's engine imported, the process torn down at its end; one child, timed whole."""
     def measure() -> dict:
