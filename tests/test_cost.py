@@ -142,3 +142,44 @@ def test_a_rows_gflops_are_the_backbones_counted_once_and_none_without_a_backbon
     cost.run_gflops(get("MobileNet_0.25"), 48, replace(config, cache=False,
                                                        cache_dir=str(no_cache)))
     assert (no_cache / "graph-stats.json").exists()
+
+
+def test_random_weights_add_a_batchnorm_pass_priced_as_calibrated(tmp_path):
+    """Recorded numbers: a calibration whose training-mode pass costs 1.5 inference passes an
+    image and traces 1.6x as long adds exactly that for random weights; nothing for ImageNet
+    weights, nor for a family without BatchNormalization."""
+    calibration = cost.Calibration(0.003, 0.0005, 0.0006, (), "tensorflow",
+                                   batchnorm_per_forward=1.5, batchnorm_trace_per_trace=1.6)
+    plain = replace(calibration, batchnorm_per_forward=1.0, batchnorm_trace_per_trace=1.0)
+
+    def setup(name: str, weights: str, cal: cost.Calibration) -> float:
+        config = RunConfig(weights=weights, runtime="tensorflow", cache_dir=str(tmp_path))
+        (row,) = cost.estimate([get(name)], config, 1171, cal, n_train=878)
+        return row["predicted_build_s"]
+
+    stats = cost.estimated_stats(get("DenseNet121"), 160)
+    rate = 1 / (calibration.predict(stats, 1) - calibration.predict(stats, 0))
+    extra = (calibration.predict(stats, 0) * 0.6 + 256 * 0.5 / rate)
+    assert setup("DenseNet121", "random", calibration) == pytest.approx(
+        setup("DenseNet121", "random", plain) + extra)
+    built = calibration.predict_build(stats)
+    assert setup("DenseNet121", "imagenet", calibration) == pytest.approx(built)
+    assert setup("VGG16", "random", calibration) == pytest.approx(
+        calibration.predict_build(cost.estimated_stats(get("VGG16"), 160)))
+
+
+def test_the_calibrated_batchnorm_pass_is_the_one_a_run_makes():
+    """cost.calibrate times features.batchnorm_pass, the step reestimate_batchnorm runs: the
+    ratios are at least 1, and the backbone is frozen again with its momentums after."""
+    spec = get("MobileNet_0.25")
+    config = RunConfig(image_size=32)
+    backbone = spec.build(32, pooling="max", weights=None)
+    backbone.trainable = False
+    momentum = [layer.momentum for layer in backbone.layers
+                if isinstance(layer, keras.layers.BatchNormalization)]
+    images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    per_image, trace = cost._batchnorm_pass(spec, backbone, 32, config, images, 1e-6, 1e-6)
+    assert per_image > 1 and trace > 1
+    assert not backbone.trainable and momentum == [
+        layer.momentum for layer in backbone.layers
+        if isinstance(layer, keras.layers.BatchNormalization)]

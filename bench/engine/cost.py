@@ -168,6 +168,10 @@ class Calibration:
     # per million parameters (initialised)
     build_seconds_per_op: float = 0.0
     build_seconds_per_mparam: float = 0.0
+    # TensorFlow: re-estimating BatchNormalization (random weights) against inference: per
+    # image (the training-mode pass computes every layer's batch moments) and its tracing
+    batchnorm_per_forward: float = 1.0
+    batchnorm_trace_per_trace: float = 1.0
 
     def predict_build(self, stats: GraphStats) -> float:
         return stats.ops * self.build_seconds_per_op + stats.params / 1e6 * (
@@ -193,7 +197,7 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
     """Times the references (random weights, random uint8 images) through the extraction path
     of `runtime` at the size and batch `config` gives; about ten seconds on two CPU cores
     (OpenVINO: plus converting the two into a throw-away folder)."""
-    rows, timings, first_call, builds = [], [], [], []
+    rows, timings, first_call, builds, batchnorm = [], [], [], [], []
     for name, n_images in references:
         spec = get(name)
         size = config.size_for(spec.input_size)
@@ -215,6 +219,9 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
         rows.append((stats.gflops, stats.activations / 1e6, seconds / n_images))
         builds.append((stats.ops, stats.params / 1e6, built))
         first_call.append((stats.ops, max(first - seconds * bs / n_images, 0.0)))
+        if runtime == "tensorflow" and spec.family not in NO_BATCHNORM:
+            batchnorm.append(_batchnorm_pass(spec, backbone, size, config, images,
+                                             seconds / n_images, first_call[-1][1]))
         timings.append((name, n_images, seconds, first))
         del run, backbone
         gc.collect()
@@ -226,7 +233,27 @@ def calibrate(config: RunConfig, image_shape: tuple[int, ...] = (64, 64, 3),
     return Calibration(max(float(per_gflop), 0.0), max(float(per_mvalue), 0.0), first / ops,
                        tuple(timings), runtime,
                        grouped_conv_seconds_per_mvalue() if runtime == "tensorflow" else 0.0,
-                       max(float(per_op), 0.0), max(float(per_mparam), 0.0))
+                       max(float(per_op), 0.0), max(float(per_mparam), 0.0),
+                       *(batchnorm[0] if batchnorm else (1.0, 1.0)))
+
+
+def _batchnorm_pass(spec: BackboneSpec, backbone: keras.Model, size: int, config: RunConfig,
+                    images: np.ndarray, forward_s: float, trace_s: float) -> tuple[float, float]:
+    """Re-estimating BatchNormalization (features.batchnorm_pass, the training-mode step
+    reestimate_batchnorm runs) against inference: (its steady seconds per image over an
+    inference pass's `forward_s`, its first call's tracing over the inference pass's
+    `trace_s`), each at least 1: the training-mode graph is the inference one and more."""
+    batch = features.BATCHNORM_BATCH
+    with features.batchnorm_pass(backbone, spec, size, config) as (step, _):
+        start = time.perf_counter()
+        step(images[:batch])  # traces
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        for done in range(0, len(images), batch):
+            step(images[done:done + batch])
+        per_image = (time.perf_counter() - start) / len(images)
+    traced = max(first - per_image * batch, 0.0)
+    return max(per_image / forward_s, 1.0), max(traced / max(trace_s, 1e-9), 1.0)
 
 
 def grouped_conv_seconds_per_mvalue(shape: tuple[int, ...] = (16, 40, 40, 96)) -> float:
@@ -330,13 +357,17 @@ def estimate(specs: Iterable[Spec], config: RunConfig, n_images: int,
 def _with_setup(row: dict, spec: BackboneSpec, stats: GraphStats, config: RunConfig,
                 reference: Calibration, memory: dict, n_train: int) -> dict:
     """The row's extraction seconds with building the backbone (and, for random weights,
-    re-estimating its BatchNormalization statistics: one traced pass in TensorFlow over at
-    most features.BATCHNORM_IMAGES training images) added; TensorFlow's steady rate."""
+    re-estimating its BatchNormalization statistics: one traced training-mode pass in
+    TensorFlow over at most features.BATCHNORM_IMAGES training images, its tracing and each
+    image costing what the calibration measured against inference) added; TensorFlow's steady
+    rate."""
     tf_rate = (memory.get("rates") or {}).get("tensorflow") or 1 / max(
         reference.predict(stats, 1) - reference.predict(stats, 0), 1e-9)
     setup = reference.predict_build(stats)
     if config.weights == "random" and spec.family not in NO_BATCHNORM:
-        setup += reference.predict(stats, 0) + min(n_train, features.BATCHNORM_IMAGES) / tf_rate
+        setup += (reference.predict(stats, 0) * reference.batchnorm_trace_per_trace
+                  + min(n_train, features.BATCHNORM_IMAGES) * (
+                      reference.batchnorm_per_forward / tf_rate))
     out = {k: row[k] + setup for k in ("predicted_extract_s", "predicted_warm_s",
                                        "predicted_tensorflow_s") if row.get(k) is not None}
     return dict(out, predicted_build_s=setup, tensorflow_images_per_s=float(tf_rate))

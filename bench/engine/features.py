@@ -92,22 +92,11 @@ def reestimate_batchnorm(backbone: keras.Model, spec: BackboneSpec, size: int,
     weighted equally (torch.optim.swa_utils.update_bn does the same). The usual random-features
     baseline; weights are untouched. At most BATCHNORM_IMAGES images are used, evenly spaced.
     Returns how many layers it re-estimated."""
-    layers = [layer for layer in backbone._flatten_layers(include_self=False)
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    if not layers:
-        return 0
-    preprocess = Preprocess(size, config.preprocess, spec.preprocess_input)
-    momentum = [layer.momentum for layer in layers]
-    stats = [layer.moving_mean for layer in layers] + [layer.moving_variance for layer in layers]
-    # Keras runs a non-trainable BatchNormalization in inference mode whatever `training`
-    # says: the frozen backbone thaws for this pass (no weight moves: nothing is optimised).
-    # With momentum 0 each batch leaves its own statistics in the moving ones, which are read
-    # after every batch and averaged: one traced function serves every batch.
-    backbone.trainable = True
-    for layer in layers:
-        layer.momentum = 0.0
-    try:
-        step = tf.function(lambda x: backbone(preprocess(x), training=True))
+    with batchnorm_pass(backbone, spec, size, config) as (step, layers):
+        if not layers:
+            return 0
+        stats = [layer.moving_mean for layer in layers] + [
+            layer.moving_variance for layer in layers]
         if len(images) > BATCHNORM_IMAGES:
             images = images[np.linspace(0, len(images) - 1, BATCHNORM_IMAGES).astype(int)]
         sums, batches = None, 0
@@ -118,11 +107,31 @@ def reestimate_batchnorm(backbone: keras.Model, spec: BackboneSpec, size: int,
             batches += 1
         for variable, total in zip(stats, sums, strict=True):
             variable.assign(total / batches)
+    return len(layers)
+
+
+@contextlib.contextmanager
+def batchnorm_pass(backbone: keras.Model, spec: BackboneSpec, size: int, config: RunConfig):
+    """(step, layers): a traced training-mode forward pass of raw images through the backbone,
+    which leaves each batch's own statistics in the moving ones of its BatchNormalization
+    `layers` (momentum 0), as reestimate_batchnorm runs it (cost.calibrate times it too).
+
+    Keras runs a non-trainable BatchNormalization in inference mode whatever `training` says:
+    the frozen backbone thaws inside the block (no weight moves: nothing is optimised) and is
+    frozen again, its momentums restored, when the block ends."""
+    layers = [layer for layer in backbone._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    preprocess = Preprocess(size, config.preprocess, spec.preprocess_input)
+    momentum = [layer.momentum for layer in layers]
+    backbone.trainable = True
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield tf.function(lambda x: backbone(preprocess(x), training=True)), layers
     finally:
         backbone.trainable = False
         for layer, value in zip(layers, momentum, strict=True):
             layer.momentum = value
-    return len(layers)
 
 
 def _build_from_file(spec: BackboneSpec, size: int, pooling: str, path: str) -> keras.Model:
