@@ -52,7 +52,8 @@ class SweepOptions:
     dry_run: bool = knob(
         False, "train nothing: predict each entry's seconds (start-up, extraction, training) "
         "and the sweep's total on this machine, from the registry's stored FLOP counts and "
-        "speeds measured once (about 20 s) and remembered in the cache folder")
+        "speeds measured once (about 20 s) and remembered in the cache folder; measured again "
+        "when a reference convolution, timed each time, says the machine's speed has changed")
     data: str = knob(
         str(DEFAULT_DIR), "the dataset: a folder with train/test _images/_labels .npy files (the "
         "default one is downloaded from Zenodo record 10970014 when missing); a folder of images "

@@ -36,6 +36,14 @@ def _bench(*args: str) -> tuple[float, str]:
     return time.perf_counter() - start, proc.stdout
 
 
+def _reference_ms() -> float:
+    """This machine's speed now: bench's reference convolution, ms a call, in a fresh child."""
+    code = "from bench.engine import calibration; print(calibration.reference_seconds() * 1e3)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=True)
+    return float(proc.stdout.split()[-1])
+
+
 def _table(stdout: str) -> dict[str, dict[str, str]]:
     """backbone -> {column: cell} from the dry run's markdown table."""
     lines = [[c.strip() for c in line.strip().strip("|").split("|")]
@@ -63,8 +71,12 @@ def test_dry_run_predicts_a_6_backbone_sweep(ds10, report, tmp_path):
         if line.startswith(("Speed reference", "Calibration")):
             report(f"dry run: {line}")
     predicted = _table(stdout)
+    # a shared VM's speed moves between minutes: the reference is timed around the sweep, so
+    # that a miss can be told apart from the machine changing under the prediction
+    before_ms = _reference_ms()
     wall, _ = _bench(*SWEEP, *common, "--cache-dir", str(tmp_path / "cache"), "--out",
                      str(tmp_path / "out"))
+    after_ms = _reference_ms()
     rows = [json.loads(line) for line in (Path(tmp_path) / "out" / "runs.jsonl").open()]
     ratios = []
     for row in rows:
@@ -78,5 +90,6 @@ def test_dry_run_predicts_a_6_backbone_sweep(ds10, report, tmp_path):
     total = sum(float(p["whole run s"]) for p in predicted.values())
     report(f"dry run against the 6-backbone sweep: predicted {total:.0f} s, measured {wall:.0f} s"
            f" wall ({total / wall:.2f}; target within 25 %), extraction ratios "
-           f"{min(ratios):.2f}..{max(ratios):.2f}; load {before:.2f} -> {getloadavg()[0]:.2f}")
+           f"{min(ratios):.2f}..{max(ratios):.2f}; load {before:.2f} -> {getloadavg()[0]:.2f}; "
+           f"reference convolution {before_ms:.1f} ms before the sweep, {after_ms:.1f} ms after")
     assert all(0.75 <= r <= 1.25 for r in (total / wall, *ratios)), "outside 25 %"
