@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.engine import cost, runtime_choice
+from bench.engine import cost, runtime_choice, runtime_forecast
 from bench.engine.runtime_choice import REGRET, UNCERTAIN, Evidence, decide
 
 
@@ -122,8 +122,8 @@ def test_the_dry_run_predicts_cold_and_warm_as_auto_chooses(n_images, cold, warm
     machine = {"speedups": {"DenseNet121": 2.0}}  # OpenVINO measured 2x here
     # tracing 2 s, conversion 2.5 x 2 s = 5 s: half of TensorFlow's 10 s for 1,000 images;
     # TensorFlow's rate remembered from a run, so the choice is auto's exactly
-    row = cost.predict_runtimes("DenseNet121", stats, n_images, _calibrations(0.5),
-                                {"rates": {"tensorflow": 100.0}}, machine)
+    row = runtime_forecast.predict_runtimes("DenseNet121", stats, n_images, _calibrations(0.5),
+                                            {"rates": {"tensorflow": 100.0}}, machine)
     tf_s = 2.0 + n_images * 0.01
     assert row["predicted_tensorflow_s"] == pytest.approx(tf_s)
     assert (row["runtime"], row["warm_runtime"]) == (cold, warm)
@@ -140,13 +140,14 @@ def test_a_close_call_predicts_the_mean_of_both_outcomes():
     threshold the prediction is the one outcome."""
     stats = cost.GraphStats(flops=int(0.01e9), activations=0, ops=1000)
     machine = {"speedups": {"DenseNet121": 2.0}}
-    close = cost.predict_runtimes("DenseNet121", stats, 1_000, _calibrations(0.5), {}, machine)
+    close = runtime_forecast.predict_runtimes("DenseNet121", stats, 1_000, _calibrations(0.5),
+                                              {}, machine)
     tensorflow, openvino = 2.0 + 10.0, 5.0 + 0.5 + 5.0  # the probe converts, OpenVINO runs
     assert close["runtime"] == "tensorflow"
     assert close["predicted_extract_s"] == pytest.approx((tensorflow + openvino) / 2)
     assert "a close call cold" in close["note"]
-    clear = cost.predict_runtimes("DenseNet121", stats, 200_000, _calibrations(0.5), {},
-                                  machine)
+    clear = runtime_forecast.predict_runtimes("DenseNet121", stats, 200_000,
+                                              _calibrations(0.5), {}, machine)
     assert clear["predicted_extract_s"] == pytest.approx(5.0 + 0.5 + 200_000 * 0.005)
     assert "close call" not in clear["note"]
 
